@@ -1,0 +1,200 @@
+//! The HardLight envelope: the first bytes of every binary WebSocket message,
+//! saying what the message is, followed by an rkyv archive.
+//!
+//! The envelope is a fixed little header rather than an archive of its own so
+//! that routing a message (which call, which method) costs a few byte reads
+//! and so that ports can parse it without rkyv. Byte layouts are in
+//! `docs/PROTOCOL.md`; this module is their single implementation.
+
+use crate::error::CallErrorCode;
+
+/// Client to server: start a call. `[0x01, id, method_lo, method_hi, input...]`.
+pub const KIND_CALL: u8 = 0x01;
+/// Server to client: the call returned. `[0x10, id, output...]`.
+pub const KIND_RESULT_OK: u8 = 0x10;
+/// Server to client: the call returned the application's error type. `[0x11, id, error...]`.
+pub const KIND_RESULT_ERR: u8 = 0x11;
+/// Server to client: the call was refused or failed in the protocol layer.
+/// `[0x12, id, code, detail utf-8...]`.
+pub const KIND_CALL_ERROR: u8 = 0x12;
+/// Server to client: a state change (reserved for connection state).
+pub const KIND_STATE: u8 = 0x20;
+/// Server to client: the connection's enabled methods changed (reserved).
+pub const KIND_FEATURES: u8 = 0x21;
+/// Server to client: a pushed event (reserved).
+pub const KIND_EVENT: u8 = 0x30;
+
+/// Length of the call envelope header before the input archive.
+pub const CALL_HEADER_LEN: usize = 4;
+/// Length of the result envelope header before the output archive.
+pub const RESULT_HEADER_LEN: usize = 2;
+/// Length of the call-error envelope header before the detail text.
+pub const CALL_ERROR_HEADER_LEN: usize = 3;
+
+/// A message from client to server, borrowed from the receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientMessage<'a> {
+    /// Start call `id` of method `method` with the given input archive.
+    Call {
+        /// Call id, unique among this connection's calls in flight.
+        id: u8,
+        /// Index into the service's method table.
+        method: u16,
+        /// The input archive bytes.
+        input: &'a [u8],
+    },
+}
+
+/// A message from server to client, borrowed from the receive buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ServerMessage<'a> {
+    /// Call `id` finished; `ok` says whether `payload` is the output (true)
+    /// or the application's error (false).
+    Result {
+        /// Call id.
+        id: u8,
+        /// Output (true) or application error (false).
+        ok: bool,
+        /// Archive bytes.
+        payload: &'a [u8],
+    },
+    /// Call `id` failed in the protocol layer.
+    CallError {
+        /// Call id.
+        id: u8,
+        /// Raw code; see [`CallErrorCode::from_u8`].
+        code: u8,
+        /// Human-readable detail, UTF-8 (lossy decoding is fine).
+        detail: &'a [u8],
+    },
+    /// A message kind this build does not handle yet (state, features, events).
+    Other {
+        /// The kind byte.
+        kind: u8,
+        /// Everything after the kind byte.
+        body: &'a [u8],
+    },
+}
+
+/// A message that is not a well-formed envelope. The receiver closes the
+/// connection with close code 4000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum EnvelopeError {
+    /// The message was empty.
+    #[error("empty message")]
+    Empty,
+    /// The kind byte is not one this side accepts.
+    #[error("unknown message kind {0:#04x}")]
+    UnknownKind(u8),
+    /// The message ended inside its header.
+    #[error("message of kind {kind:#04x} truncated: {len} bytes, header needs {need}")]
+    Truncated {
+        /// The kind byte.
+        kind: u8,
+        /// Bytes present.
+        len: usize,
+        /// Bytes the header needs.
+        need: usize,
+    },
+}
+
+/// Parses a client-to-server message.
+pub fn decode_client(msg: &[u8]) -> Result<ClientMessage<'_>, EnvelopeError> {
+    let kind = *msg.first().ok_or(EnvelopeError::Empty)?;
+    match kind {
+        KIND_CALL => {
+            if msg.len() < CALL_HEADER_LEN {
+                return Err(EnvelopeError::Truncated { kind, len: msg.len(), need: CALL_HEADER_LEN });
+            }
+            Ok(ClientMessage::Call {
+                id: msg[1],
+                method: u16::from_le_bytes([msg[2], msg[3]]),
+                input: &msg[CALL_HEADER_LEN..],
+            })
+        }
+        other => Err(EnvelopeError::UnknownKind(other)),
+    }
+}
+
+/// Parses a server-to-client message.
+pub fn decode_server(msg: &[u8]) -> Result<ServerMessage<'_>, EnvelopeError> {
+    let kind = *msg.first().ok_or(EnvelopeError::Empty)?;
+    match kind {
+        KIND_RESULT_OK | KIND_RESULT_ERR => {
+            if msg.len() < RESULT_HEADER_LEN {
+                return Err(EnvelopeError::Truncated { kind, len: msg.len(), need: RESULT_HEADER_LEN });
+            }
+            Ok(ServerMessage::Result { id: msg[1], ok: kind == KIND_RESULT_OK, payload: &msg[RESULT_HEADER_LEN..] })
+        }
+        KIND_CALL_ERROR => {
+            if msg.len() < CALL_ERROR_HEADER_LEN {
+                return Err(EnvelopeError::Truncated { kind, len: msg.len(), need: CALL_ERROR_HEADER_LEN });
+            }
+            Ok(ServerMessage::CallError { id: msg[1], code: msg[2], detail: &msg[CALL_ERROR_HEADER_LEN..] })
+        }
+        KIND_STATE | KIND_FEATURES | KIND_EVENT => Ok(ServerMessage::Other { kind, body: &msg[1..] }),
+        other => Err(EnvelopeError::UnknownKind(other)),
+    }
+}
+
+/// Writes a call envelope header; the input archive follows it.
+pub fn call_header(id: u8, method: u16) -> [u8; CALL_HEADER_LEN] {
+    let m = method.to_le_bytes();
+    [KIND_CALL, id, m[0], m[1]]
+}
+
+/// Writes a result envelope header; the output (or application error) archive follows it.
+pub fn result_header(id: u8, ok: bool) -> [u8; RESULT_HEADER_LEN] {
+    [if ok { KIND_RESULT_OK } else { KIND_RESULT_ERR }, id]
+}
+
+/// Writes a call-error envelope header; the detail text follows it.
+pub fn call_error_header(id: u8, code: CallErrorCode) -> [u8; CALL_ERROR_HEADER_LEN] {
+    [KIND_CALL_ERROR, id, code as u8]
+}
+
+/// Encodes a whole call message (header and input) into `out`. For clients.
+pub fn encode_call(out: &mut Vec<u8>, id: u8, method: u16, input: &[u8]) {
+    out.extend_from_slice(&call_header(id, method));
+    out.extend_from_slice(input);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn call_round_trip() {
+        let mut out = Vec::new();
+        encode_call(&mut out, 200, 0x1234, b"abc");
+        assert_eq!(out, [0x01, 200, 0x34, 0x12, b'a', b'b', b'c']);
+        assert_eq!(
+            decode_client(&out),
+            Ok(ClientMessage::Call { id: 200, method: 0x1234, input: b"abc" })
+        );
+    }
+
+    #[test]
+    fn malformed_client_messages() {
+        assert_eq!(decode_client(&[]), Err(EnvelopeError::Empty));
+        assert_eq!(decode_client(&[0x01, 1, 2]), Err(EnvelopeError::Truncated { kind: 1, len: 3, need: 4 }));
+        assert_eq!(decode_client(&[0x10, 1, 2, 3]), Err(EnvelopeError::UnknownKind(0x10)));
+    }
+
+    #[test]
+    fn server_messages() {
+        let mut m = result_header(7, true).to_vec();
+        m.extend_from_slice(b"xyz");
+        assert_eq!(decode_server(&m), Ok(ServerMessage::Result { id: 7, ok: true, payload: b"xyz" }));
+        let m = result_header(8, false);
+        assert_eq!(decode_server(&m), Ok(ServerMessage::Result { id: 8, ok: false, payload: b"" }));
+        let mut m = call_error_header(9, CallErrorCode::UnknownMethod).to_vec();
+        m.extend_from_slice(b"no such method 7");
+        assert_eq!(
+            decode_server(&m),
+            Ok(ServerMessage::CallError { id: 9, code: 1, detail: b"no such method 7" })
+        );
+        assert_eq!(decode_server(&[0x12, 1]), Err(EnvelopeError::Truncated { kind: 0x12, len: 2, need: 3 }));
+        assert_eq!(decode_server(&[0x01, 1, 0, 0]), Err(EnvelopeError::UnknownKind(0x01)));
+    }
+}

@@ -1,0 +1,31 @@
+//! HardLight's protocol core, with no I/O.
+//!
+//! Everything HardLight puts on the wire is decided here and tested on byte
+//! buffers: the upgrade handshake and its version rule ([`handshake`]),
+//! WebSocket framing ([`frame`]), the message envelope ([`envelope`]),
+//! call-id tracking ([`calls`]), archive encoding ([`wire`]), the
+//! server-side connection state machine ([`connection`]), and every limit
+//! ([`limits`]). The glommio server and the tokio client are thin drivers
+//! that move bytes between sockets and this crate.
+//!
+//! The wire format is specified byte by byte in `docs/PROTOCOL.md`.
+
+#![warn(missing_docs)]
+
+pub mod calls;
+pub mod connection;
+pub mod envelope;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod limits;
+pub mod service;
+pub mod wire;
+
+pub use error::{CallError, CallErrorCode, CloseCode, DecodeError, EncodeError};
+pub use service::{Caller, RawReply, Rejection, Reply, Service};
+pub use wire::{AlignedBuf, Wire};
+
+/// rkyv, re-exported so that generated code and applications derive wire
+/// types against the same version HardLight validates with.
+pub use rkyv;

@@ -1,0 +1,73 @@
+//! Every bound the protocol enforces, in one place, each with a named default.
+//!
+//! A server that accepts traffic from the network must bound every buffer and
+//! queue a peer can grow; these are the knobs. The drivers (`hardlight-server`,
+//! `hardlight-client`) read them from here rather than inventing their own.
+
+use std::time::Duration;
+
+/// Calls in flight on one connection. Fixed by the wire format: call ids are a `u8`.
+pub const MAX_CALLS_IN_FLIGHT: usize = 256;
+
+/// Default largest WebSocket message (after reassembly of fragments) a peer may send.
+///
+/// RPC inputs are small; 1 MiB leaves room for bulk arguments while keeping a
+/// hostile peer from pinning much memory per connection.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 1 << 20;
+
+/// Default largest HTTP upgrade request (request line plus headers), in bytes.
+pub const DEFAULT_MAX_HANDSHAKE_SIZE: usize = 8 * 1024;
+
+/// Default largest number of headers in the upgrade request.
+pub const DEFAULT_MAX_HEADERS: usize = 64;
+
+/// Default cap on bytes queued for one connection's socket before the server
+/// stops reading that connection's calls (back-pressure on slow readers).
+pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 << 20;
+
+/// Default time a peer has to complete the HTTP upgrade after TCP accept.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Default time in-flight calls get to finish during graceful shutdown.
+pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Default depth limit for validating untrusted archives; rkyv has none by default,
+/// so a crafted deeply nested archive could otherwise recurse without bound.
+pub const DEFAULT_MAX_VALIDATION_DEPTH: usize = 64;
+
+/// Default read buffer size per connection. Grows up to `max_message_size` plus
+/// frame overhead only when a peer sends a message larger than this.
+pub const DEFAULT_READ_BUFFER_SIZE: usize = 16 * 1024;
+
+/// Protocol bounds applied to one connection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Largest reassembled message; larger ones close the connection with 1009.
+    pub max_message_size: usize,
+    /// Largest upgrade request; larger ones get HTTP 431.
+    pub max_handshake_size: usize,
+    /// Most headers in the upgrade request; more get HTTP 431.
+    pub max_headers: usize,
+    /// Outbound bytes queued before the connection stops reading new calls.
+    pub max_outbound_bytes: usize,
+    /// Time allowed for the upgrade request to arrive.
+    pub handshake_timeout: Duration,
+    /// Validation depth for archives received from the network.
+    pub max_validation_depth: usize,
+    /// Initial read buffer size.
+    pub read_buffer_size: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_handshake_size: DEFAULT_MAX_HANDSHAKE_SIZE,
+            max_headers: DEFAULT_MAX_HEADERS,
+            max_outbound_bytes: DEFAULT_MAX_OUTBOUND_BYTES,
+            handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
+            max_validation_depth: DEFAULT_MAX_VALIDATION_DEPTH,
+            read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+        }
+    }
+}
