@@ -152,8 +152,13 @@ mod tests {
             // Never panics; either an error or (rarely) a value that validated.
             let _ = Point::decode(align_into(&mut buf, &bytes[..cut]));
         }
-        let garbage = [0xffu8; 32];
-        assert!(Point::decode(align_into(&mut buf, &garbage)).is_err());
+        // Corrupt the string's bytes into invalid UTF-8: validation must catch it.
+        let long = encode(&Point { x: 7, name: "seventy-seven thousand".into() }).unwrap();
+        let mut bad = long.to_vec();
+        let at = bad.windows(5).position(|w| w == b"seven").unwrap();
+        bad[at + 2] = 0xff;
+        let err = Point::decode(align_into(&mut buf, &bad)).unwrap_err();
+        assert!(!err.0.is_empty());
     }
 
     #[test]
