@@ -1,0 +1,57 @@
+//! How the application makes one handler per connection.
+
+use std::net::SocketAddr;
+
+use hardlight_core::handshake::UpgradeRequest;
+use hardlight_core::Service;
+
+/// What a connection factory knows about a new connection.
+#[derive(Debug)]
+pub struct ConnectContext<'a> {
+    /// The peer's address.
+    pub peer: SocketAddr,
+    /// The upgrade request: path, headers, cookies.
+    pub request: &'a UpgradeRequest,
+    /// Index of the shard (executor) that owns the connection.
+    pub shard: usize,
+}
+
+/// The application's refusal of a connection, sent as an HTTP response
+/// before the upgrade completes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// HTTP status, for example 401 or 403.
+    pub status: u16,
+    /// Body text explaining what to do.
+    pub reason: String,
+}
+
+impl Refusal {
+    /// A refusal with this status and reason.
+    pub fn new(status: u16, reason: impl Into<String>) -> Self {
+        Self { status, reason: reason.into() }
+    }
+}
+
+/// Makes the per-connection service. Shared by all shards, so it must be
+/// `Send + Sync`; the services it makes live on one shard and need not be.
+pub trait ConnectionFactory: Send + Sync + 'static {
+    /// The service type each connection runs.
+    type Service: Service + 'static;
+
+    /// Called once per upgrade request, after protocol validation and before
+    /// the 101 response. Returning `Err` refuses the connection.
+    fn connect(&self, ctx: &ConnectContext<'_>) -> Result<Self::Service, Refusal>;
+}
+
+impl<F, S> ConnectionFactory for F
+where
+    F: Fn(&ConnectContext<'_>) -> Result<S, Refusal> + Send + Sync + 'static,
+    S: Service + 'static,
+{
+    type Service = S;
+
+    fn connect(&self, ctx: &ConnectContext<'_>) -> Result<S, Refusal> {
+        self(ctx)
+    }
+}

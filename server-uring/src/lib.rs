@@ -1,0 +1,271 @@
+//! HardLight's thread-per-core server.
+//!
+//! Each shard is a glommio executor pinned to one CPU, with its own
+//! SO_REUSEPORT listener on the shared address; the kernel spreads
+//! connections across shards, and a connection stays on its shard for life.
+//! Socket I/O goes through io_uring. The protocol itself lives in
+//! `hardlight-core`; this crate only moves bytes and runs handlers
+//! (see `docs/ARCHITECTURE.md`).
+//!
+//! ```no_run
+//! # use hardlight_server::{Server, Refusal};
+//! # fn make_service() -> impl hardlight_core::Service + 'static { unimplemented!() as DummyService }
+//! # struct DummyService;
+//! # impl hardlight_core::Service for DummyService {
+//! #   type Reply = DummyReply;
+//! #   fn method_names(&self) -> &'static [&'static str] { &[] }
+//! #   fn call<'s>(&'s self, m: u16, _: &[u8], _: usize) -> Result<std::future::Ready<DummyReply>, hardlight_core::Rejection> { Err(hardlight_core::Rejection::UnknownMethod(m)) }
+//! # }
+//! # struct DummyReply;
+//! # impl hardlight_core::Reply for DummyReply { fn encode(&self, _: &mut hardlight_core::AlignedBuf) -> Result<bool, hardlight_core::EncodeError> { Ok(true) } }
+//! let server = Server::builder("127.0.0.1:9000".parse().unwrap())
+//!     .cores(vec![1])
+//!     .serve(|_ctx: &hardlight_server::ConnectContext<'_>| Ok::<_, Refusal>(make_service()))
+//!     .expect("server starts");
+//! println!("listening on {}", server.local_addr());
+//! server.shutdown();
+//! ```
+
+#![warn(missing_docs)]
+
+mod config;
+mod conn;
+mod error;
+mod factory;
+mod shard;
+mod signal;
+mod slots;
+mod stats;
+
+use std::net::{SocketAddr, TcpListener as StdListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement as GlommioPlacement};
+use hardlight_core::limits::Limits;
+
+pub use config::{
+    io_memory_rule, memlock_limit, online_cpus, Placement, ServerConfig, DEFAULT_MAX_CONNECTIONS_PER_SHARD,
+    MAX_IO_MEMORY, MIN_IO_MEMORY,
+};
+pub use error::ServerError;
+pub use factory::{ConnectContext, ConnectionFactory, Refusal};
+pub use stats::{Counter, Gauge, ServerStats};
+
+/// Entry point: `Server::builder(addr)...serve(factory)`.
+pub struct Server;
+
+impl Server {
+    /// Starts configuring a server listening on `listen`.
+    pub fn builder(listen: SocketAddr) -> ServerBuilder {
+        ServerBuilder { config: ServerConfig::new(listen), on_shard_start: None }
+    }
+}
+
+type ShardHook = Arc<dyn Fn(usize) + Send + Sync>;
+
+/// Configures and starts a server.
+pub struct ServerBuilder {
+    config: ServerConfig,
+    on_shard_start: Option<ShardHook>,
+}
+
+impl ServerBuilder {
+    /// One shard per listed CPU, pinned.
+    pub fn cores(mut self, cpus: Vec<usize>) -> Self {
+        self.config.placement = Placement::Pinned(cpus);
+        self
+    }
+
+    /// `n` shards pinned to the first `n` CPUs.
+    pub fn shards(mut self, n: usize) -> Self {
+        self.config.placement = Placement::Pinned((0..n).collect());
+        self
+    }
+
+    /// `n` shards that the OS schedules freely.
+    pub fn unpinned(mut self, n: usize) -> Self {
+        self.config.placement = Placement::Unpinned(n);
+        self
+    }
+
+    /// Protocol limits per connection.
+    pub fn limits(mut self, limits: Limits) -> Self {
+        self.config.limits = limits;
+        self
+    }
+
+    /// io_uring registered memory per executor (see [`io_memory_rule`]).
+    pub fn io_memory(mut self, bytes: usize) -> Self {
+        self.config.io_memory = Some(bytes);
+        self
+    }
+
+    /// Time in-flight calls get to finish on shutdown.
+    pub fn shutdown_grace(mut self, grace: Duration) -> Self {
+        self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Connections one shard holds at most.
+    pub fn max_connections_per_shard(mut self, n: usize) -> Self {
+        self.config.max_connections_per_shard = n;
+        self
+    }
+
+    /// Busy-poll before parking an idle executor.
+    pub fn spin_before_park(mut self, spin: Duration) -> Self {
+        self.config.spin_before_park = Some(spin);
+        self
+    }
+
+    /// Runs `hook(shard_index)` on each shard's thread before it serves,
+    /// for thread-local setup (metrics, allocator probes).
+    pub fn on_shard_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
+        self.on_shard_start = Some(Arc::new(hook));
+        self
+    }
+
+    /// The configuration so far.
+    pub fn config(&self) -> &ServerConfig {
+        &self.config
+    }
+
+    /// Binds every shard and starts serving. Returns once all shards listen.
+    pub fn serve<F: ConnectionFactory>(self, factory: F) -> Result<ServerHandle, ServerError> {
+        let config = Arc::new(self.config);
+        let shards = config.placement.shards();
+        if shards == 0 {
+            return Err(ServerError::Config("at least one shard is required".into()));
+        }
+        // glommio binds with SO_REUSEPORT, so a stale server on the same port
+        // would silently share it. A plain bind (no SO_REUSEPORT) fails if any
+        // socket holds the port, which is exactly the check we need. It also
+        // resolves port 0 to a concrete port that every shard then shares.
+        let addr = match StdListener::bind(config.listen) {
+            Ok(probe) => {
+                let a = probe.local_addr().map_err(|e| ServerError::Bind { addr: config.listen, source: e })?;
+                drop(probe);
+                a
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(ServerError::AddressInUse(config.listen)),
+            Err(e) => return Err(ServerError::Bind { addr: config.listen, source: e }),
+        };
+        let io_memory = config.io_memory.unwrap_or_else(|| io_memory_rule(shards));
+        let factory = Arc::new(factory);
+        let stats = Arc::new(ServerStats::default());
+        let mut stops = Vec::with_capacity(shards);
+        let mut joins = Vec::with_capacity(shards);
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ServerError>>();
+        for index in 0..shards {
+            let placement = match &config.placement {
+                Placement::Pinned(cpus) => GlommioPlacement::Fixed(cpus[index]),
+                Placement::Unpinned(_) => GlommioPlacement::Unbound,
+            };
+            let mut builder =
+                LocalExecutorBuilder::new(placement).name(&format!("hardlight-shard-{index}")).io_memory(io_memory);
+            if let Some(spin) = config.spin_before_park {
+                builder = builder.spin_before_park(spin);
+            }
+            let (stop_tx, stop_rx) = oneshot::channel();
+            stops.push(stop_tx);
+            let (config2, factory2, stats2, ready) = (config.clone(), factory.clone(), stats.clone(), ready_tx.clone());
+            let hook = self.on_shard_start.clone();
+            let spawned = builder.spawn(move || async move {
+                let listener = match glommio::net::TcpListener::bind(addr) {
+                    Ok(l) => l,
+                    Err(e) => {
+                        let _ = ready.send(Err(ServerError::Bind { addr, source: std::io::Error::other(e.to_string()) }));
+                        return;
+                    }
+                };
+                if let Some(hook) = hook {
+                    hook(index);
+                }
+                let _ = ready.send(Ok(()));
+                drop(ready);
+                shard::run(index, addr, config2, factory2, stats2, listener, stop_rx).await;
+            });
+            match spawned {
+                Ok(j) => joins.push(j),
+                Err(e) => {
+                    let mut handle = ServerHandle { addr, stops, joins, stats };
+                    handle.stop_and_join();
+                    return Err(ServerError::ShardStart { shard: index, reason: e.to_string() });
+                }
+            }
+        }
+        drop(ready_tx);
+        let mut handle = ServerHandle { addr, stops, joins, stats };
+        for index in 0..shards {
+            match ready_rx.recv() {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    handle.stop_and_join();
+                    return Err(e);
+                }
+                Err(_) => {
+                    handle.stop_and_join();
+                    return Err(ServerError::ShardStart {
+                        shard: index,
+                        reason: "executor exited before listening (see logs)".into(),
+                    });
+                }
+            }
+        }
+        handle.stops.shrink_to_fit();
+        Ok(handle)
+    }
+}
+
+/// A running server. Dropping it shuts the server down gracefully.
+pub struct ServerHandle {
+    addr: SocketAddr,
+    stops: Vec<oneshot::Sender<()>>,
+    joins: Vec<ExecutorJoinHandle<()>>,
+    stats: Arc<ServerStats>,
+}
+
+impl ServerHandle {
+    /// The address every shard listens on (port 0 resolved).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Live counters.
+    pub fn stats(&self) -> &ServerStats {
+        &self.stats
+    }
+
+    /// Graceful shutdown: stop accepting, let in-flight calls finish within
+    /// the grace period, send Close 1001 to every client, then return.
+    pub fn shutdown(mut self) {
+        self.stop_and_join();
+    }
+
+    /// Blocks until the server stops (it only stops through [`Self::shutdown`]
+    /// from another handle holder or a shard failure).
+    pub fn join(mut self) {
+        for j in self.joins.drain(..) {
+            let _ = j.join();
+        }
+    }
+
+    fn stop_and_join(&mut self) {
+        for s in self.stops.drain(..) {
+            let _ = s.send(());
+        }
+        for j in self.joins.drain(..) {
+            if let Err(e) = j.join() {
+                tracing::error!(error = %e, "shard exited with an error");
+            }
+        }
+    }
+}
+
+impl Drop for ServerHandle {
+    fn drop(&mut self) {
+        self.stop_and_join();
+    }
+}

@@ -1,0 +1,115 @@
+//! One shard: a glommio executor pinned to a core, its listener, and the
+//! connections it owns.
+//!
+//! Every shard binds the same address with SO_REUSEPORT (glommio's default),
+//! and the kernel spreads incoming connections across them. This avoids a
+//! cross-core hand-off per connection; the alternative (one acceptor
+//! handing `AcceptedTcpStream`s to other shards) adds a channel hop and
+//! concentrates accept work on one core.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::channel::oneshot;
+use futures::future::{select, Either};
+use glommio::net::TcpListener;
+use glommio::timer::Timer;
+
+use crate::config::ServerConfig;
+use crate::factory::ConnectionFactory;
+use crate::signal::LocalSignal;
+use crate::stats::ServerStats;
+
+/// State shared by the tasks of one shard.
+pub(crate) struct Shard<F> {
+    pub(crate) index: usize,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) factory: Arc<F>,
+    pub(crate) stats: Arc<ServerStats>,
+    pub(crate) shutdown: LocalSignal,
+    open: Cell<usize>,
+    all_closed: LocalSignal,
+}
+
+/// Runs a shard until `stop` fires (or its sender is dropped) and its
+/// connections have closed.
+pub(crate) async fn run<F: ConnectionFactory>(
+    index: usize,
+    addr: SocketAddr,
+    config: Arc<ServerConfig>,
+    factory: Arc<F>,
+    stats: Arc<ServerStats>,
+    listener: TcpListener,
+    stop: oneshot::Receiver<()>,
+) {
+    let shard = Rc::new(Shard {
+        index,
+        config,
+        factory,
+        stats,
+        shutdown: LocalSignal::default(),
+        open: Cell::new(0),
+        all_closed: LocalSignal::default(),
+    });
+    tracing::info!(shard = index, %addr, "shard listening");
+    let mut stop = stop;
+    loop {
+        let accept = std::pin::pin!(listener.accept());
+        match select(accept, &mut stop).await {
+            Either::Left((Ok(stream), _)) => {
+                shard.stats.accepted.inc();
+                if shard.open.get() >= shard.config.max_connections_per_shard {
+                    shard.stats.over_capacity.inc();
+                    tracing::warn!(shard = index, "connection limit reached; closing new connection");
+                    drop(stream);
+                    continue;
+                }
+                if let Err(e) = stream.set_nodelay(true) {
+                    tracing::debug!(error = %e, "could not set TCP_NODELAY");
+                }
+                let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let shard2 = shard.clone();
+                shard.open.set(shard.open.get() + 1);
+                shard.stats.open.inc();
+                glommio::spawn_local(async move {
+                    crate::conn::serve(stream, peer, shard2.clone()).await;
+                    shard2.open.set(shard2.open.get() - 1);
+                    shard2.stats.open.dec();
+                    if shard2.open.get() == 0 {
+                        shard2.all_closed.fire();
+                    }
+                })
+                .detach();
+            }
+            Either::Left((Err(e), _)) => {
+                // EMFILE and friends: back off instead of spinning.
+                tracing::warn!(shard = index, error = %e, "accept failed");
+                Timer::new(Duration::from_millis(10)).await;
+            }
+            Either::Right(_) => break,
+        }
+    }
+    drop(listener);
+    tracing::info!(shard = index, open = shard.open.get(), "shard draining");
+    shard.shutdown.fire();
+    // Connections close themselves within the grace period plus the close
+    // handshake; wait a little longer than that, then give up on them.
+    let limit = shard.config.shutdown_grace + Duration::from_secs(3);
+    let key = shard.all_closed.subscribe();
+    let wait_closed = std::future::poll_fn(|cx| {
+        if shard.open.get() == 0 {
+            std::task::Poll::Ready(())
+        } else {
+            shard.all_closed.register(key, cx.waker());
+            std::task::Poll::Pending
+        }
+    });
+    let wait_closed = std::pin::pin!(wait_closed);
+    if let Either::Right(_) = select(wait_closed, Timer::new(limit)).await {
+        tracing::warn!(shard = index, open = shard.open.get(), "connections still open after shutdown limit");
+    }
+    tracing::info!(shard = index, "shard stopped");
+}
