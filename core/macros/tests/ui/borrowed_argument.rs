@@ -1,0 +1,6 @@
+#[hardlight::rpc]
+pub trait Greeter {
+    async fn greet(&self, name: &str) -> String;
+}
+
+fn main() {}

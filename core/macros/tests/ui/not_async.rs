@@ -1,0 +1,6 @@
+#[hardlight::rpc]
+pub trait Counter {
+    fn get(&self) -> u32;
+}
+
+fn main() {}
