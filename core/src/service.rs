@@ -76,14 +76,19 @@ pub trait Service {
     fn method_names(&self) -> &'static [&'static str];
 
     /// Validates `input` (aligned archive bytes) for `method` and returns the
-    /// future that runs the handler. Decoding happens before the future is
-    /// returned, so the driver may reuse the input buffer at once.
-    fn call(
-        &self,
+    /// future that runs the handler.
+    ///
+    /// Decoding happens before the future is returned, and the future's type
+    /// captures only `'s` (`use<'s, Self>`), not the lifetime of `input`: the
+    /// input lives in the connection's reused receive buffer, and the driver
+    /// must be free to parse the next message while this call runs. An
+    /// implementation writes `-> Result<impl Future<Output = ...> + use<'s, T>, Rejection>`.
+    fn call<'s>(
+        &'s self,
         method: u16,
         input: &[u8],
         max_depth: usize,
-    ) -> Result<impl Future<Output = Self::Reply> + '_, Rejection>;
+    ) -> Result<impl Future<Output = Self::Reply> + use<'s, Self>, Rejection>;
 }
 
 /// What the server sent back for one call.

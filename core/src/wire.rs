@@ -84,7 +84,7 @@ where
     T: Archive,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>,
 {
-    if (bytes.as_ptr() as usize) % ARCHIVE_ALIGN != 0 && !bytes.is_empty() {
+    if !(bytes.as_ptr() as usize).is_multiple_of(ARCHIVE_ALIGN) && !bytes.is_empty() {
         return Err(DecodeError(format!(
             "archive not aligned to {ARCHIVE_ALIGN} bytes (receive path bug)"
         )));

@@ -1,0 +1,31 @@
+//! Calls the counter service: increments, decrements and reads it.
+//!
+//! ```text
+//! cargo run --release -p hardlight-server --example counter -- --listen 127.0.0.1:9000
+//! cargo run --release -p hardlight-client --example counter -- ws://127.0.0.1:9000
+//! ```
+
+#[allow(dead_code)] // the server half of the API is unused here
+#[path = "../../server-uring/examples/api/counter.rs"]
+mod api;
+
+use api::CounterClient;
+use hardlight::client::Connection;
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9000".to_string());
+    let counter = CounterClient::new(Connection::connect(&url).await?);
+    println!("increment(5) -> {}", counter.increment(5).await?);
+    println!("increment(3) -> {}", counter.increment(3).await?);
+    match counter.decrement(2).await? {
+        Ok(v) => println!("decrement(2) -> {v}"),
+        Err(e) => println!("decrement(2) -> error: {e}"),
+    }
+    println!("get() -> {}", counter.get().await?);
+    match counter.decrement(1_000).await? {
+        Ok(v) => println!("decrement(1000) -> {v}"),
+        Err(e) => println!("decrement(1000) -> error: {e}"),
+    }
+    Ok(())
+}
