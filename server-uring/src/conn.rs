@@ -21,7 +21,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 use glommio::timer::Timer;
 use hardlight_core::connection::{Event, ServerConnection};
 use hardlight_core::error::{CallErrorCode, CloseCode};
-use hardlight_core::{Reply, Service};
+use hardlight_core::{Rejection, Reply, Service};
 
 use crate::factory::{ConnectContext, ConnectionFactory};
 use crate::shard::Shard;
@@ -142,6 +142,7 @@ where
 {
     let depth = conn.limits().max_validation_depth;
     let mut slots = CallSlots::new();
+    let mut start = |method: u16, input: &[u8]| service.call(method, input, depth).map(|f| AssertUnwindSafe(f).catch_unwind());
     let signal_key = shard.shutdown.subscribe();
     let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
     let mut draining = false;
@@ -190,32 +191,7 @@ where
                     }
                 }
             }
-            let mut closed = false;
-            while let Some(ev) = conn.poll_event() {
-                match ev {
-                    Event::Call { id, method, input } => {
-                        let started = std::panic::catch_unwind(AssertUnwindSafe(|| service.call(method, input, depth)));
-                        match started {
-                            Ok(Ok(fut)) => {
-                                let fut = AssertUnwindSafe(fut).catch_unwind();
-                                if let Some(out) = slots.start(id, fut, cx) {
-                                    finish(conn, id, out);
-                                }
-                            }
-                            Ok(Err(rejection)) => conn.fail(id, rejection.code(), &rejection.detail()),
-                            Err(_) => {
-                                tracing::error!(method, "service panicked while decoding a call");
-                                conn.fail(id, CallErrorCode::HandlerPanicked, "handler panicked");
-                            }
-                        }
-                    }
-                    Event::Closed(reason) => {
-                        tracing::trace!(?reason, "connection closed");
-                        closed = true;
-                    }
-                    Event::Upgrade(_) | Event::HandshakeFailed(_) => {}
-                }
-            }
+            let mut closed = process_events(conn, &mut slots, &mut start, cx);
 
             // A close we started must be answered in bounded time.
             if !conn.is_open() && !closed && !conn.is_closed() {
@@ -251,6 +227,48 @@ where
     result
 }
 
+/// Handles every event buffered in `conn`: starts calls (each polled once in
+/// place; most finish here and their replies are framed into `outbound` at
+/// once) and notes a close. Returns whether the connection closed. No socket
+/// I/O happens here, which is what lets the allocation test drive it alone.
+pub(crate) fn process_events<F, R>(
+    conn: &mut ServerConnection,
+    slots: &mut CallSlots<F>,
+    start: &mut impl FnMut(u16, &[u8]) -> Result<F, Rejection>,
+    cx: &mut Context<'_>,
+) -> bool
+where
+    F: Future<Output = std::thread::Result<R>>,
+    R: Reply,
+{
+    let mut closed = false;
+    while let Some(ev) = conn.poll_event() {
+        match ev {
+            Event::Call { id, method, input } => {
+                let started = std::panic::catch_unwind(AssertUnwindSafe(|| start(method, input)));
+                match started {
+                    Ok(Ok(fut)) => {
+                        if let Some(out) = slots.start(id, fut, cx) {
+                            finish(conn, id, out);
+                        }
+                    }
+                    Ok(Err(rejection)) => conn.fail(id, rejection.code(), &rejection.detail()),
+                    Err(_) => {
+                        tracing::error!(method, "service panicked while decoding a call");
+                        conn.fail(id, CallErrorCode::HandlerPanicked, "handler panicked");
+                    }
+                }
+            }
+            Event::Closed(reason) => {
+                tracing::trace!(?reason, "connection closed");
+                closed = true;
+            }
+            Event::Upgrade(_) | Event::HandshakeFailed(_) => {}
+        }
+    }
+    closed
+}
+
 /// Sends a finished call's reply, or the panic as a call error.
 fn finish<R: Reply>(conn: &mut ServerConnection, id: u8, out: Result<R, Box<dyn std::any::Any + Send>>) {
     match out {
@@ -271,5 +289,105 @@ struct Defer<F: FnMut()>(F);
 impl<F: FnMut()> Drop for Defer<F> {
     fn drop(&mut self) {
         (self.0)()
+    }
+}
+
+#[cfg(test)]
+mod alloc_tests {
+    //! The whole per-call server path without sockets (frame parse, unmask
+    //! into the aligned buffer, envelope, call table, validation, decode,
+    //! handler, reply encode, framing), under a counting allocator.
+    use super::*;
+    use hardlight_core::envelope;
+    use hardlight_core::frame::{self, Opcode};
+    use hardlight_core::limits::Limits;
+    use std::alloc::{GlobalAlloc, Layout, System};
+    use std::cell::Cell;
+
+    struct Counting;
+    thread_local! {
+        static COUNT: Cell<Option<u64>> = const { Cell::new(None) };
+    }
+    // SAFETY: forwards to the system allocator unchanged; the thread-local is
+    // const-initialized, so reading it does not allocate.
+    unsafe impl GlobalAlloc for Counting {
+        unsafe fn alloc(&self, l: Layout) -> *mut u8 {
+            let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
+            // SAFETY: caller upholds `alloc`'s contract.
+            unsafe { System.alloc(l) }
+        }
+        unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
+            // SAFETY: caller upholds `dealloc`'s contract.
+            unsafe { System.dealloc(p, l) }
+        }
+        unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
+            let _ = COUNT.try_with(|c| c.set(c.get().map(|n| n + 1)));
+            // SAFETY: caller upholds `realloc`'s contract.
+            unsafe { System.realloc(p, l, n) }
+        }
+    }
+    #[global_allocator]
+    static A: Counting = Counting;
+
+    #[hardlight::rpc]
+    trait Fixed {
+        async fn echo(&self, payload: [u8; 64]) -> [u8; 64];
+        async fn add(&self, a: u64, b: u64) -> u64;
+    }
+    struct H;
+    impl Fixed for H {
+        async fn echo(&self, payload: [u8; 64]) -> [u8; 64] {
+            payload
+        }
+        async fn add(&self, a: u64, b: u64) -> u64 {
+            a + b
+        }
+    }
+
+    #[test]
+    fn the_per_call_path_allocates_nothing() {
+        let service = FixedService::new(H);
+        let mut conn = ServerConnection::new(Limits::default());
+        let up = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: hl/1\r\n\r\n";
+        conn.read_buf()[..up.len()].copy_from_slice(up);
+        conn.on_read(up.len());
+        let Some(Event::Upgrade(req)) = conn.poll_event() else { panic!("upgrade") };
+        conn.accept(&req);
+        let n = conn.outbound().len();
+        conn.advance_outbound(n);
+
+        // 16 pipelined calls per read, alternating methods, as a busy client sends.
+        let echo = hardlight_core::wire::encode(&FixedEchoInput { payload: [7; 64] }).unwrap();
+        let add = hardlight_core::wire::encode(&FixedAddInput { a: 2, b: 3 }).unwrap();
+        let mut batch = Vec::new();
+        for id in 0..16u8 {
+            let (m, input) = if id % 2 == 0 { (FixedMethod::Echo, &echo) } else { (FixedMethod::Add, &add) };
+            let mut msg = Vec::new();
+            envelope::encode_call(&mut msg, id, m.id(), input);
+            frame::write_masked_frame(&mut batch, true, Opcode::Binary, &msg, [id, 1, 2, 3]);
+        }
+        let waker = futures::task::noop_waker();
+        let mut cx = Context::from_waker(&waker);
+        let mut slots = CallSlots::new();
+        let mut start = |method: u16, input: &[u8]| service.call(method, input, 64).map(|f| AssertUnwindSafe(f).catch_unwind());
+        let mut round = |conn: &mut ServerConnection, slots: &mut _| {
+            let buf = conn.read_buf();
+            buf[..batch.len()].copy_from_slice(&batch);
+            conn.on_read(batch.len());
+            assert!(!process_events(conn, slots, &mut start, &mut cx));
+            let out = conn.outbound().len();
+            assert!(out > 16 * 4, "16 replies framed");
+            conn.advance_outbound(out);
+        };
+        for _ in 0..100 {
+            round(&mut conn, &mut slots); // warm-up: buffers and slot pages reach their size
+        }
+        COUNT.with(|c| c.set(Some(0)));
+        for _ in 0..1000 {
+            round(&mut conn, &mut slots);
+        }
+        let allocs = COUNT.with(|c| c.replace(None)).unwrap();
+        assert_eq!(allocs, 0, "16,000 calls allocated {allocs} times");
+        assert_eq!(conn.stats().calls_completed, 1100 * 16);
     }
 }
