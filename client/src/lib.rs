@@ -28,7 +28,9 @@ use hardlight_core::handshake::{self, SUBPROTOCOL};
 use hardlight_core::limits::MAX_CALLS_IN_FLIGHT;
 use hardlight_core::{AlignedBuf, CallError, CallErrorCode, Caller, RawReply};
 use tokio::sync::{mpsc, oneshot, Semaphore};
-use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig, Message};
+use tokio_tungstenite::tungstenite::{
+    self, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig, Message,
+};
 
 pub use error::ConnectError;
 pub use hardlight_core::CallError as Error;
@@ -156,7 +158,9 @@ impl Drop for Closer {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("closed", &self.close_reason()).finish()
+        f.debug_struct("Connection")
+            .field("closed", &self.close_reason())
+            .finish()
     }
 }
 
@@ -170,15 +174,25 @@ impl Connection {
     pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Self, ConnectError> {
         let mut req = url
             .into_client_request()
-            .map_err(|e| ConnectError::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
-        let bad = |reason: String| ConnectError::InvalidUrl { url: url.to_string(), reason };
+            .map_err(|e| ConnectError::InvalidUrl {
+                url: url.to_string(),
+                reason: e.to_string(),
+            })?;
+        let bad = |reason: String| ConnectError::InvalidUrl {
+            url: url.to_string(),
+            reason,
+        };
         req.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             HeaderValue::from_str(&config.subprotocol).map_err(|e| bad(e.to_string()))?,
         );
         for (k, v) in &config.headers {
-            let name = tungstenite::http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(e.to_string()))?;
-            req.headers_mut().append(name, HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?);
+            let name = tungstenite::http::HeaderName::from_bytes(k.as_bytes())
+                .map_err(|e| bad(e.to_string()))?;
+            req.headers_mut().append(
+                name,
+                HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?,
+            );
         }
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(config.max_message_size))
@@ -188,15 +202,25 @@ impl Connection {
             Err(_) => return Err(ConnectError::Timeout(config.connect_timeout)),
             Ok(Err(tungstenite::Error::Http(resp))) => {
                 let status = resp.status().as_u16();
-                let body = resp.body().as_deref().map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
+                let body = resp
+                    .body()
+                    .as_deref()
+                    .map(|b| String::from_utf8_lossy(b).trim().to_string())
+                    .unwrap_or_default();
                 return Err(ConnectError::Refused { status, body });
             }
-            Ok(Err(tungstenite::Error::Protocol(p))) => return Err(ConnectError::Protocol(p.to_string())),
+            Ok(Err(tungstenite::Error::Protocol(p))) => {
+                return Err(ConnectError::Protocol(p.to_string()))
+            }
             Ok(Err(e)) => return Err(ConnectError::Io(e.to_string())),
             Ok(Ok(x)) => x,
         };
-        let selected = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
-        handshake::check_selected_protocol(selected).map_err(|e| ConnectError::Protocol(e.to_string()))?;
+        let selected = resp
+            .headers()
+            .get("sec-websocket-protocol")
+            .and_then(|v| v.to_str().ok());
+        handshake::check_selected_protocol(selected)
+            .map_err(|e| ConnectError::Protocol(e.to_string()))?;
 
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -211,12 +235,19 @@ impl Connection {
         let (sink, stream) = ws.split();
         tokio::spawn(write_loop(sink, rx, shared.clone()));
         tokio::spawn(read_loop(stream, shared.clone()));
-        Ok(Self { shared, call_timeout: config.call_timeout, _closer: Arc::new(Closer(tx)) })
+        Ok(Self {
+            shared,
+            call_timeout: config.call_timeout,
+            _closer: Arc::new(Closer(tx)),
+        })
     }
 
     /// A handle to the same connection whose calls use timeout `t`.
     pub fn with_call_timeout(&self, t: Duration) -> Self {
-        Self { call_timeout: t, ..self.clone() }
+        Self {
+            call_timeout: t,
+            ..self.clone()
+        }
     }
 
     /// Why the connection closed, or `None` while it is open.
@@ -249,9 +280,17 @@ impl Connection {
     /// still considers the id live and would reject its reuse.
     pub async fn call(&self, method: u16, input: &[u8]) -> Result<RawReply, CallError> {
         let timeout = self.call_timeout;
-        let mut guard = Abandon { shared: &self.shared, id: None };
+        let mut guard = Abandon {
+            shared: &self.shared,
+            id: None,
+        };
         let fut = async {
-            let permit = self.shared.permits.acquire().await.map_err(|_| self.disconnected())?;
+            let permit = self
+                .shared
+                .permits
+                .acquire()
+                .await
+                .map_err(|_| self.disconnected())?;
             let (tx, rx) = oneshot::channel();
             let id = {
                 let mut t = self.shared.lock();
@@ -266,7 +305,10 @@ impl Connection {
             guard.id = Some(id);
             let mut msg = Vec::with_capacity(envelope::CALL_HEADER_LEN + input.len());
             envelope::encode_call(&mut msg, id, method, input);
-            self.shared.out.send(Message::Binary(msg.into())).map_err(|_| self.disconnected())?;
+            self.shared
+                .out
+                .send(Message::Binary(msg.into()))
+                .map_err(|_| self.disconnected())?;
             let result = rx.await.map_err(|_| self.disconnected())?;
             guard.id = None;
             result
@@ -278,7 +320,10 @@ impl Connection {
     }
 
     fn disconnected(&self) -> CallError {
-        CallError::Disconnected(self.close_reason().unwrap_or_else(|| "connection closed".into()))
+        CallError::Disconnected(
+            self.close_reason()
+                .unwrap_or_else(|| "connection closed".into()),
+        )
     }
 }
 
@@ -298,8 +343,8 @@ impl Drop for Abandon<'_> {
 }
 
 impl Caller for Connection {
-    fn call_raw(&self, method: u16, input: AlignedBuf) -> impl std::future::Future<Output = Result<RawReply, CallError>> + Send {
-        async move { self.call(method, &input).await }
+    async fn call_raw(&self, method: u16, input: AlignedBuf) -> Result<RawReply, CallError> {
+        self.call(method, &input).await
     }
 }
 
@@ -370,7 +415,11 @@ where
             },
             Message::Close(frame) => {
                 break match frame {
-                    Some(f) => format!("server closed the connection: {} {}", u16::from(f.code), f.reason),
+                    Some(f) => format!(
+                        "server closed the connection: {} {}",
+                        u16::from(f.code),
+                        f.reason
+                    ),
                     None => "server closed the connection".to_string(),
                 };
             }

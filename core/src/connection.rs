@@ -119,7 +119,10 @@ pub struct ServerConnection {
 impl ServerConnection {
     /// A connection that has just been accepted at the TCP level.
     pub fn new(limits: Limits) -> Self {
-        let size = limits.read_buffer_size.max(limits.max_handshake_size + 1).max(256);
+        let size = limits
+            .read_buffer_size
+            .max(limits.max_handshake_size + 1)
+            .max(256);
         let mut msg = AlignedBuf::with_capacity(1024);
         msg.resize(MSG_PAD, 0);
         Self {
@@ -268,7 +271,11 @@ impl ServerConnection {
     /// Queues a ping (keepalive); the peer answers with a pong.
     pub fn ping(&mut self, payload: &[u8]) {
         if self.phase == Phase::Open {
-            frame::write_frame(&mut self.out, Opcode::Ping, &payload[..payload.len().min(frame::MAX_CONTROL_PAYLOAD)]);
+            frame::write_frame(
+                &mut self.out,
+                Opcode::Ping,
+                &payload[..payload.len().min(frame::MAX_CONTROL_PAYLOAD)],
+            );
         }
     }
 
@@ -283,7 +290,13 @@ impl ServerConnection {
         }
         match reply.encode(&mut self.scratch) {
             Ok(ok) => {
-                frame::write_header(&mut self.out, true, Opcode::Binary, envelope::RESULT_HEADER_LEN + self.scratch.len(), None);
+                frame::write_header(
+                    &mut self.out,
+                    true,
+                    Opcode::Binary,
+                    envelope::RESULT_HEADER_LEN + self.scratch.len(),
+                    None,
+                );
                 self.out.extend_from_slice(&envelope::result_header(id, ok));
                 self.out.extend_from_slice(&self.scratch);
                 self.stats.calls_completed += 1;
@@ -311,8 +324,15 @@ impl ServerConnection {
         while !detail.is_char_boundary(n) {
             n -= 1;
         }
-        frame::write_header(&mut self.out, true, Opcode::Binary, envelope::CALL_ERROR_HEADER_LEN + n, None);
-        self.out.extend_from_slice(&envelope::call_error_header(id, code));
+        frame::write_header(
+            &mut self.out,
+            true,
+            Opcode::Binary,
+            envelope::CALL_ERROR_HEADER_LEN + n,
+            None,
+        );
+        self.out
+            .extend_from_slice(&envelope::call_error_header(id, code));
         self.out.extend_from_slice(&detail.as_bytes()[..n]);
         self.stats.calls_failed += 1;
     }
@@ -345,7 +365,11 @@ impl ServerConnection {
 
     fn poll_handshake(&mut self) -> Option<Event<'_>> {
         let data = &self.inbuf[self.in_start..self.in_end];
-        match handshake::parse_request(data, self.limits.max_handshake_size, self.limits.max_headers) {
+        match handshake::parse_request(
+            data,
+            self.limits.max_handshake_size,
+            self.limits.max_headers,
+        ) {
             Ok(None) => None,
             Ok(Some((req, used))) => {
                 self.in_start += used;
@@ -373,7 +397,11 @@ impl ServerConnection {
                 }
                 self.stats.calls_received += 1;
                 if !self.calls.begin(id) {
-                    self.write_call_error(id, CallErrorCode::DuplicateCallId, "call id is already in flight; wait for its response before reusing it");
+                    self.write_call_error(
+                        id,
+                        CallErrorCode::DuplicateCallId,
+                        "call id is already in flight; wait for its response before reusing it",
+                    );
                     return None;
                 }
                 if self.draining {
@@ -408,39 +436,62 @@ impl ServerConnection {
             return self.step_data(df);
         }
         let avail = &self.inbuf[self.in_start..self.in_end];
-        let current = if self.msg_opcode.is_some() { self.msg.len() - MSG_PAD } else { 0 };
-        let room = self.limits.max_message_size.saturating_sub(current);
-        let hdr = match frame::parse_header(avail, Role::Server, room.max(frame::MAX_CONTROL_PAYLOAD)) {
-            Ok(Some(h)) => h,
-            Ok(None) => return Step::NeedMore,
-            Err(e) => return self.frame_error(e),
+        let current = if self.msg_opcode.is_some() {
+            self.msg.len() - MSG_PAD
+        } else {
+            0
         };
+        let room = self.limits.max_message_size.saturating_sub(current);
+        let hdr =
+            match frame::parse_header(avail, Role::Server, room.max(frame::MAX_CONTROL_PAYLOAD)) {
+                Ok(Some(h)) => h,
+                Ok(None) => return Step::NeedMore,
+                Err(e) => return self.frame_error(e),
+            };
         if matches!(self.phase, Phase::Closing(_)) && !hdr.opcode.is_control() {
             // Discard data after our Close, but parse it to find the peer's Close.
             return self.skip_frame(hdr);
         }
         match hdr.opcode {
             Opcode::Close | Opcode::Ping | Opcode::Pong => self.step_control(hdr),
-            Opcode::Text => self.protocol_close(CloseCode::UnsupportedData, "HardLight accepts binary messages only"),
+            Opcode::Text => self.protocol_close(
+                CloseCode::UnsupportedData,
+                "HardLight accepts binary messages only",
+            ),
             Opcode::Binary | Opcode::Continuation => {
                 match (hdr.opcode, self.msg_opcode) {
                     (Opcode::Binary, Some(_)) => {
-                        return self.protocol_close(CloseCode::ProtocolError, "new message started before the previous one finished")
+                        return self.protocol_close(
+                            CloseCode::ProtocolError,
+                            "new message started before the previous one finished",
+                        )
                     }
                     (Opcode::Continuation, None) => {
-                        return self.protocol_close(CloseCode::ProtocolError, "continuation frame without a message in progress")
+                        return self.protocol_close(
+                            CloseCode::ProtocolError,
+                            "continuation frame without a message in progress",
+                        )
                     }
                     _ => {}
                 }
                 if hdr.payload_len > room as u64 {
-                    return self.protocol_close(CloseCode::MessageTooBig, "message exceeds the size limit");
+                    return self.protocol_close(
+                        CloseCode::MessageTooBig,
+                        "message exceeds the size limit",
+                    );
                 }
                 if self.msg_opcode.is_none() {
                     self.msg.resize(MSG_PAD, 0);
                     self.msg_opcode = Some(Opcode::Binary);
                 }
                 self.in_start += hdr.header_len;
-                let df = DataFrame { mask: hdr.mask.unwrap_or([0; 4]), remaining: hdr.payload_len, done: 0, fin: hdr.fin, skip: false };
+                let df = DataFrame {
+                    mask: hdr.mask.unwrap_or([0; 4]),
+                    remaining: hdr.payload_len,
+                    done: 0,
+                    fin: hdr.fin,
+                    skip: false,
+                };
                 self.data = Some(df);
                 self.step_data(df)
             }
@@ -453,7 +504,13 @@ impl ServerConnection {
         if (avail as u64) < total {
             // Drop what we have of it; remember how much is left to skip.
             self.in_start = self.in_end;
-            self.data = Some(DataFrame { mask: [0; 4], remaining: total - avail as u64, done: 0, fin: false, skip: true });
+            self.data = Some(DataFrame {
+                mask: [0; 4],
+                remaining: total - avail as u64,
+                done: 0,
+                fin: false,
+                skip: true,
+            });
             return Step::NeedMore;
         }
         self.in_start += total as usize;
@@ -467,7 +524,11 @@ impl ServerConnection {
             self.in_start += take;
             df.remaining -= take as u64;
             self.data = if df.remaining == 0 { None } else { Some(df) };
-            return if df.remaining == 0 { Step::Continue } else { Step::NeedMore };
+            return if df.remaining == 0 {
+                Step::Continue
+            } else {
+                Step::NeedMore
+            };
         }
         let src = &self.inbuf[self.in_start..self.in_start + take];
         let at = self.msg.len();
@@ -496,7 +557,8 @@ impl ServerConnection {
         }
         let mut payload = [0u8; frame::MAX_CONTROL_PAYLOAD];
         let n = hdr.payload_len as usize;
-        payload[..n].copy_from_slice(&self.inbuf[self.in_start + hdr.header_len..self.in_start + total]);
+        payload[..n]
+            .copy_from_slice(&self.inbuf[self.in_start + hdr.header_len..self.in_start + total]);
         frame::apply_mask(&mut payload[..n], hdr.mask.unwrap_or([0; 4]));
         self.in_start += total;
         let payload = &payload[..n];
@@ -515,13 +577,22 @@ impl ServerConnection {
     fn on_close_frame(&mut self, payload: &[u8]) -> Step {
         let (code, echo) = match payload.len() {
             0 => (1005, None),
-            1 => (1002, Some((CloseCode::ProtocolError, "close frame with a 1-byte payload"))),
+            1 => (
+                1002,
+                Some((
+                    CloseCode::ProtocolError,
+                    "close frame with a 1-byte payload",
+                )),
+            ),
             _ => {
                 let code = u16::from_be_bytes([payload[0], payload[1]]);
                 if !frame::is_valid_received_close_code(code) {
                     (code, Some((CloseCode::ProtocolError, "invalid close code")))
                 } else if std::str::from_utf8(&payload[2..]).is_err() {
-                    (code, Some((CloseCode::InvalidPayload, "close reason is not UTF-8")))
+                    (
+                        code,
+                        Some((CloseCode::InvalidPayload, "close reason is not UTF-8")),
+                    )
                 } else {
                     (code, None)
                 }
@@ -530,7 +601,10 @@ impl ServerConnection {
         let reason = match self.phase {
             Phase::Closing(ours) => CloseReason::ByUs(ours),
             _ => {
-                let (echo_code, text) = echo.unwrap_or((CloseCode::from_u16(if code == 1005 { 1000 } else { code }), ""));
+                let (echo_code, text) = echo.unwrap_or((
+                    CloseCode::from_u16(if code == 1005 { 1000 } else { code }),
+                    "",
+                ));
                 let (p, n) = frame::close_payload(echo_code.as_u16(), text);
                 frame::write_frame(&mut self.out, Opcode::Close, &p[..n]);
                 CloseReason::ByPeer(code)
@@ -602,7 +676,9 @@ mod tests {
     fn frames(mut out: &[u8]) -> Vec<(Opcode, Vec<u8>)> {
         let mut v = Vec::new();
         while !out.is_empty() {
-            let h = frame::parse_header(out, Role::Client, usize::MAX).unwrap().unwrap();
+            let h = frame::parse_header(out, Role::Client, usize::MAX)
+                .unwrap()
+                .unwrap();
             let end = h.header_len + h.payload_len as usize;
             v.push((h.opcode, out[h.header_len..end].to_vec()));
             out = &out[end..];
@@ -637,7 +713,12 @@ mod tests {
         let fs = frames(&out);
         let (op, p) = fs.last().expect("a close frame");
         assert_eq!(*op, Opcode::Close);
-        assert_eq!(u16::from_be_bytes([p[0], p[1]]), code, "reason: {}", String::from_utf8_lossy(&p[2..]));
+        assert_eq!(
+            u16::from_be_bytes([p[0], p[1]]),
+            code,
+            "reason: {}",
+            String::from_utf8_lossy(&p[2..])
+        );
     }
 
     #[test]
@@ -660,9 +741,16 @@ mod tests {
         let fs = frames(&out);
         assert_eq!(fs.len(), 1);
         match decode_server(&fs[0].1).unwrap() {
-            ServerMessage::Result { id: 7, ok: true, payload } => {
+            ServerMessage::Result {
+                id: 7,
+                ok: true,
+                payload,
+            } => {
                 let mut b = AlignedBuf::new();
-                assert_eq!(u64::decode(crate::wire::align_into(&mut b, payload)).unwrap(), 42);
+                assert_eq!(
+                    u64::decode(crate::wire::align_into(&mut b, payload)).unwrap(),
+                    42
+                );
             }
             other => panic!("{other:?}"),
         }
@@ -678,7 +766,13 @@ mod tests {
         frame::write_masked_frame(&mut wire, false, Opcode::Binary, &msg[..3], [1, 2, 3, 4]);
         // A ping between fragments is legal and answered.
         frame::write_masked_frame(&mut wire, true, Opcode::Ping, b"p", [5, 6, 7, 8]);
-        frame::write_masked_frame(&mut wire, true, Opcode::Continuation, &msg[3..], [9, 9, 9, 9]);
+        frame::write_masked_frame(
+            &mut wire,
+            true,
+            Opcode::Continuation,
+            &msg[3..],
+            [9, 9, 9, 9],
+        );
         for b in &wire {
             feed(&mut c, std::slice::from_ref(b));
             if let Some(Event::Call { id, input, .. }) = c.poll_event() {
@@ -703,7 +797,11 @@ mod tests {
         let fs = frames(&take_out(&mut c));
         assert_eq!(
             decode_server(&fs[0].1).unwrap(),
-            ServerMessage::CallError { id: 9, code: CallErrorCode::DuplicateCallId as u8, detail: b"call id is already in flight; wait for its response before reusing it" }
+            ServerMessage::CallError {
+                id: 9,
+                code: CallErrorCode::DuplicateCallId as u8,
+                detail: b"call id is already in flight; wait for its response before reusing it"
+            }
         );
         // The first call is still live and can complete; then the id is free again.
         c.complete(9, &U64(1));
@@ -723,7 +821,10 @@ mod tests {
         feed(&mut c, &call_frame(0, 0, &[]));
         assert!(c.poll_event().is_none());
         let fs = frames(&take_out(&mut c));
-        assert!(matches!(decode_server(&fs[0].1), Ok(ServerMessage::CallError { id: 0, code: 3, .. })));
+        assert!(matches!(
+            decode_server(&fs[0].1),
+            Ok(ServerMessage::CallError { id: 0, code: 3, .. })
+        ));
     }
 
     #[test]
@@ -754,9 +855,14 @@ mod tests {
 
     #[test]
     fn oversized_message_closes_1009_before_buffering() {
-        let mut c = ServerConnection::new(Limits { max_message_size: 100, ..Limits::default() });
+        let mut c = ServerConnection::new(Limits {
+            max_message_size: 100,
+            ..Limits::default()
+        });
         feed(&mut c, UPGRADE.as_bytes());
-        let Some(Event::Upgrade(req)) = c.poll_event() else { panic!() };
+        let Some(Event::Upgrade(req)) = c.poll_event() else {
+            panic!()
+        };
         c.accept(&req);
         take_out(&mut c);
         // Only the header of a 1 MiB frame is sent: the verdict needs no payload.
@@ -766,9 +872,14 @@ mod tests {
         assert!(c.poll_event().is_none());
         expect_close(&mut c, 1009);
         // Fragments that add up past the limit are caught too.
-        let mut c = ServerConnection::new(Limits { max_message_size: 100, ..Limits::default() });
+        let mut c = ServerConnection::new(Limits {
+            max_message_size: 100,
+            ..Limits::default()
+        });
         feed(&mut c, UPGRADE.as_bytes());
-        let Some(Event::Upgrade(req)) = c.poll_event() else { panic!() };
+        let Some(Event::Upgrade(req)) = c.poll_event() else {
+            panic!()
+        };
         c.accept(&req);
         take_out(&mut c);
         let mut f = Vec::new();
@@ -783,9 +894,18 @@ mod tests {
     fn peer_close_is_echoed_and_reported() {
         let mut c = open();
         let mut f = Vec::new();
-        frame::write_masked_frame(&mut f, true, Opcode::Close, &[0x03, 0xE8, b'b', b'y', b'e'], [1, 2, 3, 4]);
+        frame::write_masked_frame(
+            &mut f,
+            true,
+            Opcode::Close,
+            &[0x03, 0xE8, b'b', b'y', b'e'],
+            [1, 2, 3, 4],
+        );
         feed(&mut c, &f);
-        assert_eq!(c.poll_event(), Some(Event::Closed(CloseReason::ByPeer(1000))));
+        assert_eq!(
+            c.poll_event(),
+            Some(Event::Closed(CloseReason::ByPeer(1000)))
+        );
         expect_close(&mut c, 1000);
         assert!(c.is_closed());
     }
@@ -804,7 +924,10 @@ mod tests {
         let mut f = Vec::new();
         frame::write_masked_frame(&mut f, true, Opcode::Close, &[0x03, 0xE9], [1, 2, 3, 4]);
         feed(&mut c, &f);
-        assert_eq!(c.poll_event(), Some(Event::Closed(CloseReason::ByUs(CloseCode::GoingAway))));
+        assert_eq!(
+            c.poll_event(),
+            Some(Event::Closed(CloseReason::ByUs(CloseCode::GoingAway)))
+        );
         assert!(c.outbound().is_empty(), "a close is not echoed twice");
     }
 
@@ -815,14 +938,22 @@ mod tests {
         feed(&mut c, &call_frame(4, 0, &[]));
         assert!(c.poll_event().is_none());
         let fs = frames(&take_out(&mut c));
-        assert!(matches!(decode_server(&fs[0].1), Ok(ServerMessage::CallError { id: 4, code: 6, .. })));
+        assert!(matches!(
+            decode_server(&fs[0].1),
+            Ok(ServerMessage::CallError { id: 4, code: 6, .. })
+        ));
     }
 
     #[test]
     fn bad_upgrade_is_refused_with_http() {
         let mut c = ServerConnection::new(Limits::default());
         feed(&mut c, UPGRADE.replace("hl/1", "hl/9").as_bytes());
-        assert!(matches!(c.poll_event(), Some(Event::HandshakeFailed(HandshakeError::UnsupportedProtocol(_)))));
+        assert!(matches!(
+            c.poll_event(),
+            Some(Event::HandshakeFailed(HandshakeError::UnsupportedProtocol(
+                _
+            )))
+        ));
         assert_eq!(c.poll_event(), Some(Event::Closed(CloseReason::Refused)));
         let out = String::from_utf8(take_out(&mut c)).unwrap();
         assert!(out.starts_with("HTTP/1.1 400"), "{out}");
@@ -832,9 +963,14 @@ mod tests {
 
     #[test]
     fn backpressure_stops_reading() {
-        let mut c = ServerConnection::new(Limits { max_outbound_bytes: 64, ..Limits::default() });
+        let mut c = ServerConnection::new(Limits {
+            max_outbound_bytes: 64,
+            ..Limits::default()
+        });
         feed(&mut c, UPGRADE.as_bytes());
-        let Some(Event::Upgrade(req)) = c.poll_event() else { panic!() };
+        let Some(Event::Upgrade(req)) = c.poll_event() else {
+            panic!()
+        };
         c.accept(&req);
         take_out(&mut c);
         assert!(c.wants_read());

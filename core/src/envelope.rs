@@ -104,7 +104,11 @@ pub fn decode_client(msg: &[u8]) -> Result<ClientMessage<'_>, EnvelopeError> {
     match kind {
         KIND_CALL => {
             if msg.len() < CALL_HEADER_LEN {
-                return Err(EnvelopeError::Truncated { kind, len: msg.len(), need: CALL_HEADER_LEN });
+                return Err(EnvelopeError::Truncated {
+                    kind,
+                    len: msg.len(),
+                    need: CALL_HEADER_LEN,
+                });
             }
             Ok(ClientMessage::Call {
                 id: msg[1],
@@ -122,17 +126,36 @@ pub fn decode_server(msg: &[u8]) -> Result<ServerMessage<'_>, EnvelopeError> {
     match kind {
         KIND_RESULT_OK | KIND_RESULT_ERR => {
             if msg.len() < RESULT_HEADER_LEN {
-                return Err(EnvelopeError::Truncated { kind, len: msg.len(), need: RESULT_HEADER_LEN });
+                return Err(EnvelopeError::Truncated {
+                    kind,
+                    len: msg.len(),
+                    need: RESULT_HEADER_LEN,
+                });
             }
-            Ok(ServerMessage::Result { id: msg[1], ok: kind == KIND_RESULT_OK, payload: &msg[RESULT_HEADER_LEN..] })
+            Ok(ServerMessage::Result {
+                id: msg[1],
+                ok: kind == KIND_RESULT_OK,
+                payload: &msg[RESULT_HEADER_LEN..],
+            })
         }
         KIND_CALL_ERROR => {
             if msg.len() < CALL_ERROR_HEADER_LEN {
-                return Err(EnvelopeError::Truncated { kind, len: msg.len(), need: CALL_ERROR_HEADER_LEN });
+                return Err(EnvelopeError::Truncated {
+                    kind,
+                    len: msg.len(),
+                    need: CALL_ERROR_HEADER_LEN,
+                });
             }
-            Ok(ServerMessage::CallError { id: msg[1], code: msg[2], detail: &msg[CALL_ERROR_HEADER_LEN..] })
+            Ok(ServerMessage::CallError {
+                id: msg[1],
+                code: msg[2],
+                detail: &msg[CALL_ERROR_HEADER_LEN..],
+            })
         }
-        KIND_STATE | KIND_FEATURES | KIND_EVENT => Ok(ServerMessage::Other { kind, body: &msg[1..] }),
+        KIND_STATE | KIND_FEATURES | KIND_EVENT => Ok(ServerMessage::Other {
+            kind,
+            body: &msg[1..],
+        }),
         other => Err(EnvelopeError::UnknownKind(other)),
     }
 }
@@ -170,31 +193,73 @@ mod tests {
         assert_eq!(out, [0x01, 200, 0x34, 0x12, b'a', b'b', b'c']);
         assert_eq!(
             decode_client(&out),
-            Ok(ClientMessage::Call { id: 200, method: 0x1234, input: b"abc" })
+            Ok(ClientMessage::Call {
+                id: 200,
+                method: 0x1234,
+                input: b"abc"
+            })
         );
     }
 
     #[test]
     fn malformed_client_messages() {
         assert_eq!(decode_client(&[]), Err(EnvelopeError::Empty));
-        assert_eq!(decode_client(&[0x01, 1, 2]), Err(EnvelopeError::Truncated { kind: 1, len: 3, need: 4 }));
-        assert_eq!(decode_client(&[0x10, 1, 2, 3]), Err(EnvelopeError::UnknownKind(0x10)));
+        assert_eq!(
+            decode_client(&[0x01, 1, 2]),
+            Err(EnvelopeError::Truncated {
+                kind: 1,
+                len: 3,
+                need: 4
+            })
+        );
+        assert_eq!(
+            decode_client(&[0x10, 1, 2, 3]),
+            Err(EnvelopeError::UnknownKind(0x10))
+        );
     }
 
     #[test]
     fn server_messages() {
         let mut m = result_header(7, true).to_vec();
         m.extend_from_slice(b"xyz");
-        assert_eq!(decode_server(&m), Ok(ServerMessage::Result { id: 7, ok: true, payload: b"xyz" }));
+        assert_eq!(
+            decode_server(&m),
+            Ok(ServerMessage::Result {
+                id: 7,
+                ok: true,
+                payload: b"xyz"
+            })
+        );
         let m = result_header(8, false);
-        assert_eq!(decode_server(&m), Ok(ServerMessage::Result { id: 8, ok: false, payload: b"" }));
+        assert_eq!(
+            decode_server(&m),
+            Ok(ServerMessage::Result {
+                id: 8,
+                ok: false,
+                payload: b""
+            })
+        );
         let mut m = call_error_header(9, CallErrorCode::UnknownMethod).to_vec();
         m.extend_from_slice(b"no such method 7");
         assert_eq!(
             decode_server(&m),
-            Ok(ServerMessage::CallError { id: 9, code: 1, detail: b"no such method 7" })
+            Ok(ServerMessage::CallError {
+                id: 9,
+                code: 1,
+                detail: b"no such method 7"
+            })
         );
-        assert_eq!(decode_server(&[0x12, 1]), Err(EnvelopeError::Truncated { kind: 0x12, len: 2, need: 3 }));
-        assert_eq!(decode_server(&[0x01, 1, 0, 0]), Err(EnvelopeError::UnknownKind(0x01)));
+        assert_eq!(
+            decode_server(&[0x12, 1]),
+            Err(EnvelopeError::Truncated {
+                kind: 0x12,
+                len: 2,
+                need: 3
+            })
+        );
+        assert_eq!(
+            decode_server(&[0x01, 1, 0, 0]),
+            Err(EnvelopeError::UnknownKind(0x01))
+        );
     }
 }

@@ -56,7 +56,8 @@ pub trait Wire: Sized {
 
 impl<T> Wire for T
 where
-    T: Archive + for<'a, 'b> Serialize<HighSerializer<&'b mut AlignedBuf, ArenaHandle<'a>, BoxedError>>,
+    T: Archive
+        + for<'a, 'b> Serialize<HighSerializer<&'b mut AlignedBuf, ArenaHandle<'a>, BoxedError>>,
     T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
         + Deserialize<T, HighDeserializer<BoxedError>>,
 {
@@ -125,14 +126,20 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let p = Point { x: 7, name: "seven".into() };
+        let p = Point {
+            x: 7,
+            name: "seven".into(),
+        };
         let bytes = encode(&p).unwrap();
         assert_eq!(Point::decode(&bytes).unwrap(), p);
     }
 
     #[test]
     fn unaligned_bytes_are_reported_not_misread() {
-        let p = Point { x: 7, name: "seven".into() };
+        let p = Point {
+            x: 7,
+            name: "seven".into(),
+        };
         let bytes = encode(&p).unwrap();
         let mut shifted = AlignedBuf::new();
         shifted.push(0);
@@ -140,12 +147,18 @@ mod tests {
         let err = Point::decode(&shifted[1..]).unwrap_err();
         assert!(err.0.contains("aligned"), "{err}");
         let mut buf = AlignedBuf::new();
-        assert_eq!(Point::decode(align_into(&mut buf, &shifted[1..])).unwrap(), p);
+        assert_eq!(
+            Point::decode(align_into(&mut buf, &shifted[1..])).unwrap(),
+            p
+        );
     }
 
     #[test]
     fn truncated_or_garbage_archives_fail_validation() {
-        let p = Point { x: 7, name: "seven".into() };
+        let p = Point {
+            x: 7,
+            name: "seven".into(),
+        };
         let bytes = encode(&p).unwrap();
         let mut buf = AlignedBuf::new();
         for cut in 0..bytes.len() {
@@ -153,7 +166,11 @@ mod tests {
             let _ = Point::decode(align_into(&mut buf, &bytes[..cut]));
         }
         // Corrupt the string's bytes into invalid UTF-8: validation must catch it.
-        let long = encode(&Point { x: 7, name: "seventy-seven thousand".into() }).unwrap();
+        let long = encode(&Point {
+            x: 7,
+            name: "seventy-seven thousand".into(),
+        })
+        .unwrap();
         let mut bad = long.to_vec();
         let at = bad.windows(5).position(|w| w == b"seven").unwrap();
         bad[at + 2] = 0xff;

@@ -73,7 +73,9 @@ impl ServerConfig {
 
 /// CPUs this process may run on, in order.
 pub fn online_cpus() -> Vec<usize> {
-    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let n = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     (0..n).collect()
 }
 
@@ -94,7 +96,10 @@ pub fn io_memory_rule(shards: usize) -> usize {
 
 /// The soft RLIMIT_MEMLOCK, or `None` when unlimited.
 pub fn memlock_limit() -> Option<u64> {
-    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    let mut rl = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
     // SAFETY: getrlimit writes into the struct we pass and nothing else.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
     if rc != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
@@ -115,7 +120,10 @@ mod tests {
             assert!((MIN_IO_MEMORY..=MAX_IO_MEMORY).contains(&per));
             if let Some(limit) = memlock_limit() {
                 if (3 * shards * MIN_IO_MEMORY) as u64 <= limit {
-                    assert!((3 * shards * per) as u64 <= limit, "{shards} shards x 3 x {per} > {limit}");
+                    assert!(
+                        (3 * shards * per) as u64 <= limit,
+                        "{shards} shards x 3 x {per} > {limit}"
+                    );
                 }
             }
         }

@@ -77,11 +77,16 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     loop {
-        while let Some(ev) = conn.poll_event() {
+        if let Some(ev) = conn.poll_event() {
             match ev {
                 Event::Upgrade(req) => {
-                    let ctx = ConnectContext { peer, request: &req, shard: shard.index };
-                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| shard.factory.connect(&ctx)));
+                    let ctx = ConnectContext {
+                        peer,
+                        request: &req,
+                        shard: shard.index,
+                    };
+                    let made =
+                        std::panic::catch_unwind(AssertUnwindSafe(|| shard.factory.connect(&ctx)));
                     let result = match made {
                         Ok(Ok(service)) => {
                             conn.accept(&req);
@@ -123,7 +128,10 @@ where
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut ServerConnection) -> io::Result<()> {
+async fn flush<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    conn: &mut ServerConnection,
+) -> io::Result<()> {
     while !conn.outbound().is_empty() {
         let n = futures::AsyncWriteExt::write(stream, conn.outbound()).await?;
         if n == 0 {
@@ -135,14 +143,23 @@ async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut ServerConnectio
 }
 
 /// The message loop of an upgraded connection.
-async fn run<F, S>(stream: &mut S, conn: &mut ServerConnection, service: &F::Service, shard: &Shard<F>) -> io::Result<()>
+async fn run<F, S>(
+    stream: &mut S,
+    conn: &mut ServerConnection,
+    service: &F::Service,
+    shard: &Shard<F>,
+) -> io::Result<()>
 where
     F: ConnectionFactory,
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let depth = conn.limits().max_validation_depth;
     let mut slots = CallSlots::new();
-    let mut start = |method: u16, input: &[u8]| service.call(method, input, depth).map(|f| AssertUnwindSafe(f).catch_unwind());
+    let mut start = |method: u16, input: &[u8]| {
+        service
+            .call(method, input, depth)
+            .map(|f| AssertUnwindSafe(f).catch_unwind())
+    };
     let signal_key = shard.shutdown.subscribe();
     let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
     let mut draining = false;
@@ -164,10 +181,15 @@ where
                 grace = Some(Timer::new(shard.config.shutdown_grace));
             }
             if draining && conn.is_open() {
-                let expired = grace.as_mut().is_some_and(|t| Pin::new(t).poll(cx).is_ready());
+                let expired = grace
+                    .as_mut()
+                    .is_some_and(|t| Pin::new(t).poll(cx).is_ready());
                 if slots.len() == 0 || expired {
                     if expired {
-                        tracing::warn!(calls = slots.len(), "shutdown grace expired; dropping calls in flight");
+                        tracing::warn!(
+                            calls = slots.len(),
+                            "shutdown grace expired; dropping calls in flight"
+                        );
                         slots.clear();
                     }
                     conn.close(CloseCode::GoingAway, "server shutting down");
@@ -270,7 +292,11 @@ where
 }
 
 /// Sends a finished call's reply, or the panic as a call error.
-fn finish<R: Reply>(conn: &mut ServerConnection, id: u8, out: Result<R, Box<dyn std::any::Any + Send>>) {
+fn finish<R: Reply>(
+    conn: &mut ServerConnection,
+    id: u8,
+    out: Result<R, Box<dyn std::any::Any + Send>>,
+) {
     match out {
         Ok(reply) => conn.complete(id, &reply),
         Err(panic) => {
@@ -351,7 +377,9 @@ mod alloc_tests {
         let up = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: hl/1\r\n\r\n";
         conn.read_buf()[..up.len()].copy_from_slice(up);
         conn.on_read(up.len());
-        let Some(Event::Upgrade(req)) = conn.poll_event() else { panic!("upgrade") };
+        let Some(Event::Upgrade(req)) = conn.poll_event() else {
+            panic!("upgrade")
+        };
         conn.accept(&req);
         let n = conn.outbound().len();
         conn.advance_outbound(n);
@@ -361,7 +389,11 @@ mod alloc_tests {
         let add = hardlight_core::wire::encode(&FixedAddInput { a: 2, b: 3 }).unwrap();
         let mut batch = Vec::new();
         for id in 0..16u8 {
-            let (m, input) = if id % 2 == 0 { (FixedMethod::Echo, &echo) } else { (FixedMethod::Add, &add) };
+            let (m, input) = if id % 2 == 0 {
+                (FixedMethod::Echo, &echo)
+            } else {
+                (FixedMethod::Add, &add)
+            };
             let mut msg = Vec::new();
             envelope::encode_call(&mut msg, id, m.id(), input);
             frame::write_masked_frame(&mut batch, true, Opcode::Binary, &msg, [id, 1, 2, 3]);
@@ -369,7 +401,11 @@ mod alloc_tests {
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut slots = CallSlots::new();
-        let mut start = |method: u16, input: &[u8]| service.call(method, input, 64).map(|f| AssertUnwindSafe(f).catch_unwind());
+        let mut start = |method: u16, input: &[u8]| {
+            service
+                .call(method, input, 64)
+                .map(|f| AssertUnwindSafe(f).catch_unwind())
+        };
         let mut round = |conn: &mut ServerConnection, slots: &mut _| {
             let buf = conn.read_buf();
             buf[..batch.len()].copy_from_slice(&batch);

@@ -29,7 +29,10 @@ pub struct Refusal {
 impl Refusal {
     /// A refusal with this status and reason.
     pub fn new(status: u16, reason: impl Into<String>) -> Self {
-        Self { status, reason: reason.into() }
+        Self {
+            status,
+            reason: reason.into(),
+        }
     }
 }
 

@@ -46,8 +46,8 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement as GlommioPlac
 use hardlight_core::limits::Limits;
 
 pub use config::{
-    io_memory_rule, memlock_limit, online_cpus, Placement, ServerConfig, DEFAULT_MAX_CONNECTIONS_PER_SHARD,
-    MAX_IO_MEMORY, MIN_IO_MEMORY,
+    io_memory_rule, memlock_limit, online_cpus, Placement, ServerConfig,
+    DEFAULT_MAX_CONNECTIONS_PER_SHARD, MAX_IO_MEMORY, MIN_IO_MEMORY,
 };
 pub use error::ServerError;
 pub use factory::{ConnectContext, ConnectionFactory, Refusal};
@@ -59,7 +59,10 @@ pub struct Server;
 impl Server {
     /// Starts configuring a server listening on `listen`.
     pub fn builder(listen: SocketAddr) -> ServerBuilder {
-        ServerBuilder { config: ServerConfig::new(listen), on_shard_start: None }
+        ServerBuilder {
+            config: ServerConfig::new(listen),
+            on_shard_start: None,
+        }
     }
 }
 
@@ -145,12 +148,22 @@ impl ServerBuilder {
         // resolves port 0 to a concrete port that every shard then shares.
         let addr = match StdListener::bind(config.listen) {
             Ok(probe) => {
-                let a = probe.local_addr().map_err(|e| ServerError::Bind { addr: config.listen, source: e })?;
+                let a = probe.local_addr().map_err(|e| ServerError::Bind {
+                    addr: config.listen,
+                    source: e,
+                })?;
                 drop(probe);
                 a
             }
-            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(ServerError::AddressInUse(config.listen)),
-            Err(e) => return Err(ServerError::Bind { addr: config.listen, source: e }),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+                return Err(ServerError::AddressInUse(config.listen))
+            }
+            Err(e) => {
+                return Err(ServerError::Bind {
+                    addr: config.listen,
+                    source: e,
+                })
+            }
         };
         let io_memory = config.io_memory.unwrap_or_else(|| io_memory_rule(shards));
         let factory = Arc::new(factory);
@@ -163,20 +176,29 @@ impl ServerBuilder {
                 Placement::Pinned(cpus) => GlommioPlacement::Fixed(cpus[index]),
                 Placement::Unpinned(_) => GlommioPlacement::Unbound,
             };
-            let mut builder =
-                LocalExecutorBuilder::new(placement).name(&format!("hardlight-shard-{index}")).io_memory(io_memory);
+            let mut builder = LocalExecutorBuilder::new(placement)
+                .name(&format!("hardlight-shard-{index}"))
+                .io_memory(io_memory);
             if let Some(spin) = config.spin_before_park {
                 builder = builder.spin_before_park(spin);
             }
             let (stop_tx, stop_rx) = oneshot::channel();
             stops.push(stop_tx);
-            let (config2, factory2, stats2, ready) = (config.clone(), factory.clone(), stats.clone(), ready_tx.clone());
+            let (config2, factory2, stats2, ready) = (
+                config.clone(),
+                factory.clone(),
+                stats.clone(),
+                ready_tx.clone(),
+            );
             let hook = self.on_shard_start.clone();
             let spawned = builder.spawn(move || async move {
                 let listener = match glommio::net::TcpListener::bind(addr) {
                     Ok(l) => l,
                     Err(e) => {
-                        let _ = ready.send(Err(ServerError::Bind { addr, source: std::io::Error::other(e.to_string()) }));
+                        let _ = ready.send(Err(ServerError::Bind {
+                            addr,
+                            source: std::io::Error::other(e.to_string()),
+                        }));
                         return;
                     }
                 };
@@ -190,14 +212,27 @@ impl ServerBuilder {
             match spawned {
                 Ok(j) => joins.push(j),
                 Err(e) => {
-                    let mut handle = ServerHandle { addr, stops, joins, stats };
+                    let mut handle = ServerHandle {
+                        addr,
+                        stops,
+                        joins,
+                        stats,
+                    };
                     handle.stop_and_join();
-                    return Err(ServerError::ShardStart { shard: index, reason: e.to_string() });
+                    return Err(ServerError::ShardStart {
+                        shard: index,
+                        reason: e.to_string(),
+                    });
                 }
             }
         }
         drop(ready_tx);
-        let mut handle = ServerHandle { addr, stops, joins, stats };
+        let mut handle = ServerHandle {
+            addr,
+            stops,
+            joins,
+            stats,
+        };
         for index in 0..shards {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}

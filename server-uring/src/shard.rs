@@ -63,14 +63,19 @@ pub(crate) async fn run<F: ConnectionFactory>(
                 shard.stats.accepted.inc();
                 if shard.open.get() >= shard.config.max_connections_per_shard {
                     shard.stats.over_capacity.inc();
-                    tracing::warn!(shard = index, "connection limit reached; closing new connection");
+                    tracing::warn!(
+                        shard = index,
+                        "connection limit reached; closing new connection"
+                    );
                     drop(stream);
                     continue;
                 }
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
-                let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let peer = stream
+                    .peer_addr()
+                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let shard2 = shard.clone();
                 shard.open.set(shard.open.get() + 1);
                 shard.stats.open.inc();
@@ -109,7 +114,11 @@ pub(crate) async fn run<F: ConnectionFactory>(
     });
     let wait_closed = std::pin::pin!(wait_closed);
     if let Either::Right(_) = select(wait_closed, Timer::new(limit)).await {
-        tracing::warn!(shard = index, open = shard.open.get(), "connections still open after shutdown limit");
+        tracing::warn!(
+            shard = index,
+            open = shard.open.get(),
+            "connections still open after shutdown limit"
+        );
     }
     tracing::info!(shard = index, "shard stopped");
 }

@@ -64,7 +64,9 @@ async fn fixed_size_calls_do_not_allocate_per_message_on_the_server() {
         .on_shard_start(|_| ON_SHARD.with(|f| f.set(true)))
         .serve(|_: &ConnectContext<'_>| Ok::<_, Refusal>(FixedService::new(FixedHandler)))
         .unwrap();
-    let conn = Connection::connect(&format!("ws://{}", server.local_addr())).await.unwrap();
+    let conn = Connection::connect(&format!("ws://{}", server.local_addr()))
+        .await
+        .unwrap();
     let client = FixedClient::new(conn.clone());
     let run = |n: usize| {
         let mut tasks = Vec::new();
@@ -96,11 +98,19 @@ async fn fixed_size_calls_do_not_allocate_per_message_on_the_server() {
     let per_call = allocs as f64 / CALLS as f64;
     for (i, a) in SIZES.iter().enumerate() {
         let d = a.load(Ordering::Relaxed) - sizes_before[i];
-        if d > 0 { eprintln!("size {}..{}: {d}", i * 16, i * 16 + 16); }
+        if d > 0 {
+            eprintln!("  allocations of {}..{} bytes: {d}", i * 16, i * 16 + 16);
+        }
     }
     eprintln!("shard-thread allocations: {allocs} over {CALLS} calls ({per_call:.3} per call)");
-    // What remains is glommio's readiness poll, allocated when a read finds the
-    // socket empty (once per wake-up, not per message). Ours must be zero, so
-    // the total stays well below one per call.
-    assert!(per_call < 0.5, "{allocs} allocations for {CALLS} calls ({per_call:.3} per call)");
+    // HardLight's own per-call path allocates nothing (see the sans-I/O test
+    // `conn::alloc_tests`). What remains here is glommio's: a readiness
+    // `Source` (~500 bytes) armed after each socket read that does not fill
+    // the buffer, and its waiter list; once per read, not per message. So
+    // the total must stay below one per call, and falls as reads carry more
+    // messages.
+    assert!(
+        per_call < 1.0,
+        "{allocs} allocations for {CALLS} calls ({per_call:.3} per call)"
+    );
 }
