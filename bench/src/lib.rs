@@ -4,6 +4,8 @@
 
 use hardlight::rkyv;
 
+pub mod baseline;
+
 /// Size of the fixed echo payload, matching the peers' 64-byte messages.
 pub const ECHO_SIZE: usize = 64;
 
