@@ -24,10 +24,14 @@ use std::time::Duration;
 use futures::{SinkExt, StreamExt};
 use hardlight_core::calls::IdAllocator;
 use hardlight_core::envelope::{self, ServerMessage};
+use hardlight_core::features::FeatureSet;
 use hardlight_core::handshake::{self, SUBPROTOCOL};
 use hardlight_core::limits::MAX_CALLS_IN_FLIGHT;
-use hardlight_core::{AlignedBuf, CallError, CallErrorCode, Caller, RawReply};
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use hardlight_core::state::parse_state;
+use hardlight_core::{
+    AlignedBuf, CallError, CallErrorCode, Caller, ConnectionState, DecodeError, RawReply,
+};
+use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::{
     self, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig, Message,
 };
@@ -99,8 +103,19 @@ struct Table {
     closed: Option<String>,
 }
 
+/// What the server has told this client about its connection: the latest
+/// archive of every state field, and the feature set.
+#[derive(Default)]
+struct Session {
+    fields: Vec<Option<Vec<u8>>>,
+    features: Option<FeatureSet>,
+}
+
 struct Shared {
     table: Mutex<Table>,
+    session: Mutex<Session>,
+    /// Bumped after every state or feature change, and on close.
+    version: watch::Sender<u64>,
     /// One permit per free call id.
     permits: Semaphore,
     out: mpsc::UnboundedSender<Message>,
@@ -125,6 +140,14 @@ impl Shared {
         w
     }
 
+    fn session(&self) -> std::sync::MutexGuard<'_, Session> {
+        self.session.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn bump(&self) {
+        self.version.send_modify(|v| *v += 1);
+    }
+
     fn fail_all(&self, reason: String) {
         let mut t = self.lock();
         if t.closed.is_none() {
@@ -136,6 +159,7 @@ impl Shared {
         for w in waiters {
             let _ = w.send(Err(CallError::Disconnected(reason.clone())));
         }
+        self.bump();
     }
 }
 
@@ -231,15 +255,43 @@ impl Connection {
             }),
             permits: Semaphore::new(MAX_CALLS_IN_FLIGHT),
             out: tx.clone(),
+            session: Mutex::new(Session::default()),
+            version: watch::channel(0).0,
         });
         let (sink, stream) = ws.split();
+        let mut changes = shared.version.subscribe();
         tokio::spawn(write_loop(sink, rx, shared.clone()));
         tokio::spawn(read_loop(stream, shared.clone()));
-        Ok(Self {
+        let conn = Self {
             shared,
             call_timeout: config.call_timeout,
             _closer: Arc::new(Closer(tx)),
-        })
+        };
+        // The server sends the initial state and then the feature set right
+        // behind the 101; return once they are in, so that the mirror is
+        // populated from the first moment.
+        let initial = async {
+            loop {
+                if conn.shared.session().features.is_some() || conn.is_closed() {
+                    return;
+                }
+                if changes.changed().await.is_err() {
+                    return;
+                }
+            }
+        };
+        if tokio::time::timeout(config.connect_timeout, initial)
+            .await
+            .is_err()
+        {
+            return Err(ConnectError::Protocol(
+                "server sent no initial feature set".into(),
+            ));
+        }
+        if let Some(reason) = conn.close_reason() {
+            return Err(ConnectError::Io(reason));
+        }
+        Ok(conn)
     }
 
     /// A handle to the same connection whose calls use timeout `t`.
@@ -264,6 +316,31 @@ impl Connection {
     /// has not arrived yet.
     pub fn calls_in_flight(&self) -> usize {
         self.shared.lock().ids.in_flight()
+    }
+
+    /// A read-only mirror of this connection's server-side state. The server
+    /// owns the state; the mirror follows every change, applied in order
+    /// before any call response that was sent after it.
+    pub fn state<S: ConnectionState + Default>(&self) -> StateMirror<S> {
+        StateMirror {
+            shared: self.shared.clone(),
+            rx: self.shared.version.subscribe(),
+            _state: std::marker::PhantomData,
+        }
+    }
+
+    /// The methods the server currently lets this connection call.
+    pub fn features(&self) -> Option<FeatureSet> {
+        self.shared.session().features.clone()
+    }
+
+    /// Whether `method` is enabled for this connection (as last announced).
+    pub fn is_enabled(&self, method: u16) -> bool {
+        self.shared
+            .session()
+            .features
+            .as_ref()
+            .is_some_and(|f| f.is_enabled(method))
     }
 
     /// Starts the closing handshake. Pending calls fail with `Disconnected`
@@ -406,6 +483,36 @@ where
                         let _ = w.send(Err(err));
                     }
                 }
+                Ok(ServerMessage::Other {
+                    kind: envelope::KIND_STATE,
+                    body,
+                }) => match parse_state(body) {
+                    Ok(fields) => {
+                        let mut session = shared.session();
+                        for (index, archive) in fields {
+                            let i = index as usize;
+                            if session.fields.len() <= i {
+                                session.fields.resize(i + 1, None);
+                            }
+                            session.fields[i] = Some(archive.to_vec());
+                        }
+                        drop(session);
+                        shared.bump();
+                    }
+                    Err(e) => tracing::warn!(error = %e, "server sent a malformed state message"),
+                },
+                Ok(ServerMessage::Other {
+                    kind: envelope::KIND_FEATURES,
+                    body,
+                }) => match FeatureSet::decode(body) {
+                    Ok(set) => {
+                        shared.session().features = Some(set);
+                        shared.bump();
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "server sent a malformed features message")
+                    }
+                },
                 Ok(ServerMessage::Other { kind, .. }) => {
                     tracing::trace!(kind, "ignoring message kind this client does not handle");
                 }
@@ -428,4 +535,53 @@ where
     };
     tracing::debug!(%reason, "connection closed");
     shared.fail_all(reason);
+}
+
+/// A read-only, always-current view of the connection's server-side state.
+///
+/// Clients never write state: the server owns it and pushes changes.
+pub struct StateMirror<S> {
+    shared: Arc<Shared>,
+    rx: watch::Receiver<u64>,
+    _state: std::marker::PhantomData<fn() -> S>,
+}
+
+impl<S: ConnectionState + Default> StateMirror<S> {
+    /// The current value: `S::default()` with every field the server sent
+    /// applied. Fails if a field does not validate as its declared type
+    /// (client and server disagree on the state struct).
+    pub fn get(&self) -> Result<S, DecodeError> {
+        let session = self.shared.session();
+        let mut state = S::default();
+        let mut buf = AlignedBuf::new();
+        for (i, field) in session.fields.iter().enumerate() {
+            if let Some(archive) = field {
+                state.apply_field(i as u8, hardlight_core::wire::align_into(&mut buf, archive))?;
+            }
+        }
+        Ok(state)
+    }
+
+    /// Waits for the next change (state, feature set, or close), then
+    /// returns the current value. Returns `Err(Disconnected)` once the
+    /// connection has closed.
+    pub async fn changed(&mut self) -> Result<S, CallError> {
+        if self.rx.changed().await.is_err() || self.shared.session_closed() {
+            return Err(CallError::Disconnected(self.shared.close_reason()));
+        }
+        self.get().map_err(|e| CallError::InvalidResponse(e.0))
+    }
+}
+
+impl Shared {
+    fn session_closed(&self) -> bool {
+        self.lock().closed.is_some()
+    }
+
+    fn close_reason(&self) -> String {
+        self.lock()
+            .closed
+            .clone()
+            .unwrap_or_else(|| "connection closed".into())
+    }
 }

@@ -268,6 +268,14 @@ impl ServerConnection {
         }
     }
 
+    /// Appends already-framed server messages (from an [`crate::outbox::Outbox`]).
+    /// Dropped once the connection is closing: nothing may follow a Close.
+    pub fn send_framed(&mut self, frames: &[u8]) {
+        if self.phase == Phase::Open {
+            self.out.extend_from_slice(frames);
+        }
+    }
+
     /// Queues a ping (keepalive); the peer answers with a pong.
     pub fn ping(&mut self, payload: &[u8]) {
         if self.phase == Phase::Open {
@@ -442,12 +450,11 @@ impl ServerConnection {
             0
         };
         let room = self.limits.max_message_size.saturating_sub(current);
-        let hdr =
-            match frame::parse_header(avail, Role::Server, room.max(frame::MAX_CONTROL_PAYLOAD)) {
-                Ok(Some(h)) => h,
-                Ok(None) => return Step::NeedMore,
-                Err(e) => return self.frame_error(e),
-            };
+        let hdr = match frame::parse_header(avail, Role::Server, usize::MAX) {
+            Ok(Some(h)) => h,
+            Ok(None) => return Step::NeedMore,
+            Err(e) => return self.frame_error(e),
+        };
         if matches!(self.phase, Phase::Closing(_)) && !hdr.opcode.is_control() {
             // Discard data after our Close, but parse it to find the peer's Close.
             return self.skip_frame(hdr);
@@ -475,10 +482,20 @@ impl ServerConnection {
                     _ => {}
                 }
                 if hdr.payload_len > room as u64 {
-                    return self.protocol_close(
-                        CloseCode::MessageTooBig,
-                        "message exceeds the size limit",
-                    );
+                    // Refused from the header alone. Skip the payload as it
+                    // arrives (never buffer it) so that the peer's Close,
+                    // which follows it, is still read.
+                    self.in_start += hdr.header_len;
+                    self.msg_opcode = None;
+                    self.close(CloseCode::MessageTooBig, "message exceeds the size limit");
+                    self.data = Some(DataFrame {
+                        mask: [0; 4],
+                        remaining: hdr.payload_len,
+                        done: 0,
+                        fin: true,
+                        skip: true,
+                    });
+                    return Step::Continue;
                 }
                 if self.msg_opcode.is_none() {
                     self.msg.resize(MSG_PAD, 0);

@@ -16,14 +16,20 @@ pub mod calls;
 pub mod connection;
 pub mod envelope;
 pub mod error;
+pub mod features;
 pub mod frame;
 pub mod handshake;
 pub mod limits;
+pub mod outbox;
 pub mod service;
+pub mod state;
 pub mod wire;
 
 pub use error::{CallError, CallErrorCode, CloseCode, DecodeError, EncodeError};
+pub use features::{FeatureSet, Features};
+pub use outbox::Outbox;
 pub use service::{Caller, RawReply, Rejection, Reply, Service};
+pub use state::{ConnectionState, StateGuard, StateHandle};
 pub use wire::{AlignedBuf, Wire};
 
 /// rkyv, re-exported so that generated code and applications derive wire

@@ -77,8 +77,10 @@ pub trait Service {
     /// The finished value of any method.
     type Reply: Reply;
 
-    /// Method names indexed by method id, for logs and errors.
-    fn method_names(&self) -> &'static [&'static str];
+    /// Method names indexed by method id. A constant so that the server
+    /// knows the method table (for feature sets) before any connection's
+    /// service exists.
+    const METHOD_NAMES: &'static [&'static str];
 
     /// Validates `input` (aligned archive bytes) for `method` and returns the
     /// future that runs the handler.

@@ -21,7 +21,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 use glommio::timer::Timer;
 use hardlight_core::connection::{Event, ServerConnection};
 use hardlight_core::error::{CallErrorCode, CloseCode};
-use hardlight_core::{Rejection, Reply, Service};
+use hardlight_core::{Outbox, Rejection, Reply, Service};
 
 use crate::factory::{ConnectContext, ConnectionFactory};
 use crate::shard::Shard;
@@ -45,8 +45,8 @@ where
             Either::Right(_) => None,
         }
     };
-    let service = match outcome {
-        Some(Ok(Some(service))) => service,
+    let (service, outbox) = match outcome {
+        Some(Ok(Some(made))) => made,
         Some(Ok(None)) => return,
         Some(Err(e)) => {
             tracing::debug!(%peer, error = %e, "connection failed during handshake");
@@ -59,7 +59,7 @@ where
         }
     };
     shard.stats.upgrades.inc();
-    if let Err(e) = run(&mut stream, &mut conn, &service, &shard).await {
+    if let Err(e) = run(&mut stream, &mut conn, &service, &outbox, &shard).await {
         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
     }
     let _ = futures::AsyncWriteExt::close(&mut stream).await;
@@ -71,7 +71,7 @@ async fn handshake<F, S>(
     conn: &mut ServerConnection,
     peer: SocketAddr,
     shard: &Shard<F>,
-) -> io::Result<Option<F::Service>>
+) -> io::Result<Option<(F::Service, Rc<Outbox>)>>
 where
     F: ConnectionFactory,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -80,17 +80,23 @@ where
         if let Some(ev) = conn.poll_event() {
             match ev {
                 Event::Upgrade(req) => {
+                    let outbox = Rc::new(Outbox::new(<F::Service as Service>::METHOD_NAMES.len()));
                     let ctx = ConnectContext {
                         peer,
                         request: &req,
                         shard: shard.index,
+                        outbox: &outbox,
                     };
                     let made =
                         std::panic::catch_unwind(AssertUnwindSafe(|| shard.factory.connect(&ctx)));
                     let result = match made {
                         Ok(Ok(service)) => {
                             conn.accept(&req);
-                            Some(service)
+                            // Initial state (queued by the factory) and feature set go
+                            // out right behind the 101, before any response.
+                            outbox.open();
+                            outbox.drain_into(conn);
+                            Some((service, outbox))
                         }
                         Ok(Err(refusal)) => {
                             tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "connection refused by factory");
@@ -147,6 +153,7 @@ async fn run<F, S>(
     stream: &mut S,
     conn: &mut ServerConnection,
     service: &F::Service,
+    outbox: &Outbox,
     shard: &Shard<F>,
 ) -> io::Result<()>
 where
@@ -154,6 +161,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let depth = conn.limits().max_validation_depth;
+    let names = <F::Service as Service>::METHOD_NAMES;
     let mut slots = CallSlots::new();
     let mut start = |method: u16, input: &[u8]| {
         service
@@ -171,8 +179,12 @@ where
         loop {
             let mut progress = false;
 
-            // Calls that were pending and are now done.
-            slots.poll_all(cx, |id, out| finish(conn, id, out));
+            // Messages queued from outside a call (other tasks), then calls
+            // that were pending and are now done, each behind the state
+            // changes it made.
+            outbox.register(cx.waker());
+            outbox.drain_into(conn);
+            slots.poll_all(cx, |id, out| finish(conn, outbox, id, out));
 
             // Shutdown: stop starting calls, let running ones finish within the grace period.
             if shard.shutdown.is_fired() && !draining {
@@ -213,7 +225,7 @@ where
                     }
                 }
             }
-            let mut closed = process_events(conn, &mut slots, &mut start, cx);
+            let mut closed = process_events(conn, outbox, names, &mut slots, &mut start, cx);
 
             // A close we started must be answered in bounded time.
             if !conn.is_open() && !closed && !conn.is_closed() {
@@ -255,6 +267,8 @@ where
 /// I/O happens here, which is what lets the allocation test drive it alone.
 pub(crate) fn process_events<F, R>(
     conn: &mut ServerConnection,
+    outbox: &Outbox,
+    names: &[&str],
     slots: &mut CallSlots<F>,
     start: &mut impl FnMut(u16, &[u8]) -> Result<F, Rejection>,
     cx: &mut Context<'_>,
@@ -267,16 +281,35 @@ where
     while let Some(ev) = conn.poll_event() {
         match ev {
             Event::Call { id, method, input } => {
+                // Disabled methods are refused before their input is even decoded.
+                if !outbox.is_enabled(method) {
+                    let name = names.get(method as usize).copied();
+                    outbox.drain_into(conn);
+                    match name {
+                        Some(name) => conn.fail(
+                            id,
+                            CallErrorCode::MethodDisabled,
+                            &format!("method `{name}` is not enabled for this connection"),
+                        ),
+                        None => conn.fail(
+                            id,
+                            CallErrorCode::UnknownMethod,
+                            &format!("no method with id {method}"),
+                        ),
+                    }
+                    continue;
+                }
                 let started = std::panic::catch_unwind(AssertUnwindSafe(|| start(method, input)));
                 match started {
                     Ok(Ok(fut)) => {
                         if let Some(out) = slots.start(id, fut, cx) {
-                            finish(conn, id, out);
+                            finish(conn, outbox, id, out);
                         }
                     }
                     Ok(Err(rejection)) => conn.fail(id, rejection.code(), &rejection.detail()),
                     Err(_) => {
                         tracing::error!(method, "service panicked while decoding a call");
+                        outbox.drain_into(conn);
                         conn.fail(id, CallErrorCode::HandlerPanicked, "handler panicked");
                     }
                 }
@@ -294,9 +327,12 @@ where
 /// Sends a finished call's reply, or the panic as a call error.
 fn finish<R: Reply>(
     conn: &mut ServerConnection,
+    outbox: &Outbox,
     id: u8,
     out: Result<R, Box<dyn std::any::Any + Send>>,
 ) {
+    // State changes the call made go out before its response.
+    outbox.drain_into(conn);
     match out {
         Ok(reply) => conn.complete(id, &reply),
         Err(panic) => {
@@ -406,11 +442,20 @@ mod alloc_tests {
                 .call(method, input, 64)
                 .map(|f| AssertUnwindSafe(f).catch_unwind())
         };
+        let outbox = Outbox::new(2);
+        outbox.open();
         let mut round = |conn: &mut ServerConnection, slots: &mut _| {
             let buf = conn.read_buf();
             buf[..batch.len()].copy_from_slice(&batch);
             conn.on_read(batch.len());
-            assert!(!process_events(conn, slots, &mut start, &mut cx));
+            assert!(!process_events(
+                conn,
+                &outbox,
+                FixedMethod::NAMES,
+                slots,
+                &mut start,
+                &mut cx
+            ));
             let out = conn.outbound().len();
             assert!(out > 16 * 4, "16 replies framed");
             conn.advance_outbound(out);

@@ -1,9 +1,10 @@
 //! How the application makes one handler per connection.
 
 use std::net::SocketAddr;
+use std::rc::Rc;
 
 use hardlight_core::handshake::UpgradeRequest;
-use hardlight_core::Service;
+use hardlight_core::{ConnectionState, Features, Outbox, Service, StateHandle};
 
 /// What a connection factory knows about a new connection.
 #[derive(Debug)]
@@ -14,6 +15,23 @@ pub struct ConnectContext<'a> {
     pub request: &'a UpgradeRequest,
     /// Index of the shard (executor) that owns the connection.
     pub shard: usize,
+    pub(crate) outbox: &'a Rc<Outbox>,
+}
+
+impl ConnectContext<'_> {
+    /// Creates this connection's state with its initial value. The client
+    /// receives the whole initial state right after the upgrade; afterwards
+    /// only changed fields. Give the handle to the service's handler.
+    pub fn state<S: ConnectionState>(&self, initial: S) -> StateHandle<S> {
+        StateHandle::new(initial, self.outbox.clone())
+    }
+
+    /// This connection's feature set (every method enabled unless changed).
+    /// Restrict it here from headers or cookies, and keep the handle in the
+    /// handler to change it later (e.g. after authentication).
+    pub fn features(&self) -> Features {
+        Features::new(self.outbox.clone())
+    }
 }
 
 /// The application's refusal of a connection, sent as an HTTP response

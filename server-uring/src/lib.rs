@@ -13,7 +13,7 @@
 //! # struct DummyService;
 //! # impl hardlight_core::Service for DummyService {
 //! #   type Reply = DummyReply;
-//! #   fn method_names(&self) -> &'static [&'static str] { &[] }
+//! #   const METHOD_NAMES: &'static [&'static str] = &[];
 //! #   fn call<'s>(&'s self, m: u16, _: &[u8], _: usize) -> Result<std::future::Ready<DummyReply>, hardlight_core::Rejection> { Err(hardlight_core::Rejection::UnknownMethod(m)) }
 //! # }
 //! # struct DummyReply;

@@ -207,6 +207,12 @@ async fn next_binary(
             .await
             .expect("reply in time")
         {
+            // Skip the connection's initial feature set and state announcements.
+            Some(Ok(Message::Binary(b)))
+                if matches!(
+                    b.first(),
+                    Some(&hardlight::envelope::KIND_FEATURES | &hardlight::envelope::KIND_STATE)
+                ) => {}
             Some(Ok(Message::Binary(b))) => return b.to_vec(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             other => panic!("expected a binary message, got {other:?}"),

@@ -283,9 +283,7 @@ fn generate(item: &ItemTrait, service: &Service, krate: &Path) -> TokenStream {
         impl<T: #tr> #krate::Service for #service_struct<T> {
             type Reply = #reply_enum;
 
-            fn method_names(&self) -> &'static [&'static str] {
-                #method_enum::NAMES
-            }
+            const METHOD_NAMES: &'static [&'static str] = #method_enum::NAMES;
 
             fn call<'s>(
                 &'s self,

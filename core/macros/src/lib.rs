@@ -79,6 +79,7 @@ use proc_macro::TokenStream;
 
 mod expand;
 mod model;
+mod state;
 
 /// Turns a trait of `async fn`s into a HardLight service definition.
 ///
@@ -117,4 +118,25 @@ mod model;
 #[proc_macro_attribute]
 pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::rpc(attr.into(), item.into()).into()
+}
+
+/// Derives `hardlight::ConnectionState` for a struct with named fields.
+///
+/// Each field is one unit of change: when a handler's state guard drops,
+/// every field that differs (`PartialEq`) from its value at lock time is
+/// archived and sent to the client, and no other field. Field indexes are
+/// declaration order, so append new fields at the end. Field types must be
+/// archivable (`Wire`), `PartialEq` and `Clone`. Use
+/// `#[hardlight(crate = "::hardlight_core")]` to change the crate path.
+///
+/// ```ignore
+/// #[derive(Clone, Default, hardlight::ConnectionState)]
+/// pub struct ChatState {
+///     pub user: Option<String>,
+///     pub threads: Vec<u32>,
+/// }
+/// ```
+#[proc_macro_derive(ConnectionState, attributes(hardlight))]
+pub fn derive_connection_state(item: TokenStream) -> TokenStream {
+    state::derive(item.into()).into()
 }

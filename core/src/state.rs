@@ -1,0 +1,388 @@
+//! Connection state: server-owned, per-connection values that reach the
+//! client by themselves.
+//!
+//! The application's state struct derives [`ConnectionState`]
+//! (`#[derive(hardlight::ConnectionState)]`). Handlers change it through
+//! [`StateHandle::lock`]; when the [`StateGuard`] drops, the fields that
+//! differ from their values at lock time are encoded into one `STATE`
+//! message (and only those fields) and queued on the connection's
+//! [`Outbox`], in guard-release order, ahead of any call response written
+//! after it. The client applies them to a read-only mirror.
+//!
+//! Wire format of `STATE` (kind `0x20`), see `docs/PROTOCOL.md`:
+//! `[0x20, n, (field_index: u8, len: u32 LE, archive[len]) x n]`.
+
+use std::cell::{RefCell, RefMut};
+use std::ops::{Deref, DerefMut};
+use std::rc::Rc;
+
+use crate::envelope::KIND_STATE;
+use crate::error::{DecodeError, EncodeError};
+use crate::outbox::Outbox;
+use crate::wire::{AlignedBuf, Wire};
+
+/// Most fields a state struct may have (field indexes are one byte).
+pub const MAX_STATE_FIELDS: usize = 255;
+
+/// A per-connection state struct. Derive it; do not implement by hand.
+///
+/// Every field must be [`Wire`] (archivable), `PartialEq` (to find what
+/// changed) and `Clone` (the value at lock time is kept to diff against).
+pub trait ConnectionState: Clone + 'static {
+    /// Field names, indexed by field index (declaration order).
+    const FIELDS: &'static [&'static str];
+
+    /// Writes every field that differs from `before`, or every field when
+    /// `before` is `None` (the initial state).
+    fn write_diff(&self, before: Option<&Self>, w: &mut StateWriter) -> Result<(), EncodeError>;
+
+    /// Applies one received field to this (client-side mirror) value.
+    fn apply_field(&mut self, index: u8, archive: &[u8]) -> Result<(), DecodeError>;
+}
+
+/// Builds one `STATE` message from changed fields. Used by derived code.
+#[derive(Debug, Default)]
+pub struct StateWriter {
+    msg: Vec<u8>,
+    scratch: AlignedBuf,
+    count: u8,
+}
+
+impl StateWriter {
+    /// An empty writer.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Clears the writer for a new message.
+    pub fn reset(&mut self) {
+        self.msg.clear();
+        self.count = 0;
+    }
+
+    /// Appends field `index` with `value`.
+    pub fn field<T: Wire>(&mut self, index: u8, value: &T) -> Result<(), EncodeError> {
+        if self.msg.is_empty() {
+            self.msg.extend_from_slice(&[KIND_STATE, 0]);
+        }
+        value.encode_into(&mut self.scratch)?;
+        let len = u32::try_from(self.scratch.len())
+            .map_err(|_| EncodeError("state field larger than 4 GiB".into()))?;
+        self.msg.push(index);
+        self.msg.extend_from_slice(&len.to_le_bytes());
+        self.msg.extend_from_slice(&self.scratch);
+        self.count += 1;
+        self.msg[1] = self.count;
+        Ok(())
+    }
+
+    /// The message, or `None` if no field was written (nothing changed).
+    pub fn message(&self) -> Option<&[u8]> {
+        (self.count > 0).then_some(&self.msg[..])
+    }
+
+    /// Number of fields written.
+    pub fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    /// Whether no field was written.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+}
+
+/// A malformed `STATE` message.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("malformed state message: {0}")]
+pub struct StateFormatError(pub &'static str);
+
+/// Splits the body of a `STATE` message (after the kind byte) into
+/// `(field index, archive bytes)` pairs. Validates the framing, not the archives.
+pub fn parse_state(body: &[u8]) -> Result<Vec<(u8, &[u8])>, StateFormatError> {
+    let (&n, mut rest) = body.split_first().ok_or(StateFormatError("empty"))?;
+    let mut out = Vec::with_capacity(n as usize);
+    for _ in 0..n {
+        if rest.len() < 5 {
+            return Err(StateFormatError("field header truncated"));
+        }
+        let index = rest[0];
+        let len = u32::from_le_bytes([rest[1], rest[2], rest[3], rest[4]]) as usize;
+        rest = &rest[5..];
+        if rest.len() < len {
+            return Err(StateFormatError("field archive truncated"));
+        }
+        out.push((index, &rest[..len]));
+        rest = &rest[len..];
+    }
+    if !rest.is_empty() {
+        return Err(StateFormatError("trailing bytes"));
+    }
+    Ok(out)
+}
+
+/// Applies a `STATE` message body to a mirror, field by field.
+pub fn apply_state<S: ConnectionState>(state: &mut S, body: &[u8]) -> Result<(), DecodeError> {
+    let mut buf = AlignedBuf::new();
+    for (index, archive) in parse_state(body).map_err(|e| DecodeError(e.to_string()))? {
+        state.apply_field(index, crate::wire::align_into(&mut buf, archive))?;
+    }
+    Ok(())
+}
+
+/// The server-side handle to one connection's state. Cheap to clone; all
+/// clones share the value. Not `Send`: it lives on the connection's shard.
+pub struct StateHandle<S> {
+    inner: Rc<StateInner<S>>,
+}
+
+struct StateInner<S> {
+    value: RefCell<S>,
+    outbox: Rc<Outbox>,
+}
+
+impl<S> Clone for StateHandle<S> {
+    fn clone(&self) -> Self {
+        Self {
+            inner: self.inner.clone(),
+        }
+    }
+}
+
+impl<S: ConnectionState> StateHandle<S> {
+    /// Creates the state for a connection and queues the full initial state,
+    /// which the client receives right after the upgrade.
+    pub fn new(initial: S, outbox: Rc<Outbox>) -> Self {
+        let mut w = StateWriter::new();
+        match initial.write_diff(None, &mut w) {
+            Ok(()) => {
+                if let Some(msg) = w.message() {
+                    outbox.push_message(msg);
+                }
+            }
+            Err(e) => tracing_log(&e),
+        }
+        Self {
+            inner: Rc::new(StateInner {
+                value: RefCell::new(initial),
+                outbox,
+            }),
+        }
+    }
+
+    /// Locks the state for change. When the guard drops, the fields that
+    /// changed are sent to the client.
+    ///
+    /// # Panics
+    ///
+    /// If the state is already locked: some call holds a guard across an
+    /// `.await`. Guards must be dropped before awaiting (scope them in a
+    /// block); holding one would stall every other call that touches the
+    /// state. Clippy catches this with `await_holding_invalid_type` when
+    /// `hardlight_core::state::StateGuard` is listed in `clippy.toml`
+    /// (see `docs/ARCHITECTURE.md`).
+    #[track_caller]
+    pub fn lock(&self) -> StateGuard<'_, S> {
+        let value = self.inner.value.try_borrow_mut().unwrap_or_else(|_| {
+            panic!(
+                "connection state is already locked: a StateGuard is held across an .await; \
+                 drop the guard before awaiting"
+            )
+        });
+        let before = value.clone();
+        StateGuard {
+            value: Some(value),
+            before: Some(before),
+            outbox: &self.inner.outbox,
+        }
+    }
+
+    /// A copy of the current value.
+    pub fn get(&self) -> S {
+        self.inner.value.borrow().clone()
+    }
+
+    /// Reads the current value without copying it.
+    pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
+        f(&self.inner.value.borrow())
+    }
+}
+
+/// Exclusive access to the connection's state. Dropping it sends the
+/// changed fields to the client. Do not hold it across `.await`.
+#[must_use = "dropping the guard at once publishes nothing; bind it and change fields"]
+pub struct StateGuard<'a, S: ConnectionState> {
+    value: Option<RefMut<'a, S>>,
+    before: Option<S>,
+    outbox: &'a Outbox,
+}
+
+impl<S: ConnectionState> Deref for StateGuard<'_, S> {
+    type Target = S;
+    fn deref(&self) -> &S {
+        self.value.as_ref().expect("value present until drop")
+    }
+}
+
+impl<S: ConnectionState> DerefMut for StateGuard<'_, S> {
+    fn deref_mut(&mut self) -> &mut S {
+        self.value.as_mut().expect("value present until drop")
+    }
+}
+
+impl<S: ConnectionState> Drop for StateGuard<'_, S> {
+    fn drop(&mut self) {
+        let (Some(value), Some(before)) = (self.value.take(), self.before.take()) else {
+            return;
+        };
+        self.outbox
+            .with_state_writer(|w| match value.write_diff(Some(&before), w) {
+                Ok(()) => {}
+                Err(e) => tracing_log(&e),
+            });
+        drop(value);
+    }
+}
+
+fn tracing_log(e: &EncodeError) {
+    // core has no logging dependency; surface encode failures on stderr,
+    // they mean a state field cannot be archived, a programming error.
+    eprintln!("hardlight: could not encode connection state: {e}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::envelope::{decode_server, ServerMessage};
+
+    /// What `#[derive(ConnectionState)]` generates, written out.
+    #[derive(Clone, Debug, Default, PartialEq)]
+    struct Chat {
+        user: Option<String>,
+        threads: Vec<u32>,
+        unread: u64,
+    }
+
+    impl ConnectionState for Chat {
+        const FIELDS: &'static [&'static str] = &["user", "threads", "unread"];
+        fn write_diff(
+            &self,
+            before: Option<&Self>,
+            w: &mut StateWriter,
+        ) -> Result<(), EncodeError> {
+            if before.is_none_or(|b| b.user != self.user) {
+                w.field(0, &self.user)?;
+            }
+            if before.is_none_or(|b| b.threads != self.threads) {
+                w.field(1, &self.threads)?;
+            }
+            if before.is_none_or(|b| b.unread != self.unread) {
+                w.field(2, &self.unread)?;
+            }
+            Ok(())
+        }
+        fn apply_field(&mut self, index: u8, archive: &[u8]) -> Result<(), DecodeError> {
+            match index {
+                0 => self.user = Wire::decode(archive)?,
+                1 => self.threads = Wire::decode(archive)?,
+                2 => self.unread = Wire::decode(archive)?,
+                other => return Err(DecodeError(format!("unknown state field {other}"))),
+            }
+            Ok(())
+        }
+    }
+
+    fn messages(outbox: &Outbox) -> Vec<Vec<u8>> {
+        outbox.take_messages_for_test()
+    }
+
+    #[test]
+    fn initial_state_carries_every_field() {
+        let outbox = Rc::new(Outbox::new(0));
+        let _h = StateHandle::new(
+            Chat {
+                unread: 3,
+                ..Default::default()
+            },
+            outbox.clone(),
+        );
+        let msgs = messages(&outbox);
+        assert_eq!(msgs.len(), 1);
+        let ServerMessage::Other {
+            kind: KIND_STATE,
+            body,
+        } = decode_server(&msgs[0]).unwrap()
+        else {
+            panic!()
+        };
+        let fields: Vec<u8> = parse_state(body).unwrap().iter().map(|(i, _)| *i).collect();
+        assert_eq!(fields, vec![0, 1, 2]);
+        let mut mirror = Chat::default();
+        apply_state(&mut mirror, body).unwrap();
+        assert_eq!(mirror.unread, 3);
+    }
+
+    #[test]
+    fn only_changed_fields_travel_in_release_order() {
+        let outbox = Rc::new(Outbox::new(0));
+        let h = StateHandle::new(Chat::default(), outbox.clone());
+        let mut mirror = Chat::default();
+        for m in messages(&outbox) {
+            apply_state(&mut mirror, &m[1..]).unwrap();
+        }
+        {
+            let mut g = h.lock();
+            g.threads.push(7);
+        }
+        {
+            let mut g = h.lock();
+            g.unread = 9;
+            g.user = Some("ada".into());
+        }
+        {
+            // Changed and changed back: nothing to send.
+            let mut g = h.lock();
+            g.unread = 100;
+            g.unread = 9;
+        }
+        let msgs = messages(&outbox);
+        assert_eq!(msgs.len(), 2, "no message for a lock that changed nothing");
+        let first: Vec<u8> = parse_state(&msgs[0][1..])
+            .unwrap()
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(first, vec![1], "only `threads` changed");
+        let second: Vec<u8> = parse_state(&msgs[1][1..])
+            .unwrap()
+            .iter()
+            .map(|(i, _)| *i)
+            .collect();
+        assert_eq!(second, vec![0, 2]);
+        for m in &msgs {
+            apply_state(&mut mirror, &m[1..]).unwrap();
+        }
+        assert_eq!(mirror, h.get());
+    }
+
+    #[test]
+    #[should_panic(expected = "already locked")]
+    fn double_lock_is_loud() {
+        let h = StateHandle::new(Chat::default(), Rc::new(Outbox::new(0)));
+        let _a = h.lock();
+        let _b = h.lock();
+    }
+
+    #[test]
+    fn malformed_state_messages_are_errors() {
+        assert!(parse_state(&[]).is_err());
+        assert!(parse_state(&[1, 0, 5, 0]).is_err());
+        assert!(parse_state(&[1, 0, 9, 0, 0, 0, 1]).is_err());
+        assert!(parse_state(&[0, 1]).is_err(), "trailing bytes");
+        let mut mirror = Chat::default();
+        assert!(
+            apply_state(&mut mirror, &[1, 9, 0, 0, 0, 0]).is_err(),
+            "unknown field index"
+        );
+    }
+}
