@@ -14,9 +14,7 @@ use hardlight::client::Connection;
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::args()
-        .nth(1)
-        .unwrap_or_else(|| "ws://127.0.0.1:9000".to_string());
+    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9000".to_string());
     let counter = CounterClient::new(Connection::connect(&url).await?);
     println!("increment(5) -> {}", counter.increment(5).await?);
     println!("increment(3) -> {}", counter.increment(3).await?);

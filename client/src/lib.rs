@@ -28,9 +28,7 @@ use hardlight_core::features::FeatureSet;
 use hardlight_core::handshake::{self, SUBPROTOCOL};
 use hardlight_core::limits::MAX_CALLS_IN_FLIGHT;
 use hardlight_core::state::parse_state;
-use hardlight_core::{
-    AlignedBuf, CallError, CallErrorCode, Caller, ConnectionState, DecodeError, RawReply,
-};
+use hardlight_core::{AlignedBuf, CallError, CallErrorCode, Caller, ConnectionState, DecodeError, RawReply};
 use tokio::sync::{mpsc, oneshot, watch, Semaphore};
 use tokio_tungstenite::tungstenite::{
     self, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig, Message,
@@ -109,7 +107,17 @@ struct Table {
 struct Session {
     fields: Vec<Option<Vec<u8>>>,
     features: Option<FeatureSet>,
+    /// The listeners of each event type.
+    events: std::collections::HashMap<u16, Vec<mpsc::Sender<Arc<[u8]>>>>,
+    /// Events the server reported dropping for this connection.
+    events_dropped: u64,
 }
+
+/// Events buffered per [`EventStream`]. When a stream's buffer is full the
+/// connection's reader waits for it (back-pressure, no silent loss): the
+/// server then holds further messages for this connection and applies its
+/// slow-consumer policy. Keep streams drained, or drop them.
+pub const DEFAULT_EVENT_BUFFER: usize = 4096;
 
 struct Shared {
     table: Mutex<Table>,
@@ -159,6 +167,8 @@ impl Shared {
         for w in waiters {
             let _ = w.send(Err(CallError::Disconnected(reason.clone())));
         }
+        // Dropping the senders ends every event stream with `Closed`.
+        self.session().events.clear();
         self.bump();
     }
 }
@@ -182,9 +192,7 @@ impl Drop for Closer {
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection")
-            .field("closed", &self.close_reason())
-            .finish()
+        f.debug_struct("Connection").field("closed", &self.close_reason()).finish()
     }
 }
 
@@ -198,25 +206,15 @@ impl Connection {
     pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Self, ConnectError> {
         let mut req = url
             .into_client_request()
-            .map_err(|e| ConnectError::InvalidUrl {
-                url: url.to_string(),
-                reason: e.to_string(),
-            })?;
-        let bad = |reason: String| ConnectError::InvalidUrl {
-            url: url.to_string(),
-            reason,
-        };
+            .map_err(|e| ConnectError::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
+        let bad = |reason: String| ConnectError::InvalidUrl { url: url.to_string(), reason };
         req.headers_mut().insert(
             "Sec-WebSocket-Protocol",
             HeaderValue::from_str(&config.subprotocol).map_err(|e| bad(e.to_string()))?,
         );
         for (k, v) in &config.headers {
-            let name = tungstenite::http::HeaderName::from_bytes(k.as_bytes())
-                .map_err(|e| bad(e.to_string()))?;
-            req.headers_mut().append(
-                name,
-                HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?,
-            );
+            let name = tungstenite::http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(e.to_string()))?;
+            req.headers_mut().append(name, HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?);
         }
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(config.max_message_size))
@@ -226,25 +224,16 @@ impl Connection {
             Err(_) => return Err(ConnectError::Timeout(config.connect_timeout)),
             Ok(Err(tungstenite::Error::Http(resp))) => {
                 let status = resp.status().as_u16();
-                let body = resp
-                    .body()
-                    .as_deref()
-                    .map(|b| String::from_utf8_lossy(b).trim().to_string())
-                    .unwrap_or_default();
+                let body =
+                    resp.body().as_deref().map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
                 return Err(ConnectError::Refused { status, body });
             }
-            Ok(Err(tungstenite::Error::Protocol(p))) => {
-                return Err(ConnectError::Protocol(p.to_string()))
-            }
+            Ok(Err(tungstenite::Error::Protocol(p))) => return Err(ConnectError::Protocol(p.to_string())),
             Ok(Err(e)) => return Err(ConnectError::Io(e.to_string())),
             Ok(Ok(x)) => x,
         };
-        let selected = resp
-            .headers()
-            .get("sec-websocket-protocol")
-            .and_then(|v| v.to_str().ok());
-        handshake::check_selected_protocol(selected)
-            .map_err(|e| ConnectError::Protocol(e.to_string()))?;
+        let selected = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
+        handshake::check_selected_protocol(selected).map_err(|e| ConnectError::Protocol(e.to_string()))?;
 
         let (tx, rx) = mpsc::unbounded_channel();
         let shared = Arc::new(Shared {
@@ -262,11 +251,7 @@ impl Connection {
         let mut changes = shared.version.subscribe();
         tokio::spawn(write_loop(sink, rx, shared.clone()));
         tokio::spawn(read_loop(stream, shared.clone()));
-        let conn = Self {
-            shared,
-            call_timeout: config.call_timeout,
-            _closer: Arc::new(Closer(tx)),
-        };
+        let conn = Self { shared, call_timeout: config.call_timeout, _closer: Arc::new(Closer(tx)) };
         // The server sends the initial state and then the feature set right
         // behind the 101; return once they are in, so that the mirror is
         // populated from the first moment.
@@ -280,13 +265,8 @@ impl Connection {
                 }
             }
         };
-        if tokio::time::timeout(config.connect_timeout, initial)
-            .await
-            .is_err()
-        {
-            return Err(ConnectError::Protocol(
-                "server sent no initial feature set".into(),
-            ));
+        if tokio::time::timeout(config.connect_timeout, initial).await.is_err() {
+            return Err(ConnectError::Protocol("server sent no initial feature set".into()));
         }
         if let Some(reason) = conn.close_reason() {
             return Err(ConnectError::Io(reason));
@@ -296,10 +276,7 @@ impl Connection {
 
     /// A handle to the same connection whose calls use timeout `t`.
     pub fn with_call_timeout(&self, t: Duration) -> Self {
-        Self {
-            call_timeout: t,
-            ..self.clone()
-        }
+        Self { call_timeout: t, ..self.clone() }
     }
 
     /// Why the connection closed, or `None` while it is open.
@@ -336,11 +313,27 @@ impl Connection {
 
     /// Whether `method` is enabled for this connection (as last announced).
     pub fn is_enabled(&self, method: u16) -> bool {
-        self.shared
-            .session()
-            .features
-            .as_ref()
-            .is_some_and(|f| f.is_enabled(method))
+        self.shared.session().features.as_ref().is_some_and(|f| f.is_enabled(method))
+    }
+
+    /// A typed stream of the events of type `E` the server pushes to this
+    /// connection, from now on. Events arrive in order with state changes
+    /// and call responses.
+    pub fn events<E: hardlight_core::Event>(&self) -> EventStream<E> {
+        let (tx, rx) = mpsc::channel(DEFAULT_EVENT_BUFFER);
+        // Checked under the session lock: `fail_all` closes the table before
+        // clearing the senders, so a stream made here always ends.
+        let mut session = self.shared.session();
+        if !self.is_closed() {
+            session.events.entry(E::TYPE).or_default().push(tx);
+        }
+        EventStream { rx, _event: std::marker::PhantomData }
+    }
+
+    /// Events the server dropped for this connection because it read too
+    /// slowly (drop-oldest policy), as reported by the server.
+    pub fn events_dropped(&self) -> u64 {
+        self.shared.session().events_dropped
     }
 
     /// Starts the closing handshake. Pending calls fail with `Disconnected`
@@ -357,17 +350,9 @@ impl Connection {
     /// still considers the id live and would reject its reuse.
     pub async fn call(&self, method: u16, input: &[u8]) -> Result<RawReply, CallError> {
         let timeout = self.call_timeout;
-        let mut guard = Abandon {
-            shared: &self.shared,
-            id: None,
-        };
+        let mut guard = Abandon { shared: &self.shared, id: None };
         let fut = async {
-            let permit = self
-                .shared
-                .permits
-                .acquire()
-                .await
-                .map_err(|_| self.disconnected())?;
+            let permit = self.shared.permits.acquire().await.map_err(|_| self.disconnected())?;
             let (tx, rx) = oneshot::channel();
             let id = {
                 let mut t = self.shared.lock();
@@ -382,10 +367,7 @@ impl Connection {
             guard.id = Some(id);
             let mut msg = Vec::with_capacity(envelope::CALL_HEADER_LEN + input.len());
             envelope::encode_call(&mut msg, id, method, input);
-            self.shared
-                .out
-                .send(Message::Binary(msg.into()))
-                .map_err(|_| self.disconnected())?;
+            self.shared.out.send(Message::Binary(msg.into())).map_err(|_| self.disconnected())?;
             let result = rx.await.map_err(|_| self.disconnected())?;
             guard.id = None;
             result
@@ -397,10 +379,7 @@ impl Connection {
     }
 
     fn disconnected(&self) -> CallError {
-        CallError::Disconnected(
-            self.close_reason()
-                .unwrap_or_else(|| "connection closed".into()),
-        )
+        CallError::Disconnected(self.close_reason().unwrap_or_else(|| "connection closed".into()))
     }
 }
 
@@ -483,10 +462,7 @@ where
                         let _ = w.send(Err(err));
                     }
                 }
-                Ok(ServerMessage::Other {
-                    kind: envelope::KIND_STATE,
-                    body,
-                }) => match parse_state(body) {
+                Ok(ServerMessage::Other { kind: envelope::KIND_STATE, body }) => match parse_state(body) {
                     Ok(fields) => {
                         let mut session = shared.session();
                         for (index, archive) in fields {
@@ -501,10 +477,7 @@ where
                     }
                     Err(e) => tracing::warn!(error = %e, "server sent a malformed state message"),
                 },
-                Ok(ServerMessage::Other {
-                    kind: envelope::KIND_FEATURES,
-                    body,
-                }) => match FeatureSet::decode(body) {
+                Ok(ServerMessage::Other { kind: envelope::KIND_FEATURES, body }) => match FeatureSet::decode(body) {
                     Ok(set) => {
                         shared.session().features = Some(set);
                         shared.bump();
@@ -513,6 +486,33 @@ where
                         tracing::warn!(error = %e, "server sent a malformed features message")
                     }
                 },
+                Ok(ServerMessage::Other { kind: envelope::KIND_EVENT, body }) => {
+                    match hardlight_core::events::parse_event(body) {
+                        Some((ty, archive)) => {
+                            let listeners = shared.session().events.get(&ty).cloned().unwrap_or_default();
+                            if !listeners.is_empty() {
+                                let bytes: Arc<[u8]> = Arc::from(archive);
+                                let mut gone = false;
+                                for tx in &listeners {
+                                    // Waits while the listener is full: back-pressure.
+                                    gone |= tx.send(bytes.clone()).await.is_err();
+                                }
+                                if gone {
+                                    if let Some(v) = shared.session().events.get_mut(&ty) {
+                                        v.retain(|tx| !tx.is_closed());
+                                    }
+                                }
+                            }
+                        }
+                        None => tracing::warn!("server sent a malformed event"),
+                    }
+                }
+                Ok(ServerMessage::Other { kind: envelope::KIND_EVENTS_DROPPED, body }) => {
+                    if let Some(n) = hardlight_core::events::parse_events_dropped(body) {
+                        shared.session().events_dropped += n as u64;
+                        shared.bump();
+                    }
+                }
                 Ok(ServerMessage::Other { kind, .. }) => {
                     tracing::trace!(kind, "ignoring message kind this client does not handle");
                 }
@@ -522,11 +522,7 @@ where
             },
             Message::Close(frame) => {
                 break match frame {
-                    Some(f) => format!(
-                        "server closed the connection: {} {}",
-                        u16::from(f.code),
-                        f.reason
-                    ),
+                    Some(f) => format!("server closed the connection: {} {}", u16::from(f.code), f.reason),
                     None => "server closed the connection".to_string(),
                 };
             }
@@ -579,9 +575,48 @@ impl Shared {
     }
 
     fn close_reason(&self) -> String {
-        self.lock()
-            .closed
-            .clone()
-            .unwrap_or_else(|| "connection closed".into())
+        self.lock().closed.clone().unwrap_or_else(|| "connection closed".into())
+    }
+}
+
+/// Why [`EventStream::recv`] returned no event.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum EventError {
+    /// The connection closed; no more events will come.
+    #[error("connection closed")]
+    Closed,
+    /// An event did not validate as `E` (client and server disagree on it).
+    #[error("event failed validation: {0}")]
+    Invalid(String),
+}
+
+/// Typed events of one type pushed by the server, in order.
+pub struct EventStream<E> {
+    rx: mpsc::Receiver<Arc<[u8]>>,
+    _event: std::marker::PhantomData<fn() -> E>,
+}
+
+impl<E: hardlight_core::Event> EventStream<E> {
+    /// Waits for the next event.
+    pub async fn recv(&mut self) -> Result<E, EventError> {
+        match self.rx.recv().await {
+            Some(bytes) => Self::decode(&bytes),
+            None => Err(EventError::Closed),
+        }
+    }
+
+    /// The next event if one is already here.
+    pub fn try_recv(&mut self) -> Option<Result<E, EventError>> {
+        use tokio::sync::mpsc::error::TryRecvError;
+        match self.rx.try_recv() {
+            Ok(bytes) => Some(Self::decode(&bytes)),
+            Err(TryRecvError::Empty) => None,
+            Err(TryRecvError::Disconnected) => Some(Err(EventError::Closed)),
+        }
+    }
+
+    fn decode(bytes: &[u8]) -> Result<E, EventError> {
+        let mut buf = AlignedBuf::with_capacity(bytes.len());
+        E::decode(hardlight_core::wire::align_into(&mut buf, bytes)).map_err(|e| EventError::Invalid(e.0))
     }
 }

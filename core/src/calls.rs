@@ -15,10 +15,7 @@ pub struct CallTable {
 impl CallTable {
     /// An empty table.
     pub const fn new() -> Self {
-        Self {
-            live: [0; 4],
-            count: 0,
-        }
+        Self { live: [0; 4], count: 0 }
     }
 
     /// Marks `id` live. Returns false (and changes nothing) if it already was.
@@ -74,10 +71,7 @@ pub struct IdAllocator {
 impl IdAllocator {
     /// All 256 ids free.
     pub const fn new() -> Self {
-        Self {
-            table: CallTable::new(),
-            next: 0,
-        }
+        Self { table: CallTable::new(), next: 0 }
     }
 
     /// Takes a free id, or `None` when all 256 are in flight.

@@ -119,10 +119,7 @@ pub struct ServerConnection {
 impl ServerConnection {
     /// A connection that has just been accepted at the TCP level.
     pub fn new(limits: Limits) -> Self {
-        let size = limits
-            .read_buffer_size
-            .max(limits.max_handshake_size + 1)
-            .max(256);
+        let size = limits.read_buffer_size.max(limits.max_handshake_size + 1).max(256);
         let mut msg = AlignedBuf::with_capacity(1024);
         msg.resize(MSG_PAD, 0);
         Self {
@@ -279,11 +276,7 @@ impl ServerConnection {
     /// Queues a ping (keepalive); the peer answers with a pong.
     pub fn ping(&mut self, payload: &[u8]) {
         if self.phase == Phase::Open {
-            frame::write_frame(
-                &mut self.out,
-                Opcode::Ping,
-                &payload[..payload.len().min(frame::MAX_CONTROL_PAYLOAD)],
-            );
+            frame::write_frame(&mut self.out, Opcode::Ping, &payload[..payload.len().min(frame::MAX_CONTROL_PAYLOAD)]);
         }
     }
 
@@ -332,15 +325,8 @@ impl ServerConnection {
         while !detail.is_char_boundary(n) {
             n -= 1;
         }
-        frame::write_header(
-            &mut self.out,
-            true,
-            Opcode::Binary,
-            envelope::CALL_ERROR_HEADER_LEN + n,
-            None,
-        );
-        self.out
-            .extend_from_slice(&envelope::call_error_header(id, code));
+        frame::write_header(&mut self.out, true, Opcode::Binary, envelope::CALL_ERROR_HEADER_LEN + n, None);
+        self.out.extend_from_slice(&envelope::call_error_header(id, code));
         self.out.extend_from_slice(&detail.as_bytes()[..n]);
         self.stats.calls_failed += 1;
     }
@@ -373,11 +359,7 @@ impl ServerConnection {
 
     fn poll_handshake(&mut self) -> Option<Event<'_>> {
         let data = &self.inbuf[self.in_start..self.in_end];
-        match handshake::parse_request(
-            data,
-            self.limits.max_handshake_size,
-            self.limits.max_headers,
-        ) {
+        match handshake::parse_request(data, self.limits.max_handshake_size, self.limits.max_headers) {
             Ok(None) => None,
             Ok(Some((req, used))) => {
                 self.in_start += used;
@@ -444,11 +426,7 @@ impl ServerConnection {
             return self.step_data(df);
         }
         let avail = &self.inbuf[self.in_start..self.in_end];
-        let current = if self.msg_opcode.is_some() {
-            self.msg.len() - MSG_PAD
-        } else {
-            0
-        };
+        let current = if self.msg_opcode.is_some() { self.msg.len() - MSG_PAD } else { 0 };
         let room = self.limits.max_message_size.saturating_sub(current);
         let hdr = match frame::parse_header(avail, Role::Server, usize::MAX) {
             Ok(Some(h)) => h,
@@ -461,10 +439,7 @@ impl ServerConnection {
         }
         match hdr.opcode {
             Opcode::Close | Opcode::Ping | Opcode::Pong => self.step_control(hdr),
-            Opcode::Text => self.protocol_close(
-                CloseCode::UnsupportedData,
-                "HardLight accepts binary messages only",
-            ),
+            Opcode::Text => self.protocol_close(CloseCode::UnsupportedData, "HardLight accepts binary messages only"),
             Opcode::Binary | Opcode::Continuation => {
                 match (hdr.opcode, self.msg_opcode) {
                     (Opcode::Binary, Some(_)) => {
@@ -488,13 +463,8 @@ impl ServerConnection {
                     self.in_start += hdr.header_len;
                     self.msg_opcode = None;
                     self.close(CloseCode::MessageTooBig, "message exceeds the size limit");
-                    self.data = Some(DataFrame {
-                        mask: [0; 4],
-                        remaining: hdr.payload_len,
-                        done: 0,
-                        fin: true,
-                        skip: true,
-                    });
+                    self.data =
+                        Some(DataFrame { mask: [0; 4], remaining: hdr.payload_len, done: 0, fin: true, skip: true });
                     return Step::Continue;
                 }
                 if self.msg_opcode.is_none() {
@@ -521,13 +491,8 @@ impl ServerConnection {
         if (avail as u64) < total {
             // Drop what we have of it; remember how much is left to skip.
             self.in_start = self.in_end;
-            self.data = Some(DataFrame {
-                mask: [0; 4],
-                remaining: total - avail as u64,
-                done: 0,
-                fin: false,
-                skip: true,
-            });
+            self.data =
+                Some(DataFrame { mask: [0; 4], remaining: total - avail as u64, done: 0, fin: false, skip: true });
             return Step::NeedMore;
         }
         self.in_start += total as usize;
@@ -541,11 +506,7 @@ impl ServerConnection {
             self.in_start += take;
             df.remaining -= take as u64;
             self.data = if df.remaining == 0 { None } else { Some(df) };
-            return if df.remaining == 0 {
-                Step::Continue
-            } else {
-                Step::NeedMore
-            };
+            return if df.remaining == 0 { Step::Continue } else { Step::NeedMore };
         }
         let src = &self.inbuf[self.in_start..self.in_start + take];
         let at = self.msg.len();
@@ -574,8 +535,7 @@ impl ServerConnection {
         }
         let mut payload = [0u8; frame::MAX_CONTROL_PAYLOAD];
         let n = hdr.payload_len as usize;
-        payload[..n]
-            .copy_from_slice(&self.inbuf[self.in_start + hdr.header_len..self.in_start + total]);
+        payload[..n].copy_from_slice(&self.inbuf[self.in_start + hdr.header_len..self.in_start + total]);
         frame::apply_mask(&mut payload[..n], hdr.mask.unwrap_or([0; 4]));
         self.in_start += total;
         let payload = &payload[..n];
@@ -594,22 +554,13 @@ impl ServerConnection {
     fn on_close_frame(&mut self, payload: &[u8]) -> Step {
         let (code, echo) = match payload.len() {
             0 => (1005, None),
-            1 => (
-                1002,
-                Some((
-                    CloseCode::ProtocolError,
-                    "close frame with a 1-byte payload",
-                )),
-            ),
+            1 => (1002, Some((CloseCode::ProtocolError, "close frame with a 1-byte payload"))),
             _ => {
                 let code = u16::from_be_bytes([payload[0], payload[1]]);
                 if !frame::is_valid_received_close_code(code) {
                     (code, Some((CloseCode::ProtocolError, "invalid close code")))
                 } else if std::str::from_utf8(&payload[2..]).is_err() {
-                    (
-                        code,
-                        Some((CloseCode::InvalidPayload, "close reason is not UTF-8")),
-                    )
+                    (code, Some((CloseCode::InvalidPayload, "close reason is not UTF-8")))
                 } else {
                     (code, None)
                 }
@@ -618,10 +569,8 @@ impl ServerConnection {
         let reason = match self.phase {
             Phase::Closing(ours) => CloseReason::ByUs(ours),
             _ => {
-                let (echo_code, text) = echo.unwrap_or((
-                    CloseCode::from_u16(if code == 1005 { 1000 } else { code }),
-                    "",
-                ));
+                let (echo_code, text) =
+                    echo.unwrap_or((CloseCode::from_u16(if code == 1005 { 1000 } else { code }), ""));
                 let (p, n) = frame::close_payload(echo_code.as_u16(), text);
                 frame::write_frame(&mut self.out, Opcode::Close, &p[..n]);
                 CloseReason::ByPeer(code)
@@ -693,9 +642,7 @@ mod tests {
     fn frames(mut out: &[u8]) -> Vec<(Opcode, Vec<u8>)> {
         let mut v = Vec::new();
         while !out.is_empty() {
-            let h = frame::parse_header(out, Role::Client, usize::MAX)
-                .unwrap()
-                .unwrap();
+            let h = frame::parse_header(out, Role::Client, usize::MAX).unwrap().unwrap();
             let end = h.header_len + h.payload_len as usize;
             v.push((h.opcode, out[h.header_len..end].to_vec()));
             out = &out[end..];
@@ -730,12 +677,7 @@ mod tests {
         let fs = frames(&out);
         let (op, p) = fs.last().expect("a close frame");
         assert_eq!(*op, Opcode::Close);
-        assert_eq!(
-            u16::from_be_bytes([p[0], p[1]]),
-            code,
-            "reason: {}",
-            String::from_utf8_lossy(&p[2..])
-        );
+        assert_eq!(u16::from_be_bytes([p[0], p[1]]), code, "reason: {}", String::from_utf8_lossy(&p[2..]));
     }
 
     #[test]
@@ -758,16 +700,9 @@ mod tests {
         let fs = frames(&out);
         assert_eq!(fs.len(), 1);
         match decode_server(&fs[0].1).unwrap() {
-            ServerMessage::Result {
-                id: 7,
-                ok: true,
-                payload,
-            } => {
+            ServerMessage::Result { id: 7, ok: true, payload } => {
                 let mut b = AlignedBuf::new();
-                assert_eq!(
-                    u64::decode(crate::wire::align_into(&mut b, payload)).unwrap(),
-                    42
-                );
+                assert_eq!(u64::decode(crate::wire::align_into(&mut b, payload)).unwrap(), 42);
             }
             other => panic!("{other:?}"),
         }
@@ -783,13 +718,7 @@ mod tests {
         frame::write_masked_frame(&mut wire, false, Opcode::Binary, &msg[..3], [1, 2, 3, 4]);
         // A ping between fragments is legal and answered.
         frame::write_masked_frame(&mut wire, true, Opcode::Ping, b"p", [5, 6, 7, 8]);
-        frame::write_masked_frame(
-            &mut wire,
-            true,
-            Opcode::Continuation,
-            &msg[3..],
-            [9, 9, 9, 9],
-        );
+        frame::write_masked_frame(&mut wire, true, Opcode::Continuation, &msg[3..], [9, 9, 9, 9]);
         for b in &wire {
             feed(&mut c, std::slice::from_ref(b));
             if let Some(Event::Call { id, input, .. }) = c.poll_event() {
@@ -838,10 +767,7 @@ mod tests {
         feed(&mut c, &call_frame(0, 0, &[]));
         assert!(c.poll_event().is_none());
         let fs = frames(&take_out(&mut c));
-        assert!(matches!(
-            decode_server(&fs[0].1),
-            Ok(ServerMessage::CallError { id: 0, code: 3, .. })
-        ));
+        assert!(matches!(decode_server(&fs[0].1), Ok(ServerMessage::CallError { id: 0, code: 3, .. })));
     }
 
     #[test]
@@ -872,14 +798,9 @@ mod tests {
 
     #[test]
     fn oversized_message_closes_1009_before_buffering() {
-        let mut c = ServerConnection::new(Limits {
-            max_message_size: 100,
-            ..Limits::default()
-        });
+        let mut c = ServerConnection::new(Limits { max_message_size: 100, ..Limits::default() });
         feed(&mut c, UPGRADE.as_bytes());
-        let Some(Event::Upgrade(req)) = c.poll_event() else {
-            panic!()
-        };
+        let Some(Event::Upgrade(req)) = c.poll_event() else { panic!() };
         c.accept(&req);
         take_out(&mut c);
         // Only the header of a 1 MiB frame is sent: the verdict needs no payload.
@@ -889,14 +810,9 @@ mod tests {
         assert!(c.poll_event().is_none());
         expect_close(&mut c, 1009);
         // Fragments that add up past the limit are caught too.
-        let mut c = ServerConnection::new(Limits {
-            max_message_size: 100,
-            ..Limits::default()
-        });
+        let mut c = ServerConnection::new(Limits { max_message_size: 100, ..Limits::default() });
         feed(&mut c, UPGRADE.as_bytes());
-        let Some(Event::Upgrade(req)) = c.poll_event() else {
-            panic!()
-        };
+        let Some(Event::Upgrade(req)) = c.poll_event() else { panic!() };
         c.accept(&req);
         take_out(&mut c);
         let mut f = Vec::new();
@@ -911,18 +827,9 @@ mod tests {
     fn peer_close_is_echoed_and_reported() {
         let mut c = open();
         let mut f = Vec::new();
-        frame::write_masked_frame(
-            &mut f,
-            true,
-            Opcode::Close,
-            &[0x03, 0xE8, b'b', b'y', b'e'],
-            [1, 2, 3, 4],
-        );
+        frame::write_masked_frame(&mut f, true, Opcode::Close, &[0x03, 0xE8, b'b', b'y', b'e'], [1, 2, 3, 4]);
         feed(&mut c, &f);
-        assert_eq!(
-            c.poll_event(),
-            Some(Event::Closed(CloseReason::ByPeer(1000)))
-        );
+        assert_eq!(c.poll_event(), Some(Event::Closed(CloseReason::ByPeer(1000))));
         expect_close(&mut c, 1000);
         assert!(c.is_closed());
     }
@@ -941,10 +848,7 @@ mod tests {
         let mut f = Vec::new();
         frame::write_masked_frame(&mut f, true, Opcode::Close, &[0x03, 0xE9], [1, 2, 3, 4]);
         feed(&mut c, &f);
-        assert_eq!(
-            c.poll_event(),
-            Some(Event::Closed(CloseReason::ByUs(CloseCode::GoingAway)))
-        );
+        assert_eq!(c.poll_event(), Some(Event::Closed(CloseReason::ByUs(CloseCode::GoingAway))));
         assert!(c.outbound().is_empty(), "a close is not echoed twice");
     }
 
@@ -955,22 +859,14 @@ mod tests {
         feed(&mut c, &call_frame(4, 0, &[]));
         assert!(c.poll_event().is_none());
         let fs = frames(&take_out(&mut c));
-        assert!(matches!(
-            decode_server(&fs[0].1),
-            Ok(ServerMessage::CallError { id: 4, code: 6, .. })
-        ));
+        assert!(matches!(decode_server(&fs[0].1), Ok(ServerMessage::CallError { id: 4, code: 6, .. })));
     }
 
     #[test]
     fn bad_upgrade_is_refused_with_http() {
         let mut c = ServerConnection::new(Limits::default());
         feed(&mut c, UPGRADE.replace("hl/1", "hl/9").as_bytes());
-        assert!(matches!(
-            c.poll_event(),
-            Some(Event::HandshakeFailed(HandshakeError::UnsupportedProtocol(
-                _
-            )))
-        ));
+        assert!(matches!(c.poll_event(), Some(Event::HandshakeFailed(HandshakeError::UnsupportedProtocol(_)))));
         assert_eq!(c.poll_event(), Some(Event::Closed(CloseReason::Refused)));
         let out = String::from_utf8(take_out(&mut c)).unwrap();
         assert!(out.starts_with("HTTP/1.1 400"), "{out}");
@@ -980,14 +876,9 @@ mod tests {
 
     #[test]
     fn backpressure_stops_reading() {
-        let mut c = ServerConnection::new(Limits {
-            max_outbound_bytes: 64,
-            ..Limits::default()
-        });
+        let mut c = ServerConnection::new(Limits { max_outbound_bytes: 64, ..Limits::default() });
         feed(&mut c, UPGRADE.as_bytes());
-        let Some(Event::Upgrade(req)) = c.poll_event() else {
-            panic!()
-        };
+        let Some(Event::Upgrade(req)) = c.poll_event() else { panic!() };
         c.accept(&req);
         take_out(&mut c);
         assert!(c.wants_read());

@@ -17,12 +17,15 @@ pub const KIND_RESULT_ERR: u8 = 0x11;
 /// Server to client: the call was refused or failed in the protocol layer.
 /// `[0x12, id, code, detail utf-8...]`.
 pub const KIND_CALL_ERROR: u8 = 0x12;
-/// Server to client: a state change (reserved for connection state).
+/// Server to client: a state change.
 pub const KIND_STATE: u8 = 0x20;
-/// Server to client: the connection's enabled methods changed (reserved).
+/// Server to client: the connection's enabled methods changed.
 pub const KIND_FEATURES: u8 = 0x21;
-/// Server to client: a pushed event (reserved).
+/// Server to client: a pushed event. `[0x30, type u16 LE, archive...]`.
 pub const KIND_EVENT: u8 = 0x30;
+/// Server to client: this many events for this connection were dropped
+/// (slow consumer) before the next one. `[0x31, count u32 LE]`.
+pub const KIND_EVENTS_DROPPED: u8 = 0x31;
 
 /// Length of the call envelope header before the input archive.
 pub const CALL_HEADER_LEN: usize = 4;
@@ -104,11 +107,7 @@ pub fn decode_client(msg: &[u8]) -> Result<ClientMessage<'_>, EnvelopeError> {
     match kind {
         KIND_CALL => {
             if msg.len() < CALL_HEADER_LEN {
-                return Err(EnvelopeError::Truncated {
-                    kind,
-                    len: msg.len(),
-                    need: CALL_HEADER_LEN,
-                });
+                return Err(EnvelopeError::Truncated { kind, len: msg.len(), need: CALL_HEADER_LEN });
             }
             Ok(ClientMessage::Call {
                 id: msg[1],
@@ -126,36 +125,19 @@ pub fn decode_server(msg: &[u8]) -> Result<ServerMessage<'_>, EnvelopeError> {
     match kind {
         KIND_RESULT_OK | KIND_RESULT_ERR => {
             if msg.len() < RESULT_HEADER_LEN {
-                return Err(EnvelopeError::Truncated {
-                    kind,
-                    len: msg.len(),
-                    need: RESULT_HEADER_LEN,
-                });
+                return Err(EnvelopeError::Truncated { kind, len: msg.len(), need: RESULT_HEADER_LEN });
             }
-            Ok(ServerMessage::Result {
-                id: msg[1],
-                ok: kind == KIND_RESULT_OK,
-                payload: &msg[RESULT_HEADER_LEN..],
-            })
+            Ok(ServerMessage::Result { id: msg[1], ok: kind == KIND_RESULT_OK, payload: &msg[RESULT_HEADER_LEN..] })
         }
         KIND_CALL_ERROR => {
             if msg.len() < CALL_ERROR_HEADER_LEN {
-                return Err(EnvelopeError::Truncated {
-                    kind,
-                    len: msg.len(),
-                    need: CALL_ERROR_HEADER_LEN,
-                });
+                return Err(EnvelopeError::Truncated { kind, len: msg.len(), need: CALL_ERROR_HEADER_LEN });
             }
-            Ok(ServerMessage::CallError {
-                id: msg[1],
-                code: msg[2],
-                detail: &msg[CALL_ERROR_HEADER_LEN..],
-            })
+            Ok(ServerMessage::CallError { id: msg[1], code: msg[2], detail: &msg[CALL_ERROR_HEADER_LEN..] })
         }
-        KIND_STATE | KIND_FEATURES | KIND_EVENT => Ok(ServerMessage::Other {
-            kind,
-            body: &msg[1..],
-        }),
+        KIND_STATE | KIND_FEATURES | KIND_EVENT | KIND_EVENTS_DROPPED => {
+            Ok(ServerMessage::Other { kind, body: &msg[1..] })
+        }
         other => Err(EnvelopeError::UnknownKind(other)),
     }
 }
@@ -191,75 +173,27 @@ mod tests {
         let mut out = Vec::new();
         encode_call(&mut out, 200, 0x1234, b"abc");
         assert_eq!(out, [0x01, 200, 0x34, 0x12, b'a', b'b', b'c']);
-        assert_eq!(
-            decode_client(&out),
-            Ok(ClientMessage::Call {
-                id: 200,
-                method: 0x1234,
-                input: b"abc"
-            })
-        );
+        assert_eq!(decode_client(&out), Ok(ClientMessage::Call { id: 200, method: 0x1234, input: b"abc" }));
     }
 
     #[test]
     fn malformed_client_messages() {
         assert_eq!(decode_client(&[]), Err(EnvelopeError::Empty));
-        assert_eq!(
-            decode_client(&[0x01, 1, 2]),
-            Err(EnvelopeError::Truncated {
-                kind: 1,
-                len: 3,
-                need: 4
-            })
-        );
-        assert_eq!(
-            decode_client(&[0x10, 1, 2, 3]),
-            Err(EnvelopeError::UnknownKind(0x10))
-        );
+        assert_eq!(decode_client(&[0x01, 1, 2]), Err(EnvelopeError::Truncated { kind: 1, len: 3, need: 4 }));
+        assert_eq!(decode_client(&[0x10, 1, 2, 3]), Err(EnvelopeError::UnknownKind(0x10)));
     }
 
     #[test]
     fn server_messages() {
         let mut m = result_header(7, true).to_vec();
         m.extend_from_slice(b"xyz");
-        assert_eq!(
-            decode_server(&m),
-            Ok(ServerMessage::Result {
-                id: 7,
-                ok: true,
-                payload: b"xyz"
-            })
-        );
+        assert_eq!(decode_server(&m), Ok(ServerMessage::Result { id: 7, ok: true, payload: b"xyz" }));
         let m = result_header(8, false);
-        assert_eq!(
-            decode_server(&m),
-            Ok(ServerMessage::Result {
-                id: 8,
-                ok: false,
-                payload: b""
-            })
-        );
+        assert_eq!(decode_server(&m), Ok(ServerMessage::Result { id: 8, ok: false, payload: b"" }));
         let mut m = call_error_header(9, CallErrorCode::UnknownMethod).to_vec();
         m.extend_from_slice(b"no such method 7");
-        assert_eq!(
-            decode_server(&m),
-            Ok(ServerMessage::CallError {
-                id: 9,
-                code: 1,
-                detail: b"no such method 7"
-            })
-        );
-        assert_eq!(
-            decode_server(&[0x12, 1]),
-            Err(EnvelopeError::Truncated {
-                kind: 0x12,
-                len: 2,
-                need: 3
-            })
-        );
-        assert_eq!(
-            decode_server(&[0x01, 1, 0, 0]),
-            Err(EnvelopeError::UnknownKind(0x01))
-        );
+        assert_eq!(decode_server(&m), Ok(ServerMessage::CallError { id: 9, code: 1, detail: b"no such method 7" }));
+        assert_eq!(decode_server(&[0x12, 1]), Err(EnvelopeError::Truncated { kind: 0x12, len: 2, need: 3 }));
+        assert_eq!(decode_server(&[0x01, 1, 0, 0]), Err(EnvelopeError::UnknownKind(0x01)));
     }
 }

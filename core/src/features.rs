@@ -36,10 +36,7 @@ impl FeatureSet {
     /// No method enabled.
     pub fn none(method_count: usize) -> Self {
         let count = method_count.min(u16::MAX as usize) as u16;
-        Self {
-            count,
-            bits: vec![0; (count as usize).div_ceil(64)],
-        }
+        Self { count, bits: vec![0; (count as usize).div_ceil(64)] }
     }
 
     /// Only `ids` enabled (ids out of range are ignored).
@@ -103,9 +100,7 @@ impl FeatureSet {
         let count = u16::from_le_bytes([body[0], body[1]]);
         let bitmap = &body[2..];
         if bitmap.len() != (count as usize).div_ceil(8) {
-            return Err(FeaturesFormatError(
-                "bitmap length does not match the method count",
-            ));
+            return Err(FeaturesFormatError("bitmap length does not match the method count"));
         }
         let mut s = Self::none(count as usize);
         for (i, byte) in bitmap.iter().enumerate() {
@@ -155,14 +150,12 @@ impl Features {
 
     /// Enables exactly `ids`, disabling every other method.
     pub fn only(&self, ids: impl IntoIterator<Item = u16>) {
-        self.outbox
-            .update_features(|s| *s = FeatureSet::only(s.method_count(), ids));
+        self.outbox.update_features(|s| *s = FeatureSet::only(s.method_count(), ids));
     }
 
     /// Enables every method.
     pub fn enable_all(&self) {
-        self.outbox
-            .update_features(|s| *s = FeatureSet::all(s.method_count()));
+        self.outbox.update_features(|s| *s = FeatureSet::all(s.method_count()));
     }
 
     /// Enables `ids` in addition to those enabled.
@@ -212,10 +205,7 @@ mod tests {
     fn rejects_malformed() {
         assert!(FeatureSet::decode(&[1]).is_err());
         assert!(FeatureSet::decode(&[9, 0, 0]).is_err(), "bitmap too short");
-        assert!(
-            FeatureSet::decode(&[3, 0, 0b1000]).is_err(),
-            "bit beyond count"
-        );
+        assert!(FeatureSet::decode(&[3, 0, 0b1000]).is_err(), "bit beyond count");
     }
 
     #[test]
@@ -235,13 +225,7 @@ mod tests {
         f.enable([2, 3]);
         let msgs = outbox.take_messages_for_test();
         assert_eq!(msgs.len(), 2);
-        assert_eq!(
-            FeatureSet::decode(&msgs[0][1..]).unwrap(),
-            FeatureSet::only(4, [0])
-        );
-        assert_eq!(
-            FeatureSet::decode(&msgs[1][1..]).unwrap(),
-            FeatureSet::only(4, [0, 2, 3])
-        );
+        assert_eq!(FeatureSet::decode(&msgs[0][1..]).unwrap(), FeatureSet::only(4, [0]));
+        assert_eq!(FeatureSet::decode(&msgs[1][1..]).unwrap(), FeatureSet::only(4, [0, 2, 3]));
     }
 }

@@ -116,11 +116,7 @@ pub enum Role {
 ///
 /// Returns `Ok(None)` when more bytes are needed. Rejects frames whose length
 /// exceeds `max_payload` before any of the payload is buffered.
-pub fn parse_header(
-    buf: &[u8],
-    role: Role,
-    max_payload: usize,
-) -> Result<Option<FrameHeader>, FrameError> {
+pub fn parse_header(buf: &[u8], role: Role, max_payload: usize) -> Result<Option<FrameHeader>, FrameError> {
     if buf.len() < 2 {
         return Ok(None);
     }
@@ -175,13 +171,7 @@ pub fn parse_header(
     } else {
         None
     };
-    Ok(Some(FrameHeader {
-        fin,
-        opcode,
-        mask,
-        payload_len,
-        header_len: at,
-    }))
+    Ok(Some(FrameHeader { fin, opcode, mask, payload_len, header_len: at }))
 }
 
 /// XORs `buf` with `mask` starting at key position `offset` (the number of
@@ -189,15 +179,7 @@ pub fn parse_header(
 /// in pieces as it arrives.
 pub fn apply_mask_at(buf: &mut [u8], mask: [u8; 4], offset: usize) {
     let r = offset & 3;
-    apply_mask(
-        buf,
-        [
-            mask[r],
-            mask[(r + 1) & 3],
-            mask[(r + 2) & 3],
-            mask[(r + 3) & 3],
-        ],
-    );
+    apply_mask(buf, [mask[r], mask[(r + 1) & 3], mask[(r + 2) & 3], mask[(r + 3) & 3]]);
 }
 
 /// XORs `buf` with `mask` in place (masking and unmasking are the same operation).
@@ -215,13 +197,7 @@ pub fn apply_mask(buf: &mut [u8], mask: [u8; 4]) {
 
 /// Writes a frame header for a payload of `len` bytes. Server frames pass
 /// `mask: None`; client frames must pass a fresh random key.
-pub fn write_header(
-    out: &mut Vec<u8>,
-    fin: bool,
-    opcode: Opcode,
-    len: usize,
-    mask: Option<[u8; 4]>,
-) {
+pub fn write_header(out: &mut Vec<u8>, fin: bool, opcode: Opcode, len: usize, mask: Option<[u8; 4]>) {
     let b0 = (if fin { 0x80 } else { 0 }) | opcode.as_u8();
     let mbit = if mask.is_some() { 0x80 } else { 0 };
     out.push(b0);
@@ -246,13 +222,7 @@ pub fn write_frame(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8]) {
 }
 
 /// Appends a whole masked (client-to-server) frame.
-pub fn write_masked_frame(
-    out: &mut Vec<u8>,
-    fin: bool,
-    opcode: Opcode,
-    payload: &[u8],
-    mask: [u8; 4],
-) {
+pub fn write_masked_frame(out: &mut Vec<u8>, fin: bool, opcode: Opcode, payload: &[u8], mask: [u8; 4]) {
     write_header(out, fin, opcode, payload.len(), Some(mask));
     let start = out.len();
     out.extend_from_slice(payload);
@@ -311,40 +281,16 @@ mod tests {
 
     #[test]
     fn rejects_rule_breaking_frames() {
-        assert_eq!(
-            parse_header(&[0x82, 0x00], Role::Server, 10),
-            Err(FrameError::Unmasked)
-        );
-        assert_eq!(
-            parse_header(&[0x82, 0x80], Role::Client, 10),
-            Err(FrameError::Masked)
-        );
-        assert_eq!(
-            parse_header(&[0xC2, 0x80], Role::Server, 10),
-            Err(FrameError::ReservedBits)
-        );
-        assert_eq!(
-            parse_header(&[0x83, 0x80], Role::Server, 10),
-            Err(FrameError::ReservedOpcode(3))
-        );
-        assert_eq!(
-            parse_header(&[0x09, 0x80], Role::Server, 10),
-            Err(FrameError::BadControlFrame)
-        );
-        assert_eq!(
-            parse_header(&[0x89, 0xFE, 0, 126], Role::Server, 1000),
-            Err(FrameError::BadControlFrame)
-        );
+        assert_eq!(parse_header(&[0x82, 0x00], Role::Server, 10), Err(FrameError::Unmasked));
+        assert_eq!(parse_header(&[0x82, 0x80], Role::Client, 10), Err(FrameError::Masked));
+        assert_eq!(parse_header(&[0xC2, 0x80], Role::Server, 10), Err(FrameError::ReservedBits));
+        assert_eq!(parse_header(&[0x83, 0x80], Role::Server, 10), Err(FrameError::ReservedOpcode(3)));
+        assert_eq!(parse_header(&[0x09, 0x80], Role::Server, 10), Err(FrameError::BadControlFrame));
+        assert_eq!(parse_header(&[0x89, 0xFE, 0, 126], Role::Server, 1000), Err(FrameError::BadControlFrame));
         let mut big = vec![0x82, 0xFF];
         big.extend_from_slice(&(1u64 << 63).to_be_bytes());
-        assert_eq!(
-            parse_header(&big, Role::Server, 10),
-            Err(FrameError::LengthOverflow)
-        );
-        assert_eq!(
-            parse_header(&[0x82, 0xFE, 0x01, 0x00], Role::Server, 255),
-            Err(FrameError::TooBig(256))
-        );
+        assert_eq!(parse_header(&big, Role::Server, 10), Err(FrameError::LengthOverflow));
+        assert_eq!(parse_header(&[0x82, 0xFE, 0x01, 0x00], Role::Server, 255), Err(FrameError::TooBig(256)));
     }
 
     #[test]

@@ -27,10 +27,7 @@ pub struct UpgradeRequest {
 impl UpgradeRequest {
     /// The first header with this name (case-insensitive).
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
     }
 
     /// Every `name=value` pair of every `Cookie` header, parsed by the `cookie` crate.
@@ -47,16 +44,15 @@ impl UpgradeRequest {
 
     /// The value of cookie `name`, if sent.
     pub fn cookie(&self, name: &str) -> Option<String> {
-        self.cookies()
-            .into_iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v)
+        self.cookies().into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
     /// Appends the `101 Switching Protocols` response that accepts this request.
     pub fn write_accept(&self, out: &mut Vec<u8>) {
         let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
-        out.extend_from_slice(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ");
+        out.extend_from_slice(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
+        );
         out.extend_from_slice(accept.as_bytes());
         out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
         out.extend_from_slice(SUBPROTOCOL.as_bytes());
@@ -115,9 +111,7 @@ impl HandshakeError {
         };
         let body = format!("{self}\n");
         let extra = match self {
-            Self::WebSocketVersion(_) | Self::NotUpgrade => {
-                "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n"
-            }
+            Self::WebSocketVersion(_) | Self::NotUpgrade => "Sec-WebSocket-Version: 13\r\nUpgrade: websocket\r\n",
             _ => "",
         };
         out.extend_from_slice(
@@ -137,7 +131,9 @@ impl fmt::Display for HandshakeError {
             Self::TooManyHeaders(n) => write!(f, "upgrade request has more than {n} headers"),
             Self::Malformed(e) => write!(f, "malformed HTTP upgrade request: {e}"),
             Self::NotGet(m) => write!(f, "WebSocket upgrade must use GET, not {m}"),
-            Self::NotUpgrade => f.write_str("not a WebSocket upgrade: need `Upgrade: websocket` and `Connection: Upgrade`"),
+            Self::NotUpgrade => {
+                f.write_str("not a WebSocket upgrade: need `Upgrade: websocket` and `Connection: Upgrade`")
+            }
             Self::WebSocketVersion(v) => write!(f, "unsupported Sec-WebSocket-Version {v:?}; this server speaks 13"),
             Self::BadKey => f.write_str("Sec-WebSocket-Key missing or not 16 base64-encoded bytes"),
             Self::UnsupportedProtocol(offered) => write!(
@@ -167,15 +163,9 @@ pub fn parse_request(
     let used = match req.parse(buf) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) => {
-            return if buf.len() >= max_size {
-                Err(HandshakeError::TooLarge(max_size))
-            } else {
-                Ok(None)
-            };
+            return if buf.len() >= max_size { Err(HandshakeError::TooLarge(max_size)) } else { Ok(None) };
         }
-        Err(httparse::Error::TooManyHeaders) => {
-            return Err(HandshakeError::TooManyHeaders(max_headers))
-        }
+        Err(httparse::Error::TooManyHeaders) => return Err(HandshakeError::TooManyHeaders(max_headers)),
         Err(e) => return Err(HandshakeError::Malformed(e.to_string())),
     };
     if used > max_size {
@@ -191,19 +181,9 @@ pub fn parse_request(
     let headers: Vec<(String, String)> = req
         .headers
         .iter()
-        .map(|h| {
-            (
-                h.name.to_ascii_lowercase(),
-                String::from_utf8_lossy(h.value).into_owned(),
-            )
-        })
+        .map(|h| (h.name.to_ascii_lowercase(), String::from_utf8_lossy(h.value).into_owned()))
         .collect();
-    let get = |name: &str| {
-        headers
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let get = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let has_token = |name: &str, token: &str| {
         headers
             .iter()
@@ -223,25 +203,15 @@ pub fn parse_request(
         return Err(HandshakeError::BadKey);
     }
     if !has_token("sec-websocket-protocol", SUBPROTOCOL) {
-        let offered: Vec<&str> = headers
-            .iter()
-            .filter(|(n, _)| n == "sec-websocket-protocol")
-            .map(|(_, v)| v.as_str())
-            .collect();
+        let offered: Vec<&str> =
+            headers.iter().filter(|(n, _)| n == "sec-websocket-protocol").map(|(_, v)| v.as_str()).collect();
         return Err(HandshakeError::UnsupportedProtocol(if offered.is_empty() {
             None
         } else {
             Some(offered.join(", "))
         }));
     }
-    Ok(Some((
-        UpgradeRequest {
-            path: req.path.unwrap_or("/").to_string(),
-            key: key.to_string(),
-            headers,
-        },
-        used,
-    )))
+    Ok(Some((UpgradeRequest { path: req.path.unwrap_or("/").to_string(), key: key.to_string(), headers }, used)))
 }
 
 /// A key is 16 bytes, base64: 22 symbols and `==`.
@@ -250,18 +220,14 @@ fn is_valid_key(key: &str) -> bool {
     b.len() == 24
         && b[22] == b'='
         && b[23] == b'='
-        && b[..22]
-            .iter()
-            .all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+        && b[..22].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
 }
 
 /// Client side: checks the subprotocol the server selected.
 pub fn check_selected_protocol(selected: Option<&str>) -> Result<(), HandshakeError> {
     match selected {
         Some(p) if p.trim() == SUBPROTOCOL => Ok(()),
-        other => Err(HandshakeError::UnsupportedProtocol(
-            other.map(str::to_string),
-        )),
+        other => Err(HandshakeError::UnsupportedProtocol(other.map(str::to_string))),
     }
 }
 
@@ -289,10 +255,7 @@ mod tests {
         req.write_accept(&mut out);
         let text = String::from_utf8(out).unwrap();
         // The RFC 6455 section 1.3 example key and answer.
-        assert!(
-            text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"),
-            "{text}"
-        );
+        assert!(text.contains("Sec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n"), "{text}");
         assert!(text.contains("Sec-WebSocket-Protocol: hl/1\r\n"));
         assert!(text.starts_with("HTTP/1.1 101 "));
     }
@@ -316,29 +279,17 @@ mod tests {
         let r = request("Sec-WebSocket-Protocol: hl/1\r\n");
         assert_eq!(parse_request(&r.as_bytes()[..20], 8192, 64), Ok(None));
         let huge = format!("GET / HTTP/1.1\r\nX: {}\r\n", "a".repeat(9000));
-        assert_eq!(
-            parse_request(huge.as_bytes(), 8192, 64),
-            Err(HandshakeError::TooLarge(8192))
-        );
+        assert_eq!(parse_request(huge.as_bytes(), 8192, 64), Err(HandshakeError::TooLarge(8192)));
     }
 
     #[test]
     fn rejects_non_upgrades() {
         let post = request("Sec-WebSocket-Protocol: hl/1\r\n").replacen("GET", "POST", 1);
-        assert!(matches!(
-            parse_request(post.as_bytes(), 8192, 64),
-            Err(HandshakeError::NotGet(_))
-        ));
+        assert!(matches!(parse_request(post.as_bytes(), 8192, 64), Err(HandshakeError::NotGet(_))));
         let plain = "GET / HTTP/1.1\r\nHost: x\r\n\r\n";
-        assert_eq!(
-            parse_request(plain.as_bytes(), 8192, 64),
-            Err(HandshakeError::NotUpgrade)
-        );
+        assert_eq!(parse_request(plain.as_bytes(), 8192, 64), Err(HandshakeError::NotUpgrade));
         let badkey = request("Sec-WebSocket-Protocol: hl/1\r\n").replace(KEY, "short");
-        assert_eq!(
-            parse_request(badkey.as_bytes(), 8192, 64),
-            Err(HandshakeError::BadKey)
-        );
+        assert_eq!(parse_request(badkey.as_bytes(), 8192, 64), Err(HandshakeError::BadKey));
         let v8 = request("Sec-WebSocket-Protocol: hl/1\r\n").replace("Version: 13", "Version: 8");
         assert_eq!(status_of(&v8), 426);
         let many: String = (0..70).map(|i| format!("X-{i}: y\r\n")).collect();

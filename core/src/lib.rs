@@ -16,6 +16,7 @@ pub mod calls;
 pub mod connection;
 pub mod envelope;
 pub mod error;
+pub mod events;
 pub mod features;
 pub mod frame;
 pub mod handshake;
@@ -26,6 +27,7 @@ pub mod state;
 pub mod wire;
 
 pub use error::{CallError, CallErrorCode, CloseCode, DecodeError, EncodeError};
+pub use events::{EncodedEvent, Event, EventLimits, SlowConsumerPolicy};
 pub use features::{FeatureSet, Features};
 pub use outbox::Outbox;
 pub use service::{Caller, RawReply, Rejection, Reply, Service};

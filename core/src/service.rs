@@ -58,10 +58,7 @@ pub fn encode_output<T: Wire>(value: &T, buf: &mut AlignedBuf) -> Result<bool, E
 
 /// Encodes a method's `Result<T, E>` output: `Ok` as output, `Err` as the
 /// application's error. Used by generated code.
-pub fn encode_result<T: Wire, E: Wire>(
-    value: &Result<T, E>,
-    buf: &mut AlignedBuf,
-) -> Result<bool, EncodeError> {
+pub fn encode_result<T: Wire, E: Wire>(value: &Result<T, E>, buf: &mut AlignedBuf) -> Result<bool, EncodeError> {
     match value {
         Ok(t) => t.encode_into(buf).map(|()| true),
         Err(e) => e.encode_into(buf).map(|()| false),
@@ -111,11 +108,7 @@ pub struct RawReply {
 /// `hardlight_client::Connection`; generated clients are generic over it.
 pub trait Caller: Send + Sync {
     /// Sends a call of `method` with the encoded `input` and waits for its reply.
-    fn call_raw(
-        &self,
-        method: u16,
-        input: AlignedBuf,
-    ) -> impl Future<Output = Result<RawReply, CallError>> + Send;
+    fn call_raw(&self, method: u16, input: AlignedBuf) -> impl Future<Output = Result<RawReply, CallError>> + Send;
 }
 
 /// Decodes a plain output reply. Used by generated clients.
@@ -131,13 +124,9 @@ pub fn decode_output<T: Wire>(reply: RawReply) -> Result<T, CallError> {
 /// Decodes a `Result<T, E>` reply. Used by generated clients.
 pub fn decode_result<T: Wire, E: Wire>(reply: RawReply) -> Result<Result<T, E>, CallError> {
     if reply.ok {
-        T::decode(&reply.payload)
-            .map(Ok)
-            .map_err(|e| CallError::InvalidResponse(e.0))
+        T::decode(&reply.payload).map(Ok).map_err(|e| CallError::InvalidResponse(e.0))
     } else {
-        E::decode(&reply.payload)
-            .map(Err)
-            .map_err(|e| CallError::InvalidResponse(e.0))
+        E::decode(&reply.payload).map(Err).map_err(|e| CallError::InvalidResponse(e.0))
     }
 }
 

@@ -66,8 +66,7 @@ impl StateWriter {
             self.msg.extend_from_slice(&[KIND_STATE, 0]);
         }
         value.encode_into(&mut self.scratch)?;
-        let len = u32::try_from(self.scratch.len())
-            .map_err(|_| EncodeError("state field larger than 4 GiB".into()))?;
+        let len = u32::try_from(self.scratch.len()).map_err(|_| EncodeError("state field larger than 4 GiB".into()))?;
         self.msg.push(index);
         self.msg.extend_from_slice(&len.to_le_bytes());
         self.msg.extend_from_slice(&self.scratch);
@@ -143,9 +142,7 @@ struct StateInner<S> {
 
 impl<S> Clone for StateHandle<S> {
     fn clone(&self) -> Self {
-        Self {
-            inner: self.inner.clone(),
-        }
+        Self { inner: self.inner.clone() }
     }
 }
 
@@ -162,12 +159,7 @@ impl<S: ConnectionState> StateHandle<S> {
             }
             Err(e) => tracing_log(&e),
         }
-        Self {
-            inner: Rc::new(StateInner {
-                value: RefCell::new(initial),
-                outbox,
-            }),
-        }
+        Self { inner: Rc::new(StateInner { value: RefCell::new(initial), outbox }) }
     }
 
     /// Locks the state for change. When the guard drops, the fields that
@@ -190,11 +182,7 @@ impl<S: ConnectionState> StateHandle<S> {
             )
         });
         let before = value.clone();
-        StateGuard {
-            value: Some(value),
-            before: Some(before),
-            outbox: &self.inner.outbox,
-        }
+        StateGuard { value: Some(value), before: Some(before), outbox: &self.inner.outbox }
     }
 
     /// A copy of the current value.
@@ -203,8 +191,17 @@ impl<S: ConnectionState> StateHandle<S> {
     }
 
     /// Reads the current value without copying it.
+    ///
+    /// # Panics
+    ///
+    /// If a guard from [`Self::lock`] is alive (see there).
     pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
         f(&self.inner.value.borrow())
+    }
+
+    /// Reads the current value, or returns `None` while it is locked.
+    pub fn try_read<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
+        self.inner.value.try_borrow().ok().map(|v| f(&v))
     }
 }
 
@@ -235,11 +232,10 @@ impl<S: ConnectionState> Drop for StateGuard<'_, S> {
         let (Some(value), Some(before)) = (self.value.take(), self.before.take()) else {
             return;
         };
-        self.outbox
-            .with_state_writer(|w| match value.write_diff(Some(&before), w) {
-                Ok(()) => {}
-                Err(e) => tracing_log(&e),
-            });
+        self.outbox.with_state_writer(|w| match value.write_diff(Some(&before), w) {
+            Ok(()) => {}
+            Err(e) => tracing_log(&e),
+        });
         drop(value);
     }
 }
@@ -265,11 +261,7 @@ mod tests {
 
     impl ConnectionState for Chat {
         const FIELDS: &'static [&'static str] = &["user", "threads", "unread"];
-        fn write_diff(
-            &self,
-            before: Option<&Self>,
-            w: &mut StateWriter,
-        ) -> Result<(), EncodeError> {
+        fn write_diff(&self, before: Option<&Self>, w: &mut StateWriter) -> Result<(), EncodeError> {
             if before.is_none_or(|b| b.user != self.user) {
                 w.field(0, &self.user)?;
             }
@@ -299,22 +291,10 @@ mod tests {
     #[test]
     fn initial_state_carries_every_field() {
         let outbox = Rc::new(Outbox::new(0));
-        let _h = StateHandle::new(
-            Chat {
-                unread: 3,
-                ..Default::default()
-            },
-            outbox.clone(),
-        );
+        let _h = StateHandle::new(Chat { unread: 3, ..Default::default() }, outbox.clone());
         let msgs = messages(&outbox);
         assert_eq!(msgs.len(), 1);
-        let ServerMessage::Other {
-            kind: KIND_STATE,
-            body,
-        } = decode_server(&msgs[0]).unwrap()
-        else {
-            panic!()
-        };
+        let ServerMessage::Other { kind: KIND_STATE, body } = decode_server(&msgs[0]).unwrap() else { panic!() };
         let fields: Vec<u8> = parse_state(body).unwrap().iter().map(|(i, _)| *i).collect();
         assert_eq!(fields, vec![0, 1, 2]);
         let mut mirror = Chat::default();
@@ -347,17 +327,9 @@ mod tests {
         }
         let msgs = messages(&outbox);
         assert_eq!(msgs.len(), 2, "no message for a lock that changed nothing");
-        let first: Vec<u8> = parse_state(&msgs[0][1..])
-            .unwrap()
-            .iter()
-            .map(|(i, _)| *i)
-            .collect();
+        let first: Vec<u8> = parse_state(&msgs[0][1..]).unwrap().iter().map(|(i, _)| *i).collect();
         assert_eq!(first, vec![1], "only `threads` changed");
-        let second: Vec<u8> = parse_state(&msgs[1][1..])
-            .unwrap()
-            .iter()
-            .map(|(i, _)| *i)
-            .collect();
+        let second: Vec<u8> = parse_state(&msgs[1][1..]).unwrap().iter().map(|(i, _)| *i).collect();
         assert_eq!(second, vec![0, 2]);
         for m in &msgs {
             apply_state(&mut mirror, &m[1..]).unwrap();
@@ -380,9 +352,6 @@ mod tests {
         assert!(parse_state(&[1, 0, 9, 0, 0, 0, 1]).is_err());
         assert!(parse_state(&[0, 1]).is_err(), "trailing bytes");
         let mut mirror = Chat::default();
-        assert!(
-            apply_state(&mut mirror, &[1, 9, 0, 0, 0, 0]).is_err(),
-            "unknown field index"
-        );
+        assert!(apply_state(&mut mirror, &[1, 9, 0, 0, 0, 0]).is_err(), "unknown field index");
     }
 }

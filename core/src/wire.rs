@@ -56,10 +56,8 @@ pub trait Wire: Sized {
 
 impl<T> Wire for T
 where
-    T: Archive
-        + for<'a, 'b> Serialize<HighSerializer<&'b mut AlignedBuf, ArenaHandle<'a>, BoxedError>>,
-    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>
-        + Deserialize<T, HighDeserializer<BoxedError>>,
+    T: Archive + for<'a, 'b> Serialize<HighSerializer<&'b mut AlignedBuf, ArenaHandle<'a>, BoxedError>>,
+    T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>> + Deserialize<T, HighDeserializer<BoxedError>>,
 {
     fn encode_into(&self, buf: &mut AlignedBuf) -> Result<(), EncodeError> {
         buf.clear();
@@ -86,14 +84,10 @@ where
     T::Archived: for<'a> CheckBytes<HighValidator<'a, BoxedError>>,
 {
     if !(bytes.as_ptr() as usize).is_multiple_of(ARCHIVE_ALIGN) && !bytes.is_empty() {
-        return Err(DecodeError(format!(
-            "archive not aligned to {ARCHIVE_ALIGN} bytes (receive path bug)"
-        )));
+        return Err(DecodeError(format!("archive not aligned to {ARCHIVE_ALIGN} bytes (receive path bug)")));
     }
-    let mut validator = Validator::new(
-        ArchiveValidator::with_max_depth(bytes, NonZeroUsize::new(max_depth)),
-        SharedValidator::new(),
-    );
+    let mut validator =
+        Validator::new(ArchiveValidator::with_max_depth(bytes, NonZeroUsize::new(max_depth)), SharedValidator::new());
     rkyv::api::access_with_context::<T::Archived, _, BoxedError>(bytes, &mut validator)
         .map_err(|e| DecodeError(e.to_string()))
 }
@@ -126,20 +120,14 @@ mod tests {
 
     #[test]
     fn round_trip() {
-        let p = Point {
-            x: 7,
-            name: "seven".into(),
-        };
+        let p = Point { x: 7, name: "seven".into() };
         let bytes = encode(&p).unwrap();
         assert_eq!(Point::decode(&bytes).unwrap(), p);
     }
 
     #[test]
     fn unaligned_bytes_are_reported_not_misread() {
-        let p = Point {
-            x: 7,
-            name: "seven".into(),
-        };
+        let p = Point { x: 7, name: "seven".into() };
         let bytes = encode(&p).unwrap();
         let mut shifted = AlignedBuf::new();
         shifted.push(0);
@@ -147,18 +135,12 @@ mod tests {
         let err = Point::decode(&shifted[1..]).unwrap_err();
         assert!(err.0.contains("aligned"), "{err}");
         let mut buf = AlignedBuf::new();
-        assert_eq!(
-            Point::decode(align_into(&mut buf, &shifted[1..])).unwrap(),
-            p
-        );
+        assert_eq!(Point::decode(align_into(&mut buf, &shifted[1..])).unwrap(), p);
     }
 
     #[test]
     fn truncated_or_garbage_archives_fail_validation() {
-        let p = Point {
-            x: 7,
-            name: "seven".into(),
-        };
+        let p = Point { x: 7, name: "seven".into() };
         let bytes = encode(&p).unwrap();
         let mut buf = AlignedBuf::new();
         for cut in 0..bytes.len() {
@@ -166,11 +148,7 @@ mod tests {
             let _ = Point::decode(align_into(&mut buf, &bytes[..cut]));
         }
         // Corrupt the string's bytes into invalid UTF-8: validation must catch it.
-        let long = encode(&Point {
-            x: 7,
-            name: "seventy-seven thousand".into(),
-        })
-        .unwrap();
+        let long = encode(&Point { x: 7, name: "seventy-seven thousand".into() }).unwrap();
         let mut bad = long.to_vec();
         let at = bad.windows(5).position(|w| w == b"seven").unwrap();
         bad[at + 2] = 0xff;

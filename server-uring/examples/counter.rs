@@ -25,9 +25,7 @@ impl Counter for Handler {
 
     async fn decrement(&self, amount: u64) -> Result<u64, CounterError> {
         self.value
-            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
-                v.checked_sub(amount)
-            })
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| v.checked_sub(amount))
             .map(|old| old - amount)
             .map_err(|current| CounterError::Underflow { current })
     }
@@ -39,9 +37,7 @@ impl Counter for Handler {
 
 fn main() {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let mut listen = "127.0.0.1:9000".to_string();
     let mut cores: Option<usize> = None;
@@ -49,13 +45,7 @@ fn main() {
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().expect("--listen needs an address"),
-            "--cores" => {
-                cores = Some(
-                    args.next()
-                        .and_then(|n| n.parse().ok())
-                        .expect("--cores needs a number"),
-                )
-            }
+            "--cores" => cores = Some(args.next().and_then(|n| n.parse().ok()).expect("--cores needs a number")),
             other => {
                 eprintln!("unknown argument {other}\nusage: counter [--listen ADDR] [--cores N]");
                 std::process::exit(2);
@@ -68,11 +58,7 @@ fn main() {
         builder = builder.shards(n);
     }
     let server = builder
-        .serve(move |_: &ConnectContext<'_>| {
-            Ok::<_, Refusal>(CounterService::new(Handler {
-                value: value.clone(),
-            }))
-        })
+        .serve(move |_: &ConnectContext<'_>| Ok::<_, Refusal>(CounterService::new(Handler { value: value.clone() })))
         .unwrap_or_else(|e| {
             eprintln!("error: {e}");
             std::process::exit(1);

@@ -3,6 +3,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use hardlight_core::events::EventLimits;
 use hardlight_core::limits::{Limits, DEFAULT_SHUTDOWN_GRACE};
 
 /// Default cap on connections one shard holds; more are closed at accept.
@@ -53,6 +54,10 @@ pub struct ServerConfig {
     /// Busy-poll this long before parking an idle executor; trades CPU for
     /// wake-up latency. `None` parks at once.
     pub spin_before_park: Option<Duration>,
+    /// Capacity of each shard's inbound event channel.
+    pub mesh_capacity: usize,
+    /// Default bounds and slow-consumer policy for each connection's queued events.
+    pub event_limits: EventLimits,
 }
 
 impl ServerConfig {
@@ -67,15 +72,15 @@ impl ServerConfig {
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_connections_per_shard: DEFAULT_MAX_CONNECTIONS_PER_SHARD,
             spin_before_park: None,
+            mesh_capacity: crate::events::DEFAULT_MESH_CAPACITY,
+            event_limits: EventLimits::default(),
         }
     }
 }
 
 /// CPUs this process may run on, in order.
 pub fn online_cpus() -> Vec<usize> {
-    let n = std::thread::available_parallelism()
-        .map(|n| n.get())
-        .unwrap_or(1);
+    let n = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
     (0..n).collect()
 }
 
@@ -96,10 +101,7 @@ pub fn io_memory_rule(shards: usize) -> usize {
 
 /// The soft RLIMIT_MEMLOCK, or `None` when unlimited.
 pub fn memlock_limit() -> Option<u64> {
-    let mut rl = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
+    let mut rl = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit writes into the struct we pass and nothing else.
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut rl) };
     if rc != 0 || rl.rlim_cur == libc::RLIM_INFINITY {
@@ -120,10 +122,7 @@ mod tests {
             assert!((MIN_IO_MEMORY..=MAX_IO_MEMORY).contains(&per));
             if let Some(limit) = memlock_limit() {
                 if (3 * shards * MIN_IO_MEMORY) as u64 <= limit {
-                    assert!(
-                        (3 * shards * per) as u64 <= limit,
-                        "{shards} shards x 3 x {per} > {limit}"
-                    );
+                    assert!((3 * shards * per) as u64 <= limit, "{shards} shards x 3 x {per} > {limit}");
                 }
             }
         }

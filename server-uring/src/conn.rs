@@ -23,6 +23,7 @@ use hardlight_core::connection::{Event, ServerConnection};
 use hardlight_core::error::{CallErrorCode, CloseCode};
 use hardlight_core::{Outbox, Rejection, Reply, Service};
 
+use crate::events::ConnectionEvents;
 use crate::factory::{ConnectContext, ConnectionFactory};
 use crate::shard::Shard;
 use crate::slots::CallSlots;
@@ -45,7 +46,7 @@ where
             Either::Right(_) => None,
         }
     };
-    let (service, outbox) = match outcome {
+    let (service, outbox, _registration) = match outcome {
         Some(Ok(Some(made))) => made,
         Some(Ok(None)) => return,
         Some(Err(e)) => {
@@ -71,7 +72,7 @@ async fn handshake<F, S>(
     conn: &mut ServerConnection,
     peer: SocketAddr,
     shard: &Shard<F>,
-) -> io::Result<Option<(F::Service, Rc<Outbox>)>>
+) -> io::Result<Option<(F::Service, Rc<Outbox>, Registration)>>
 where
     F: ConnectionFactory,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -81,14 +82,19 @@ where
             match ev {
                 Event::Upgrade(req) => {
                     let outbox = Rc::new(Outbox::new(<F::Service as Service>::METHOD_NAMES.len()));
-                    let ctx = ConnectContext {
-                        peer,
-                        request: &req,
-                        shard: shard.index,
-                        outbox: &outbox,
+                    outbox.set_event_limits(shard.config.event_limits);
+                    let key = shard.registry.borrow_mut().register(outbox.clone());
+                    // Unregisters when the connection ends, or at once if refused.
+                    let registration = Registration { registry: shard.registry.clone(), key };
+                    let events = ConnectionEvents {
+                        registry: shard.registry.clone(),
+                        key,
+                        outbox: outbox.clone(),
+                        emitter: shard.emitter.clone(),
                     };
-                    let made =
-                        std::panic::catch_unwind(AssertUnwindSafe(|| shard.factory.connect(&ctx)));
+                    let ctx =
+                        ConnectContext { peer, request: &req, shard: shard.index, outbox: &outbox, events: &events };
+                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| shard.factory.connect(&ctx)));
                     let result = match made {
                         Ok(Ok(service)) => {
                             conn.accept(&req);
@@ -96,7 +102,7 @@ where
                             // out right behind the 101, before any response.
                             outbox.open();
                             outbox.drain_into(conn);
-                            Some((service, outbox))
+                            Some((service, outbox, registration))
                         }
                         Ok(Err(refusal)) => {
                             tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "connection refused by factory");
@@ -134,10 +140,7 @@ where
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(
-    stream: &mut S,
-    conn: &mut ServerConnection,
-) -> io::Result<()> {
+async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut ServerConnection) -> io::Result<()> {
     while !conn.outbound().is_empty() {
         let n = futures::AsyncWriteExt::write(stream, conn.outbound()).await?;
         if n == 0 {
@@ -163,11 +166,8 @@ where
     let depth = conn.limits().max_validation_depth;
     let names = <F::Service as Service>::METHOD_NAMES;
     let mut slots = CallSlots::new();
-    let mut start = |method: u16, input: &[u8]| {
-        service
-            .call(method, input, depth)
-            .map(|f| AssertUnwindSafe(f).catch_unwind())
-    };
+    let mut start =
+        |method: u16, input: &[u8]| service.call(method, input, depth).map(|f| AssertUnwindSafe(f).catch_unwind());
     let signal_key = shard.shutdown.subscribe();
     let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
     let mut draining = false;
@@ -183,7 +183,11 @@ where
             // that were pending and are now done, each behind the state
             // changes it made.
             outbox.register(cx.waker());
-            outbox.drain_into(conn);
+            if outbox.overflowed() && conn.is_open() {
+                tracing::debug!("event queue over its bound: closing slow consumer");
+                conn.close(CloseCode::SlowConsumer, "too slow reading events");
+            }
+            outbox.drain_within_limit(conn);
             slots.poll_all(cx, |id, out| finish(conn, outbox, id, out));
 
             // Shutdown: stop starting calls, let running ones finish within the grace period.
@@ -193,15 +197,10 @@ where
                 grace = Some(Timer::new(shard.config.shutdown_grace));
             }
             if draining && conn.is_open() {
-                let expired = grace
-                    .as_mut()
-                    .is_some_and(|t| Pin::new(t).poll(cx).is_ready());
+                let expired = grace.as_mut().is_some_and(|t| Pin::new(t).poll(cx).is_ready());
                 if slots.len() == 0 || expired {
                     if expired {
-                        tracing::warn!(
-                            calls = slots.len(),
-                            "shutdown grace expired; dropping calls in flight"
-                        );
+                        tracing::warn!(calls = slots.len(), "shutdown grace expired; dropping calls in flight");
                         slots.clear();
                     }
                     conn.close(CloseCode::GoingAway, "server shutting down");
@@ -291,11 +290,7 @@ where
                             CallErrorCode::MethodDisabled,
                             &format!("method `{name}` is not enabled for this connection"),
                         ),
-                        None => conn.fail(
-                            id,
-                            CallErrorCode::UnknownMethod,
-                            &format!("no method with id {method}"),
-                        ),
+                        None => conn.fail(id, CallErrorCode::UnknownMethod, &format!("no method with id {method}")),
                     }
                     continue;
                 }
@@ -344,6 +339,18 @@ fn finish<R: Reply>(
             tracing::error!(call = id, panic = %msg, "handler panicked");
             conn.fail(id, CallErrorCode::HandlerPanicked, "handler panicked");
         }
+    }
+}
+
+/// A connection's entry in its shard's event registry, removed on drop.
+pub(crate) struct Registration {
+    registry: Rc<std::cell::RefCell<crate::events::Registry>>,
+    key: usize,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        self.registry.borrow_mut().unregister(self.key);
     }
 }
 
@@ -413,9 +420,7 @@ mod alloc_tests {
         let up = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: hl/1\r\n\r\n";
         conn.read_buf()[..up.len()].copy_from_slice(up);
         conn.on_read(up.len());
-        let Some(Event::Upgrade(req)) = conn.poll_event() else {
-            panic!("upgrade")
-        };
+        let Some(Event::Upgrade(req)) = conn.poll_event() else { panic!("upgrade") };
         conn.accept(&req);
         let n = conn.outbound().len();
         conn.advance_outbound(n);
@@ -425,11 +430,7 @@ mod alloc_tests {
         let add = hardlight_core::wire::encode(&FixedAddInput { a: 2, b: 3 }).unwrap();
         let mut batch = Vec::new();
         for id in 0..16u8 {
-            let (m, input) = if id % 2 == 0 {
-                (FixedMethod::Echo, &echo)
-            } else {
-                (FixedMethod::Add, &add)
-            };
+            let (m, input) = if id % 2 == 0 { (FixedMethod::Echo, &echo) } else { (FixedMethod::Add, &add) };
             let mut msg = Vec::new();
             envelope::encode_call(&mut msg, id, m.id(), input);
             frame::write_masked_frame(&mut batch, true, Opcode::Binary, &msg, [id, 1, 2, 3]);
@@ -437,25 +438,15 @@ mod alloc_tests {
         let waker = futures::task::noop_waker();
         let mut cx = Context::from_waker(&waker);
         let mut slots = CallSlots::new();
-        let mut start = |method: u16, input: &[u8]| {
-            service
-                .call(method, input, 64)
-                .map(|f| AssertUnwindSafe(f).catch_unwind())
-        };
+        let mut start =
+            |method: u16, input: &[u8]| service.call(method, input, 64).map(|f| AssertUnwindSafe(f).catch_unwind());
         let outbox = Outbox::new(2);
         outbox.open();
         let mut round = |conn: &mut ServerConnection, slots: &mut _| {
             let buf = conn.read_buf();
             buf[..batch.len()].copy_from_slice(&batch);
             conn.on_read(batch.len());
-            assert!(!process_events(
-                conn,
-                &outbox,
-                FixedMethod::NAMES,
-                slots,
-                &mut start,
-                &mut cx
-            ));
+            assert!(!process_events(conn, &outbox, FixedMethod::NAMES, slots, &mut start, &mut cx));
             let out = conn.outbound().len();
             assert!(out > 16 * 4, "16 replies framed");
             conn.advance_outbound(out);

@@ -6,6 +6,8 @@ use std::rc::Rc;
 use hardlight_core::handshake::UpgradeRequest;
 use hardlight_core::{ConnectionState, Features, Outbox, Service, StateHandle};
 
+use crate::events::ConnectionEvents;
+
 /// What a connection factory knows about a new connection.
 #[derive(Debug)]
 pub struct ConnectContext<'a> {
@@ -16,6 +18,7 @@ pub struct ConnectContext<'a> {
     /// Index of the shard (executor) that owns the connection.
     pub shard: usize,
     pub(crate) outbox: &'a Rc<Outbox>,
+    pub(crate) events: &'a ConnectionEvents,
 }
 
 impl ConnectContext<'_> {
@@ -23,7 +26,17 @@ impl ConnectContext<'_> {
     /// receives the whole initial state right after the upgrade; afterwards
     /// only changed fields. Give the handle to the service's handler.
     pub fn state<S: ConnectionState>(&self, initial: S) -> StateHandle<S> {
-        StateHandle::new(initial, self.outbox.clone())
+        let handle = StateHandle::new(initial, self.outbox.clone());
+        // Registered with the shard so `Emitter::to_matching` can select
+        // recipients by state.
+        self.events.attach_state(Rc::new(handle.clone()));
+        handle
+    }
+
+    /// This connection's events: topic subscriptions, direct sends, its
+    /// slow-consumer policy, and the server-wide emitter.
+    pub fn events(&self) -> ConnectionEvents {
+        self.events.clone()
     }
 
     /// This connection's feature set (every method enabled unless changed).
@@ -47,10 +60,7 @@ pub struct Refusal {
 impl Refusal {
     /// A refusal with this status and reason.
     pub fn new(status: u16, reason: impl Into<String>) -> Self {
-        Self {
-            status,
-            reason: reason.into(),
-        }
+        Self { status, reason: reason.into() }
     }
 }
 

@@ -31,6 +31,7 @@
 mod config;
 mod conn;
 mod error;
+mod events;
 mod factory;
 mod shard;
 mod signal;
@@ -46,11 +47,13 @@ use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement as GlommioPlac
 use hardlight_core::limits::Limits;
 
 pub use config::{
-    io_memory_rule, memlock_limit, online_cpus, Placement, ServerConfig,
-    DEFAULT_MAX_CONNECTIONS_PER_SHARD, MAX_IO_MEMORY, MIN_IO_MEMORY,
+    io_memory_rule, memlock_limit, online_cpus, Placement, ServerConfig, DEFAULT_MAX_CONNECTIONS_PER_SHARD,
+    MAX_IO_MEMORY, MIN_IO_MEMORY,
 };
 pub use error::ServerError;
+pub use events::{ConnectionEvents, EmitError, EmitStats, Emitter, DEFAULT_MESH_CAPACITY};
 pub use factory::{ConnectContext, ConnectionFactory, Refusal};
+pub use hardlight_core::events::{EventLimits, SlowConsumerPolicy};
 pub use stats::{Counter, Gauge, ServerStats};
 
 /// Entry point: `Server::builder(addr)...serve(factory)`.
@@ -59,10 +62,7 @@ pub struct Server;
 impl Server {
     /// Starts configuring a server listening on `listen`.
     pub fn builder(listen: SocketAddr) -> ServerBuilder {
-        ServerBuilder {
-            config: ServerConfig::new(listen),
-            on_shard_start: None,
-        }
+        ServerBuilder { config: ServerConfig::new(listen), on_shard_start: None }
     }
 }
 
@@ -123,6 +123,18 @@ impl ServerBuilder {
         self
     }
 
+    /// Capacity of each shard's inbound event channel (the mesh).
+    pub fn mesh_capacity(mut self, n: usize) -> Self {
+        self.config.mesh_capacity = n.max(1);
+        self
+    }
+
+    /// Default bounds and slow-consumer policy for each connection's events.
+    pub fn event_limits(mut self, limits: EventLimits) -> Self {
+        self.config.event_limits = limits;
+        self
+    }
+
     /// Runs `hook(shard_index)` on each shard's thread before it serves,
     /// for thread-local setup (metrics, allocator probes).
     pub fn on_shard_start(mut self, hook: impl Fn(usize) + Send + Sync + 'static) -> Self {
@@ -148,26 +160,21 @@ impl ServerBuilder {
         // resolves port 0 to a concrete port that every shard then shares.
         let addr = match StdListener::bind(config.listen) {
             Ok(probe) => {
-                let a = probe.local_addr().map_err(|e| ServerError::Bind {
-                    addr: config.listen,
-                    source: e,
-                })?;
+                let a = probe.local_addr().map_err(|e| ServerError::Bind { addr: config.listen, source: e })?;
                 drop(probe);
                 a
             }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 return Err(ServerError::AddressInUse(config.listen))
             }
-            Err(e) => {
-                return Err(ServerError::Bind {
-                    addr: config.listen,
-                    source: e,
-                })
-            }
+            Err(e) => return Err(ServerError::Bind { addr: config.listen, source: e }),
         };
         let io_memory = config.io_memory.unwrap_or_else(|| io_memory_rule(shards));
         let factory = Arc::new(factory);
         let stats = Arc::new(ServerStats::default());
+        let (inboxes, receivers) = events::mesh(shards, config.mesh_capacity);
+        let emitter = Emitter::new(inboxes);
+        let mut receivers = receivers.into_iter();
         let mut stops = Vec::with_capacity(shards);
         let mut joins = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ServerError>>();
@@ -176,29 +183,23 @@ impl ServerBuilder {
                 Placement::Pinned(cpus) => GlommioPlacement::Fixed(cpus[index]),
                 Placement::Unpinned(_) => GlommioPlacement::Unbound,
             };
-            let mut builder = LocalExecutorBuilder::new(placement)
-                .name(&format!("hardlight-shard-{index}"))
-                .io_memory(io_memory);
+            let mut builder =
+                LocalExecutorBuilder::new(placement).name(&format!("hardlight-shard-{index}")).io_memory(io_memory);
             if let Some(spin) = config.spin_before_park {
                 builder = builder.spin_before_park(spin);
             }
             let (stop_tx, stop_rx) = oneshot::channel();
             stops.push(stop_tx);
-            let (config2, factory2, stats2, ready) = (
-                config.clone(),
-                factory.clone(),
-                stats.clone(),
-                ready_tx.clone(),
-            );
+            let (config2, factory2, stats2, ready) = (config.clone(), factory.clone(), stats.clone(), ready_tx.clone());
             let hook = self.on_shard_start.clone();
+            let inbox = receivers.next().expect("one inbox per shard");
+            let emitter2 = emitter.clone();
             let spawned = builder.spawn(move || async move {
                 let listener = match glommio::net::TcpListener::bind(addr) {
                     Ok(l) => l,
                     Err(e) => {
-                        let _ = ready.send(Err(ServerError::Bind {
-                            addr,
-                            source: std::io::Error::other(e.to_string()),
-                        }));
+                        let _ =
+                            ready.send(Err(ServerError::Bind { addr, source: std::io::Error::other(e.to_string()) }));
                         return;
                     }
                 };
@@ -207,32 +208,32 @@ impl ServerBuilder {
                 }
                 let _ = ready.send(Ok(()));
                 drop(ready);
-                shard::run(index, addr, config2, factory2, stats2, listener, stop_rx).await;
+                shard::run(
+                    shard::ShardParts {
+                        index,
+                        addr,
+                        config: config2,
+                        factory: factory2,
+                        stats: stats2,
+                        emitter: emitter2,
+                        inbox,
+                    },
+                    listener,
+                    stop_rx,
+                )
+                .await;
             });
             match spawned {
                 Ok(j) => joins.push(j),
                 Err(e) => {
-                    let mut handle = ServerHandle {
-                        addr,
-                        stops,
-                        joins,
-                        stats,
-                    };
+                    let mut handle = ServerHandle { addr, stops, joins, stats, emitter: emitter.clone() };
                     handle.stop_and_join();
-                    return Err(ServerError::ShardStart {
-                        shard: index,
-                        reason: e.to_string(),
-                    });
+                    return Err(ServerError::ShardStart { shard: index, reason: e.to_string() });
                 }
             }
         }
         drop(ready_tx);
-        let mut handle = ServerHandle {
-            addr,
-            stops,
-            joins,
-            stats,
-        };
+        let mut handle = ServerHandle { addr, stops, joins, stats, emitter: emitter.clone() };
         for index in 0..shards {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -260,6 +261,7 @@ pub struct ServerHandle {
     stops: Vec<oneshot::Sender<()>>,
     joins: Vec<ExecutorJoinHandle<()>>,
     stats: Arc<ServerStats>,
+    emitter: Emitter,
 }
 
 impl ServerHandle {
@@ -271,6 +273,12 @@ impl ServerHandle {
     /// Live counters.
     pub fn stats(&self) -> &ServerStats {
         &self.stats
+    }
+
+    /// A `Send` handle for emitting events from outside the server's
+    /// executors (other threads, tokio tasks, background jobs).
+    pub fn emitter(&self) -> Emitter {
+        self.emitter.clone()
     }
 
     /// Graceful shutdown: stop accepting, let in-flight calls finish within

@@ -19,6 +19,7 @@ use glommio::net::TcpListener;
 use glommio::timer::Timer;
 
 use crate::config::ServerConfig;
+use crate::events::{Emitter, InboxReceiver, Registry};
 use crate::factory::ConnectionFactory;
 use crate::signal::LocalSignal;
 use crate::stats::ServerStats;
@@ -30,30 +31,46 @@ pub(crate) struct Shard<F> {
     pub(crate) factory: Arc<F>,
     pub(crate) stats: Arc<ServerStats>,
     pub(crate) shutdown: LocalSignal,
+    pub(crate) registry: Rc<std::cell::RefCell<Registry>>,
+    pub(crate) emitter: Emitter,
     open: Cell<usize>,
     all_closed: LocalSignal,
+}
+
+/// What a shard is built from.
+pub(crate) struct ShardParts<F> {
+    pub(crate) index: usize,
+    pub(crate) addr: SocketAddr,
+    pub(crate) config: Arc<ServerConfig>,
+    pub(crate) factory: Arc<F>,
+    pub(crate) stats: Arc<ServerStats>,
+    pub(crate) emitter: Emitter,
+    pub(crate) inbox: InboxReceiver,
 }
 
 /// Runs a shard until `stop` fires (or its sender is dropped) and its
 /// connections have closed.
 pub(crate) async fn run<F: ConnectionFactory>(
-    index: usize,
-    addr: SocketAddr,
-    config: Arc<ServerConfig>,
-    factory: Arc<F>,
-    stats: Arc<ServerStats>,
+    parts: ShardParts<F>,
     listener: TcpListener,
     stop: oneshot::Receiver<()>,
 ) {
+    let ShardParts { index, addr, config, factory, stats, emitter, inbox } = parts;
+    let registry = Rc::new(std::cell::RefCell::new(Registry::default()));
     let shard = Rc::new(Shard {
         index,
         config,
         factory,
         stats,
         shutdown: LocalSignal::default(),
+        registry: registry.clone(),
+        emitter,
         open: Cell::new(0),
         all_closed: LocalSignal::default(),
     });
+    let router_stopped = Rc::new(Cell::new(false));
+    let wake_router = inbox.waker();
+    let router = glommio::spawn_local(crate::events::route(inbox, registry, router_stopped.clone()));
     tracing::info!(shard = index, %addr, "shard listening");
     let mut stop = stop;
     loop {
@@ -63,19 +80,14 @@ pub(crate) async fn run<F: ConnectionFactory>(
                 shard.stats.accepted.inc();
                 if shard.open.get() >= shard.config.max_connections_per_shard {
                     shard.stats.over_capacity.inc();
-                    tracing::warn!(
-                        shard = index,
-                        "connection limit reached; closing new connection"
-                    );
+                    tracing::warn!(shard = index, "connection limit reached; closing new connection");
                     drop(stream);
                     continue;
                 }
                 if let Err(e) = stream.set_nodelay(true) {
                     tracing::debug!(error = %e, "could not set TCP_NODELAY");
                 }
-                let peer = stream
-                    .peer_addr()
-                    .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+                let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let shard2 = shard.clone();
                 shard.open.set(shard.open.get() + 1);
                 shard.stats.open.inc();
@@ -114,11 +126,10 @@ pub(crate) async fn run<F: ConnectionFactory>(
     });
     let wait_closed = std::pin::pin!(wait_closed);
     if let Either::Right(_) = select(wait_closed, Timer::new(limit)).await {
-        tracing::warn!(
-            shard = index,
-            open = shard.open.get(),
-            "connections still open after shutdown limit"
-        );
+        tracing::warn!(shard = index, open = shard.open.get(), "connections still open after shutdown limit");
     }
+    router_stopped.set(true);
+    wake_router.wake();
+    router.await;
     tracing::info!(shard = index, "shard stopped");
 }

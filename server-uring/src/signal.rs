@@ -46,12 +46,7 @@ impl LocalSignal {
     /// Fires the signal and wakes every registered listener.
     pub(crate) fn fire(&self) {
         self.fired.set(true);
-        let wakers: Vec<Waker> = self
-            .wakers
-            .borrow_mut()
-            .iter_mut()
-            .filter_map(Option::take)
-            .collect();
+        let wakers: Vec<Waker> = self.wakers.borrow_mut().iter_mut().filter_map(Option::take).collect();
         for w in wakers {
             w.wake();
         }

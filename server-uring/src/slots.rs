@@ -29,10 +29,7 @@ pub(crate) struct CallSlots<F> {
 
 impl<F: Future> CallSlots<F> {
     pub(crate) fn new() -> Self {
-        Self {
-            pages: [const { None }; PAGES],
-            live: CallTable::new(),
-        }
+        Self { pages: [const { None }; PAGES], live: CallTable::new() }
     }
 
     /// Number of futures stored.
@@ -43,8 +40,7 @@ impl<F: Future> CallSlots<F> {
     /// Stores `fut` under `id` and polls it once in place. Returns its output
     /// if it finished (the slot is then empty again).
     pub(crate) fn start(&mut self, id: u8, fut: F, cx: &mut Context<'_>) -> Option<F::Output> {
-        let page =
-            self.pages[id as usize / PAGE].get_or_insert_with(|| Box::new([const { None }; PAGE]));
+        let page = self.pages[id as usize / PAGE].get_or_insert_with(|| Box::new([const { None }; PAGE]));
         let slot = &mut page[id as usize % PAGE];
         debug_assert!(slot.is_none(), "slot {id} reused while live");
         *slot = Some(fut);
@@ -139,30 +135,10 @@ mod tests {
         let mut cx = Context::from_waker(&waker);
         let mut s = CallSlots::new();
         let p = Rc::new(Cell::new(0));
-        assert_eq!(
-            s.start(
-                3,
-                Yield {
-                    polls: p.clone(),
-                    ready_after: 1
-                },
-                &mut cx
-            ),
-            Some(1)
-        );
+        assert_eq!(s.start(3, Yield { polls: p.clone(), ready_after: 1 }, &mut cx), Some(1));
         assert_eq!(s.len(), 0);
         let q = Rc::new(Cell::new(0));
-        assert_eq!(
-            s.start(
-                200,
-                Yield {
-                    polls: q.clone(),
-                    ready_after: 3
-                },
-                &mut cx
-            ),
-            None
-        );
+        assert_eq!(s.start(200, Yield { polls: q.clone(), ready_after: 3 }, &mut cx), None);
         assert_eq!(s.len(), 1);
         let mut got = Vec::new();
         s.poll_all(&mut cx, |id, v| got.push((id, v)));

@@ -64,9 +64,7 @@ async fn fixed_size_calls_do_not_allocate_per_message_on_the_server() {
         .on_shard_start(|_| ON_SHARD.with(|f| f.set(true)))
         .serve(|_: &ConnectContext<'_>| Ok::<_, Refusal>(FixedService::new(FixedHandler)))
         .unwrap();
-    let conn = Connection::connect(&format!("ws://{}", server.local_addr()))
-        .await
-        .unwrap();
+    let conn = Connection::connect(&format!("ws://{}", server.local_addr())).await.unwrap();
     let client = FixedClient::new(conn.clone());
     let run = |n: usize| {
         let mut tasks = Vec::new();
@@ -109,8 +107,5 @@ async fn fixed_size_calls_do_not_allocate_per_message_on_the_server() {
     // the buffer, and its waiter list; once per read, not per message. So
     // the total must stay below one per call, and falls as reads carry more
     // messages.
-    assert!(
-        per_call < 1.0,
-        "{allocs} allocations for {CALLS} calls ({per_call:.3} per call)"
-    );
+    assert!(per_call < 1.0, "{allocs} allocations for {CALLS} calls ({per_call:.3} per call)");
 }

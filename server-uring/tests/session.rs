@@ -80,19 +80,12 @@ fn start() -> (ServerHandle, Arc<AtomicU64>) {
         .unpinned(2)
         .serve(move |ctx: &ConnectContext<'_>| {
             let authed = ctx.request.cookie("token").as_deref() == Some(TOKEN);
-            let state = ctx.state(Session {
-                user: authed.then(|| "alice".to_string()),
-                ..Default::default()
-            });
+            let state = ctx.state(Session { user: authed.then(|| "alice".to_string()), ..Default::default() });
             let features = ctx.features();
             if !authed {
                 features.only([AccountMethod::Authenticate.id()]);
             }
-            Ok::<_, Refusal>(AccountService::new(Handler {
-                state,
-                features,
-                secret_runs: r.clone(),
-            }))
+            Ok::<_, Refusal>(AccountService::new(Handler { state, features, secret_runs: r.clone() }))
         })
         .unwrap();
     (server, runs)
@@ -106,19 +99,12 @@ fn url(s: &ServerHandle) -> String {
 async fn unauthenticated_connection_reaches_only_authenticate_and_handler_never_runs() {
     let (server, runs) = start();
     let conn = Connection::connect(&url(&server)).await.unwrap();
-    let enabled: Vec<u16> = conn
-        .features()
-        .expect("announced at connect")
-        .enabled()
-        .collect();
+    let enabled: Vec<u16> = conn.features().expect("announced at connect").enabled().collect();
     assert_eq!(enabled, vec![AccountMethod::Authenticate.id()]);
     assert!(!conn.is_enabled(AccountMethod::Secret.id()));
     let client = AccountClient::new(conn.clone());
     match client.secret().await {
-        Err(CallError::Rejected {
-            code: CallErrorCode::MethodDisabled,
-            detail,
-        }) => {
+        Err(CallError::Rejected { code: CallErrorCode::MethodDisabled, detail }) => {
             assert!(detail.contains("secret"), "{detail}")
         }
         other => panic!("{other:?}"),
@@ -129,14 +115,8 @@ async fn unauthenticated_connection_reaches_only_authenticate_and_handler_never_
         other => panic!("{other:?}"),
     }
     assert_eq!(runs.load(Ordering::SeqCst), 0, "the handler never ran");
-    assert_eq!(
-        client.authenticate("wrong".into()).await.unwrap(),
-        Err(AuthError::BadToken)
-    );
-    assert!(
-        !conn.is_enabled(AccountMethod::Secret.id()),
-        "a failed login enables nothing"
-    );
+    assert_eq!(client.authenticate("wrong".into()).await.unwrap(), Err(AuthError::BadToken));
+    assert!(!conn.is_enabled(AccountMethod::Secret.id()), "a failed login enables nothing");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,10 +126,7 @@ async fn authenticating_mid_connection_enables_the_full_set_before_the_response(
     let mirror = conn.state::<Session>();
     assert_eq!(mirror.get().unwrap().user, None);
     let client = AccountClient::new(conn.clone());
-    assert_eq!(
-        client.authenticate(TOKEN.into()).await.unwrap(),
-        Ok("alice".into())
-    );
+    assert_eq!(client.authenticate(TOKEN.into()).await.unwrap(), Ok("alice".into()));
     // Both the feature change and the state change were on the wire before the response.
     assert!(conn.is_enabled(AccountMethod::Secret.id()));
     assert_eq!(mirror.get().unwrap().user.as_deref(), Some("alice"));
@@ -158,13 +135,7 @@ async fn authenticating_mid_connection_enables_the_full_set_before_the_response(
     client.logout().await.unwrap();
     assert!(!conn.is_enabled(AccountMethod::Secret.id()));
     assert_eq!(mirror.get().unwrap().user, None);
-    assert!(matches!(
-        client.secret().await,
-        Err(CallError::Rejected {
-            code: CallErrorCode::MethodDisabled,
-            ..
-        })
-    ));
+    assert!(matches!(client.secret().await, Err(CallError::Rejected { code: CallErrorCode::MethodDisabled, .. })));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,10 +144,7 @@ async fn token_cookie_enables_the_set_at_connect_and_initial_state_arrives() {
     let cfg = ClientConfig::default().header("cookie", format!("theme=dark; token={TOKEN}"));
     let conn = Connection::connect_with(&url(&server), cfg).await.unwrap();
     // Populated when connect returns, before any call.
-    assert_eq!(
-        conn.state::<Session>().get().unwrap().user.as_deref(),
-        Some("alice")
-    );
+    assert_eq!(conn.state::<Session>().get().unwrap().user.as_deref(), Some("alice"));
     assert!(conn.is_enabled(AccountMethod::Secret.id()));
     assert_eq!(AccountClient::new(conn).secret().await.unwrap(), 42);
 }
@@ -191,11 +159,7 @@ async fn state_change_reaches_the_client_before_the_calls_response() {
     for i in 1..=20u64 {
         let v = client.bump(1, 0).await.unwrap();
         assert_eq!(v, i);
-        assert_eq!(
-            mirror.get().unwrap().counter,
-            i,
-            "response seen, so its state change was seen"
-        );
+        assert_eq!(mirror.get().unwrap().counter, i, "response seen, so its state change was seen");
     }
     client.tag("x".into()).await.unwrap();
     assert_eq!(mirror.get().unwrap().tags, vec!["x".to_string()]);
@@ -247,9 +211,6 @@ async fn mirror_can_be_watched() {
     });
     client.tag("a".into()).await.unwrap();
     client.tag("b".into()).await.unwrap();
-    let tags = tokio::time::timeout(Duration::from_secs(5), watcher)
-        .await
-        .unwrap()
-        .unwrap();
+    let tags = tokio::time::timeout(Duration::from_secs(5), watcher).await.unwrap().unwrap();
     assert_eq!(tags, vec!["a".to_string(), "b".to_string()]);
 }

@@ -70,36 +70,18 @@ fn generate(item: &ItemTrait, service: &Service, krate: &Path) -> TokenStream {
     let client_struct = named("Client");
     // The client's type parameter is `C`, unless a type in the trait mentions
     // a `C` of its own that the parameter would shadow in the method signatures.
-    let caller_param = if service.mentions_ident("C") {
-        format_ident!("__C")
-    } else {
-        format_ident!("C")
-    };
+    let caller_param = if service.mentions_ident("C") { format_ident!("__C") } else { format_ident!("C") };
 
     let methods = &service.methods;
     let variants: Vec<_> = methods.iter().map(|m| &m.variant).collect();
     let idents: Vec<_> = methods.iter().map(|m| &m.ident).collect();
     let names: Vec<_> = methods.iter().map(|m| m.name.as_str()).collect();
-    let ids: Vec<_> = (0..methods.len())
-        .map(|i| Literal::u16_unsuffixed(i as u16))
-        .collect();
-    let inputs: Vec<_> = methods
-        .iter()
-        .map(|m| type_name(tr, &m.variant, "Input"))
-        .collect();
-    let outputs: Vec<_> = methods
-        .iter()
-        .map(|m| type_name(tr, &m.variant, "Output"))
-        .collect();
+    let ids: Vec<_> = (0..methods.len()).map(|i| Literal::u16_unsuffixed(i as u16)).collect();
+    let inputs: Vec<_> = methods.iter().map(|m| type_name(tr, &m.variant, "Input")).collect();
+    let outputs: Vec<_> = methods.iter().map(|m| type_name(tr, &m.variant, "Output")).collect();
     let output_tys: Vec<_> = methods.iter().map(|m| m.output.ty()).collect();
-    let arg_idents: Vec<Vec<_>> = methods
-        .iter()
-        .map(|m| m.args.iter().map(|a| &a.ident).collect())
-        .collect();
-    let arg_tys: Vec<Vec<_>> = methods
-        .iter()
-        .map(|m| m.args.iter().map(|a| &a.ty).collect())
-        .collect();
+    let arg_idents: Vec<Vec<_>> = methods.iter().map(|m| m.args.iter().map(|a| &a.ident).collect()).collect();
+    let arg_tys: Vec<Vec<_>> = methods.iter().map(|m| m.args.iter().map(|a| &a.ty).collect()).collect();
 
     // The method ids.
     let variant_docs = methods.iter().map(|m| {
@@ -168,10 +150,7 @@ fn generate(item: &ItemTrait, service: &Service, krate: &Path) -> TokenStream {
         let input = &inputs[i];
         let output = &outputs[i];
         let output_ty = &output_tys[i];
-        let input_doc = format!(
-            "The arguments of `{}::{}`, archived as one call input.",
-            tr_name, m.name
-        );
+        let input_doc = format!("The arguments of `{}::{}`, archived as one call input.", tr_name, m.name);
         let output_doc = format!("What `{}::{}` returns.", tr_name, m.name);
         let fields = m.args.iter().map(|a| {
             let (ident, ty) = (&a.ident, &a.ty);
@@ -238,11 +217,8 @@ fn generate(item: &ItemTrait, service: &Service, krate: &Path) -> TokenStream {
             },
         }
     });
-    let reply_doc =
-        format!("The finished output of any `{tr_name}` method, as the server encodes it.");
-    let reply_variant_docs = names
-        .iter()
-        .map(|n| format!("What `{tr_name}::{n}` returned."));
+    let reply_doc = format!("The finished output of any `{tr_name}` method, as the server encodes it.");
+    let reply_variant_docs = names.iter().map(|n| format!("What `{tr_name}::{n}` returned."));
     let reply_tokens = quote! {
         #[doc = #reply_doc]
         #vis enum #reply_enum {
@@ -379,14 +355,7 @@ fn generate(item: &ItemTrait, service: &Service, krate: &Path) -> TokenStream {
     };
 
     let mut out = TokenStream::new();
-    for part in [
-        method_enum_tokens,
-        io_tokens,
-        assert_tokens,
-        reply_tokens,
-        service_tokens,
-        client_tokens,
-    ] {
+    for part in [method_enum_tokens, io_tokens, assert_tokens, reply_tokens, service_tokens, client_tokens] {
         part.to_tokens(&mut out);
     }
     out
@@ -434,24 +403,12 @@ mod tests {
             "CounterService",
             "CounterClient",
         ] {
-            assert!(
-                names.iter().any(|n| n == expected),
-                "{expected} missing from {names:?}"
-            );
+            assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
         }
         let text = out.to_string();
-        assert!(
-            text.contains(":: my :: hl :: service :: encode_result :: < u32 , MathError >"),
-            "{text}"
-        );
-        assert!(
-            text.contains(":: my :: hl :: service :: decode_result :: < u32 , MathError >"),
-            "{text}"
-        );
-        assert!(
-            !text.contains(":: hardlight ::"),
-            "default path leaked: {text}"
-        );
+        assert!(text.contains(":: my :: hl :: service :: encode_result :: < u32 , MathError >"), "{text}");
+        assert!(text.contains(":: my :: hl :: service :: decode_result :: < u32 , MathError >"), "{text}");
+        assert!(!text.contains(":: hardlight ::"), "default path leaked: {text}");
     }
 
     #[test]

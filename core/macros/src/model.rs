@@ -5,8 +5,8 @@ use proc_macro2::{Ident, TokenStream, TokenTree};
 use quote::{format_ident, quote, ToTokens};
 use syn::ext::IdentExt;
 use syn::{
-    Attribute, FnArg, GenericArgument, ItemTrait, LitStr, Pat, Path, PathArguments, ReturnType,
-    Signature, TraitItem, TraitItemFn, Type,
+    Attribute, FnArg, GenericArgument, ItemTrait, LitStr, Pat, Path, PathArguments, ReturnType, Signature, TraitItem,
+    TraitItemFn, Type,
 };
 
 /// What `#[rpc(...)]` was given.
@@ -24,22 +24,14 @@ impl Args {
                     return Err(meta.error("`crate` given twice"));
                 }
                 let value = meta.value()?;
-                krate = Some(if value.peek(LitStr) {
-                    value.parse::<LitStr>()?.parse()?
-                } else {
-                    value.parse()?
-                });
+                krate = Some(if value.peek(LitStr) { value.parse::<LitStr>()?.parse()? } else { value.parse()? });
                 Ok(())
             } else {
-                Err(meta.error(
-                    "unknown #[rpc] argument; the only one is `crate = \"path::to::hardlight\"`",
-                ))
+                Err(meta.error("unknown #[rpc] argument; the only one is `crate = \"path::to::hardlight\"`"))
             }
         });
         syn::parse::Parser::parse2(parser, attr)?;
-        Ok(Self {
-            krate: krate.unwrap_or_else(|| syn::parse_quote!(::hardlight)),
-        })
+        Ok(Self { krate: krate.unwrap_or_else(|| syn::parse_quote!(::hardlight)) })
     }
 }
 
@@ -157,16 +149,10 @@ impl Service {
         }
 
         if methods.is_empty() && item.items.is_empty() {
-            errors.spanned(
-                &item.ident,
-                format!("#[rpc] trait `{trait_name}` has no methods"),
-            );
+            errors.spanned(&item.ident, format!("#[rpc] trait `{trait_name}` has no methods"));
         }
         if methods.len() > usize::from(u16::MAX) + 1 {
-            errors.spanned(
-                &item.ident,
-                "an #[rpc] trait can have at most 65536 methods (method ids are u16)",
-            );
+            errors.spanned(&item.ident, "an #[rpc] trait can have at most 65536 methods (method ids are u16)");
         }
         for (i, m) in methods.iter().enumerate() {
             if let Some(first) = methods[..i].iter().find(|o| o.variant == m.variant) {
@@ -195,9 +181,9 @@ impl Service {
                 _ => false,
             })
         }
-        self.methods.iter().any(|m| {
-            m.args.iter().any(|a| walk(a.ty.to_token_stream(), name)) || walk(m.output.ty(), name)
-        })
+        self.methods
+            .iter()
+            .any(|m| m.args.iter().any(|a| walk(a.ty.to_token_stream(), name)) || walk(m.output.ty(), name))
     }
 }
 
@@ -289,11 +275,7 @@ impl Method {
                     errors.push(e);
                 }
                 match result_args(ty) {
-                    Some((ok, err)) => Output::Result {
-                        whole: (**ty).clone(),
-                        ok,
-                        err,
-                    },
+                    Some((ok, err)) => Output::Result { whole: (**ty).clone(), ok, err },
                     None => Output::Plain((**ty).clone()),
                 }
             }
@@ -301,10 +283,7 @@ impl Method {
 
         let camel = upper_camel(&name);
         if camel.is_empty() || camel == "Self" {
-            errors.spanned(
-                &sig.ident,
-                format!("method name `{name}` cannot be turned into a type name; rename it"),
-            );
+            errors.spanned(&sig.ident, format!("method name `{name}` cannot be turned into a type name; rename it"));
         }
 
         errors.finish()?;
@@ -314,12 +293,7 @@ impl Method {
             name,
             args,
             output,
-            docs: f
-                .attrs
-                .iter()
-                .filter(|a| a.path().is_ident("doc"))
-                .cloned()
-                .collect(),
+            docs: f.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect(),
         })
     }
 }
@@ -351,16 +325,11 @@ fn check_signature_shape(sig: &Signature, fn_name: &str, errors: &mut Errors) {
     if !sig.generics.params.is_empty() {
         errors.spanned(
             &sig.generics,
-            format!(
-                "`{fn_name}` cannot be generic: an #[rpc] method has one fixed input and output type on the wire"
-            ),
+            format!("`{fn_name}` cannot be generic: an #[rpc] method has one fixed input and output type on the wire"),
         );
     }
     if let Some(wc) = &sig.generics.where_clause {
-        errors.spanned(
-            wc,
-            format!("`{fn_name}` cannot have a where clause: #[rpc] methods are not generic"),
-        );
+        errors.spanned(wc, format!("`{fn_name}` cannot have a where clause: #[rpc] methods are not generic"));
     }
 }
 
@@ -386,9 +355,7 @@ fn check_owned_type(ty: &Type, what: &str) -> syn::Result<()> {
                         if l != "static" {
                             return Err(syn::Error::new(
                                 l.span(),
-                                format!(
-                                    "{what} types of #[rpc] methods cannot borrow: use owned types"
-                                ),
+                                format!("{what} types of #[rpc] methods cannot borrow: use owned types"),
                             ));
                         }
                     }
@@ -396,9 +363,7 @@ fn check_owned_type(ty: &Type, what: &str) -> syn::Result<()> {
                 TokenTree::Ident(i) if i == "impl" => {
                     return Err(syn::Error::new(
                         i.span(),
-                        format!(
-                            "{what} types of #[rpc] methods must be concrete: `impl Trait` has no archived form"
-                        ),
+                        format!("{what} types of #[rpc] methods must be concrete: `impl Trait` has no archived form"),
                     ));
                 }
                 TokenTree::Ident(i) if i == "Self" => {

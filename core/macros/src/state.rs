@@ -32,10 +32,7 @@ fn expand(input: TokenStream) -> syn::Result<TokenStream> {
         }
     }
     if !input.generics.params.is_empty() {
-        return Err(syn::Error::new_spanned(
-            &input.generics,
-            "a ConnectionState struct cannot be generic",
-        ));
+        return Err(syn::Error::new_spanned(&input.generics, "a ConnectionState struct cannot be generic"));
     }
     let Data::Struct(data) = &input.data else {
         return Err(syn::Error::new_spanned(

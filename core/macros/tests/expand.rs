@@ -11,9 +11,7 @@ use std::task::{Context, Poll, Waker};
 use futures::channel::oneshot;
 use futures::executor::block_on;
 use hardlight::rkyv::{Archive, Deserialize, Serialize};
-use hardlight::{
-    AlignedBuf, CallError, CallErrorCode, Caller, RawReply, Rejection, Reply, Service, Wire,
-};
+use hardlight::{AlignedBuf, CallError, CallErrorCode, Caller, RawReply, Rejection, Reply, Service, Wire};
 
 /// The application error of `Counter::divide`.
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
@@ -57,11 +55,7 @@ impl Counter for MyCounter {
     }
 
     async fn describe(&self, label: String, values: Vec<u64>) -> String {
-        format!(
-            "{label}: {} values, sum {}",
-            values.len(),
-            values.iter().sum::<u64>()
-        )
+        format!("{label}: {} values, sum {}", values.len(), values.iter().sum::<u64>())
     }
 
     async fn reset(&self) {
@@ -87,10 +81,7 @@ struct MyGate {
 impl MyGate {
     fn new() -> Self {
         let (tx, rx) = oneshot::channel();
-        Self {
-            tx: Mutex::new(Some(tx)),
-            rx: Mutex::new(Some(rx)),
-        }
+        Self { tx: Mutex::new(Some(tx)), rx: Mutex::new(Some(rx)) }
     }
 }
 
@@ -115,56 +106,36 @@ struct Local<S> {
 
 const MAX_DEPTH: usize = 64;
 
-async fn serve<S: Service>(
-    service: &S,
-    method: u16,
-    input: AlignedBuf,
-) -> Result<RawReply, CallError> {
+async fn serve<S: Service>(service: &S, method: u16, input: AlignedBuf) -> Result<RawReply, CallError> {
     let future = service
         .call(method, &input, MAX_DEPTH)
-        .map_err(|r| CallError::Rejected {
-            code: r.code(),
-            detail: r.detail(),
-        })?;
+        .map_err(|r| CallError::Rejected { code: r.code(), detail: r.detail() })?;
     // The future owns its decoded input: the driver may drop or reuse the buffer.
     drop(input);
     let reply = future.await;
     let mut payload = AlignedBuf::new();
     let ok = reply
         .encode(&mut payload)
-        .map_err(|e| CallError::Rejected {
-            code: CallErrorCode::EncodeFailed,
-            detail: e.0,
-        })?;
+        .map_err(|e| CallError::Rejected { code: CallErrorCode::EncodeFailed, detail: e.0 })?;
     Ok(RawReply { ok, payload })
 }
 
 // `Caller` futures must be `Send`; that is only known for concrete handler
 // types (their async fn futures leak auto traits), hence one impl per service.
 impl Caller for Local<CounterService<MyCounter>> {
-    fn call_raw(
-        &self,
-        method: u16,
-        input: AlignedBuf,
-    ) -> impl Future<Output = Result<RawReply, CallError>> + Send {
+    fn call_raw(&self, method: u16, input: AlignedBuf) -> impl Future<Output = Result<RawReply, CallError>> + Send {
         serve(&self.service, method, input)
     }
 }
 
 impl Caller for Local<GateService<MyGate>> {
-    fn call_raw(
-        &self,
-        method: u16,
-        input: AlignedBuf,
-    ) -> impl Future<Output = Result<RawReply, CallError>> + Send {
+    fn call_raw(&self, method: u16, input: AlignedBuf) -> impl Future<Output = Result<RawReply, CallError>> + Send {
         serve(&self.service, method, input)
     }
 }
 
 fn counter_client() -> CounterClient<Local<CounterService<MyCounter>>> {
-    CounterClient::new(Local {
-        service: CounterService::new(MyCounter::default()),
-    })
+    CounterClient::new(Local { service: CounterService::new(MyCounter::default()) })
 }
 
 fn assert_send<F: Send>(f: F) -> F {
@@ -180,15 +151,10 @@ fn typed_results_come_back_for_each_method() {
         assert_eq!(client.get().await, Ok(12));
         assert_eq!(client.divide(12, 4).await, Ok(Ok(3)));
         assert_eq!(
-            client
-                .describe("primes".to_string(), vec![2, 3, 5, 7])
-                .await,
+            client.describe("primes".to_string(), vec![2, 3, 5, 7]).await,
             Ok("primes: 4 values, sum 17".to_string())
         );
-        assert_eq!(
-            client.describe(String::new(), Vec::new()).await,
-            Ok(": 0 values, sum 0".to_string())
-        );
+        assert_eq!(client.describe(String::new(), Vec::new()).await, Ok(": 0 values, sum 0".to_string()));
         assert_eq!(client.reset().await, Ok(()));
         assert_eq!(client.get().await, Ok(0));
     });
@@ -206,9 +172,7 @@ fn application_errors_arrive_typed() {
 #[test]
 fn result_outputs_are_sent_split_and_plain_outputs_whole() {
     let mut buf = AlignedBuf::new();
-    assert!(!CounterReply::Divide(Err(MathError::DivByZero))
-        .encode(&mut buf)
-        .unwrap());
+    assert!(!CounterReply::Divide(Err(MathError::DivByZero)).encode(&mut buf).unwrap());
     assert_eq!(MathError::decode(&buf).unwrap(), MathError::DivByZero);
     assert!(CounterReply::Divide(Ok(9)).encode(&mut buf).unwrap());
     assert_eq!(u32::decode(&buf).unwrap(), 9);
@@ -227,10 +191,7 @@ fn client_futures_are_send() {
 
 #[test]
 fn method_table_is_in_declaration_order() {
-    assert_eq!(
-        CounterMethod::NAMES,
-        &["increment", "get", "divide", "describe", "reset"]
-    );
+    assert_eq!(CounterMethod::NAMES, &["increment", "get", "divide", "describe", "reset"]);
     assert_eq!(
         CounterMethod::ALL,
         &[
@@ -251,38 +212,20 @@ fn method_table_is_in_declaration_order() {
     assert_eq!(CounterMethod::from_id(5), None);
     assert_eq!(CounterMethod::from_id(u16::MAX), None);
     assert_eq!(GateMethod::NAMES, &["wait", "open"]);
-    assert_eq!(
-        <CounterService<MyCounter> as Service>::METHOD_NAMES,
-        CounterMethod::NAMES
-    );
+    assert_eq!(<CounterService<MyCounter> as Service>::METHOD_NAMES, CounterMethod::NAMES);
 }
 
 #[test]
 fn unknown_method_is_rejected_before_running() {
     let service = CounterService::new(MyCounter::default());
     let input = hardlight::wire::encode(&CounterGetInput {}).unwrap();
-    assert_eq!(
-        service.call(5, &input, MAX_DEPTH).err(),
-        Some(Rejection::UnknownMethod(5))
-    );
-    assert_eq!(
-        service.call(u16::MAX, &input, MAX_DEPTH).err(),
-        Some(Rejection::UnknownMethod(u16::MAX))
-    );
+    assert_eq!(service.call(5, &input, MAX_DEPTH).err(), Some(Rejection::UnknownMethod(5)));
+    assert_eq!(service.call(u16::MAX, &input, MAX_DEPTH).err(), Some(Rejection::UnknownMethod(u16::MAX)));
 
     // Through a client connection it is the protocol error, not a panic.
     let client = counter_client();
     let err = block_on(client.caller().call_raw(99, input)).unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CallError::Rejected {
-                code: CallErrorCode::UnknownMethod,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    assert!(matches!(err, CallError::Rejected { code: CallErrorCode::UnknownMethod, .. }), "{err}");
 }
 
 #[test]
@@ -291,10 +234,7 @@ fn garbage_or_truncated_input_is_rejected() {
     let is_invalid = |method: CounterMethod, bytes: &[u8]| {
         let mut buf = AlignedBuf::new();
         buf.extend_from_slice(bytes);
-        matches!(
-            service.call(method.id(), &buf, MAX_DEPTH).err(),
-            Some(Rejection::InvalidInput(_))
-        )
+        matches!(service.call(method.id(), &buf, MAX_DEPTH).err(), Some(Rejection::InvalidInput(_)))
     };
     // Too short to hold the argument.
     assert!(is_invalid(CounterMethod::Increment, &[]));
@@ -302,16 +242,10 @@ fn garbage_or_truncated_input_is_rejected() {
     // A string whose relative pointer points far outside the buffer.
     assert!(is_invalid(CounterMethod::Describe, &[0xff; 32]));
     // A real input, truncated: the root and the string are cut.
-    let input = CounterDescribeInput {
-        label: "a label longer than inline".into(),
-        values: vec![1, 2, 3],
-    };
+    let input = CounterDescribeInput { label: "a label longer than inline".into(), values: vec![1, 2, 3] };
     let bytes = hardlight::wire::encode(&input).unwrap();
     assert!(!is_invalid(CounterMethod::Describe, &bytes));
-    assert!(is_invalid(
-        CounterMethod::Describe,
-        &bytes[..bytes.len() / 2]
-    ));
+    assert!(is_invalid(CounterMethod::Describe, &bytes[..bytes.len() / 2]));
     // The input of another method does not validate as this one's.
     let small = hardlight::wire::encode(&CounterIncrementInput { amount: 1 }).unwrap();
     assert!(is_invalid(CounterMethod::Describe, &small));
@@ -319,45 +253,25 @@ fn garbage_or_truncated_input_is_rejected() {
     assert_eq!(service.0.value.load(Ordering::SeqCst), 0);
 
     let client = counter_client();
-    let err = block_on(
-        client
-            .caller()
-            .call_raw(CounterMethod::Divide.id(), AlignedBuf::new()),
-    )
-    .unwrap_err();
-    assert!(
-        matches!(
-            err,
-            CallError::Rejected {
-                code: CallErrorCode::InvalidInput,
-                ..
-            }
-        ),
-        "{err}"
-    );
+    let err = block_on(client.caller().call_raw(CounterMethod::Divide.id(), AlignedBuf::new())).unwrap_err();
+    assert!(matches!(err, CallError::Rejected { code: CallErrorCode::InvalidInput, .. }), "{err}");
 }
 
 #[test]
 fn input_is_decoded_before_the_future_is_returned() {
     let service = CounterService::new(MyCounter::default());
     let mut buf = hardlight::wire::encode(&CounterIncrementInput { amount: 41 }).unwrap();
-    let future = service
-        .call(CounterMethod::Increment.id(), &buf, MAX_DEPTH)
-        .unwrap();
+    let future = service.call(CounterMethod::Increment.id(), &buf, MAX_DEPTH).unwrap();
     // The driver reuses its receive buffer for the next message while the call
     // runs: this only compiles because the future does not borrow `buf`.
-    CounterIncrementInput { amount: 1000 }
-        .encode_into(&mut buf)
-        .unwrap();
+    CounterIncrementInput { amount: 1000 }.encode_into(&mut buf).unwrap();
     let reply = block_on(future);
     assert!(matches!(reply, CounterReply::Increment(41)));
 }
 
 #[test]
 fn calls_run_concurrently() {
-    let client = GateClient::new(Local {
-        service: GateService::new(MyGate::new()),
-    });
+    let client = GateClient::new(Local { service: GateService::new(MyGate::new()) });
     let mut cx = Context::from_waker(Waker::noop());
     let mut wait = pin!(client.wait());
     let mut open = pin!(client.open(7));
@@ -371,21 +285,11 @@ fn calls_run_concurrently() {
     let service = GateService::new(MyGate::new());
     let wait_in = hardlight::wire::encode(&GateWaitInput {}).unwrap();
     let open_in = hardlight::wire::encode(&GateOpenInput { value: 9 }).unwrap();
-    let mut wait = pin!(service
-        .call(GateMethod::Wait.id(), &wait_in, MAX_DEPTH)
-        .unwrap());
-    let mut open = pin!(service
-        .call(GateMethod::Open.id(), &open_in, MAX_DEPTH)
-        .unwrap());
+    let mut wait = pin!(service.call(GateMethod::Wait.id(), &wait_in, MAX_DEPTH).unwrap());
+    let mut open = pin!(service.call(GateMethod::Open.id(), &open_in, MAX_DEPTH).unwrap());
     assert!(wait.as_mut().poll(&mut cx).is_pending());
-    assert!(matches!(
-        open.as_mut().poll(&mut cx),
-        Poll::Ready(GateReply::Open(true))
-    ));
-    assert!(matches!(
-        wait.as_mut().poll(&mut cx),
-        Poll::Ready(GateReply::Wait(9))
-    ));
+    assert!(matches!(open.as_mut().poll(&mut cx), Poll::Ready(GateReply::Open(true))));
+    assert!(matches!(wait.as_mut().poll(&mut cx), Poll::Ready(GateReply::Wait(9))));
 }
 
 #[test]
@@ -426,9 +330,6 @@ mod core_path {
         let input = hardlight_core::wire::encode(&EchoEchoInput { text: "hi".into() }).unwrap();
         let reply = futures::executor::block_on(service.call(0, &input, 8).unwrap());
         assert!(matches!(reply, EchoReply::Echo(s) if s == "HI"));
-        assert_eq!(
-            service.call(1, &input, 8).err(),
-            Some(Rejection::UnknownMethod(1))
-        );
+        assert_eq!(service.call(1, &input, 8).err(), Some(Rejection::UnknownMethod(1)));
     }
 }

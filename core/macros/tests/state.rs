@@ -19,11 +19,7 @@ fn derived_state_sends_only_changed_fields_and_mirrors_exactly() {
     let state = StateHandle::new(Chat::default(), outbox.clone());
     let mut mirror = Chat::default();
     let initial = outbox.take_messages_for_test();
-    assert_eq!(
-        parse_state(&initial[0][1..]).unwrap().len(),
-        3,
-        "initial state: every field"
-    );
+    assert_eq!(parse_state(&initial[0][1..]).unwrap().len(), 3, "initial state: every field");
     apply_state(&mut mirror, &initial[0][1..]).unwrap();
 
     state.lock().unread = 4;
@@ -33,16 +29,8 @@ fn derived_state_sends_only_changed_fields_and_mirrors_exactly() {
         g.threads.extend([1, 2]);
     }
     let msgs = outbox.take_messages_for_test();
-    let indexes: Vec<Vec<u8>> = msgs
-        .iter()
-        .map(|m| {
-            parse_state(&m[1..])
-                .unwrap()
-                .into_iter()
-                .map(|(i, _)| i)
-                .collect()
-        })
-        .collect();
+    let indexes: Vec<Vec<u8>> =
+        msgs.iter().map(|m| parse_state(&m[1..]).unwrap().into_iter().map(|(i, _)| i).collect()).collect();
     assert_eq!(indexes, vec![vec![2], vec![0, 1]]);
     for m in &msgs {
         apply_state(&mut mirror, &m[1..]).unwrap();

@@ -1,0 +1,67 @@
+//! The chat service shared by the chat server and client examples.
+
+use hardlight::rkyv;
+
+/// One chat message, as persisted and as pushed to subscribers.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(crate = hardlight::rkyv)]
+pub struct ChatMessage {
+    /// Position in the server's log, from 1.
+    pub seq: u64,
+    /// The thread it was posted to.
+    pub thread: String,
+    /// Who posted it.
+    pub user: String,
+    /// The text.
+    pub text: String,
+}
+
+impl hardlight::Event for ChatMessage {
+    const TYPE: u16 = 1;
+}
+
+/// Per-connection state: who the user is and which threads they follow.
+/// The server picks each message's recipients from it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, hardlight::ConnectionState)]
+pub struct ChatState {
+    /// The name given at `join`.
+    pub user: String,
+    /// Threads this connection receives messages from.
+    pub threads: Vec<String>,
+}
+
+/// Why a chat call failed.
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(crate = hardlight::rkyv)]
+pub enum ChatError {
+    /// Post only to threads you joined.
+    NotJoined,
+    /// Messages are limited to this many bytes.
+    TooLong(u32),
+    /// The message could not be persisted; it was not sent.
+    Storage(String),
+}
+
+impl std::fmt::Display for ChatError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::NotJoined => f.write_str("join the thread first"),
+            Self::TooLong(max) => write!(f, "message longer than {max} bytes"),
+            Self::Storage(e) => write!(f, "could not store the message: {e}"),
+        }
+    }
+}
+
+/// A multi-thread chat.
+#[hardlight::rpc]
+pub trait Chat {
+    /// Joins `thread` as `user`; returns the thread's persisted history.
+    async fn join(&self, user: String, thread: String) -> Vec<ChatMessage>;
+    /// Stops receiving `thread`.
+    async fn leave(&self, thread: String);
+    /// Persists the message, then pushes it to every connection following
+    /// `thread` on every core. Returns its sequence number.
+    async fn send_message(&self, thread: String, text: String) -> Result<u64, ChatError>;
+    /// The persisted history of `thread`.
+    async fn history(&self, thread: String) -> Vec<ChatMessage>;
+}

@@ -1,0 +1,48 @@
+//! Serves the chat service.
+//!
+//! ```text
+//! cargo run --release -p hardlight-server --example chat -- --listen 127.0.0.1:9001 --data DIR [--cores N]
+//! ```
+
+#[allow(dead_code)] // the client half of the API is unused here
+#[path = "api/chat.rs"]
+mod api;
+#[path = "support/chat_server.rs"]
+mod chat_server;
+
+use hardlight::server::Server;
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .init();
+    let mut listen = "127.0.0.1:9001".to_string();
+    let mut data = "chat-data".to_string();
+    let mut cores: Option<usize> = None;
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        match a.as_str() {
+            "--listen" => listen = args.next().expect("--listen needs an address"),
+            "--data" => data = args.next().expect("--data needs a directory"),
+            "--cores" => cores = Some(args.next().and_then(|n| n.parse().ok()).expect("--cores needs a number")),
+            other => {
+                eprintln!("unknown argument {other}\nusage: chat [--listen ADDR] [--data DIR] [--cores N]");
+                std::process::exit(2);
+            }
+        }
+    }
+    let store = chat_server::Store::open(std::path::Path::new(&data)).unwrap_or_else(|e| {
+        eprintln!("error: cannot open {data}: {e}");
+        std::process::exit(1);
+    });
+    let mut builder = Server::builder(listen.parse().expect("--listen must be IP:PORT"));
+    if let Some(n) = cores {
+        builder = builder.shards(n);
+    }
+    let server = builder.serve(chat_server::factory(store.clone())).unwrap_or_else(|e| {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    });
+    println!("chat listening on ws://{} (log: {})", server.local_addr(), store.path().display());
+    server.join();
+}
