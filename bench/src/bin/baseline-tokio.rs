@@ -3,8 +3,9 @@
 //! against.
 //!
 //! It speaks exactly what `hardlight-server` speaks: the `hl/1` subprotocol
-//! (anything else is refused with HTTP 400 and the same message), the same
-//! envelopes, the same call-id rules and call errors, and the same
+//! (anything else is refused with HTTP 400 and the same message), the
+//! initial FEATURES message (every method enabled), the same envelopes, the
+//! same call-id rules and call errors, and the same
 //! `BenchService<BenchHandler>` dispatch (validate, decode, run, encode). What
 //! differs is only the machinery, written as a good tokio engineer would:
 //!
@@ -22,6 +23,7 @@
 //! `listening on ADDR`, then serves until killed.
 
 use std::any::Any;
+use std::future::Future;
 use std::panic::AssertUnwindSafe;
 use std::process::ExitCode;
 
@@ -29,6 +31,7 @@ use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
 use hardlight::calls::CallTable;
 use hardlight::envelope::{self, ClientMessage};
+use hardlight::features::FeatureSet;
 use hardlight::handshake::{HandshakeError, SUBPROTOCOL};
 use hardlight::limits::Limits;
 use hardlight::wire::{self, AlignedBuf};
@@ -50,28 +53,13 @@ fn main() -> ExitCode {
 /// refuses with 400 and the body the real server sends.
 #[allow(clippy::result_large_err)] // the signature tungstenite's `Callback` wants
 fn select_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
-    let offered: Vec<&str> = req
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if offered
-        .iter()
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL)
-    {
-        resp.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
+    let offered: Vec<&str> =
+        req.headers().get_all("sec-websocket-protocol").iter().filter_map(|v| v.to_str().ok()).collect();
+    if offered.iter().flat_map(|v| v.split(',')).any(|p| p.trim() == SUBPROTOCOL) {
+        resp.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
         return Ok(resp);
     }
-    let err = HandshakeError::UnsupportedProtocol(if offered.is_empty() {
-        None
-    } else {
-        Some(offered.join(", "))
-    });
+    let err = HandshakeError::UnsupportedProtocol(if offered.is_empty() { None } else { Some(offered.join(", ")) });
     let mut refusal = ErrorResponse::new(Some(format!("{err}\n")));
     *refusal.status_mut() = StatusCode::BAD_REQUEST;
     Err(refusal)
@@ -83,10 +71,7 @@ async fn serve(stream: TcpStream) {
     let config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_size))
         .max_frame_size(Some(limits.max_message_size));
-    let Ok(ws) =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, select_subprotocol, Some(config))
-            .await
-    else {
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(stream, select_subprotocol, Some(config)).await else {
         return;
     };
     // I/O errors end the connection; there is nobody to report them to.
@@ -94,6 +79,9 @@ async fn serve(stream: TcpStream) {
 }
 
 type Panic = Box<dyn Any + Send>;
+
+/// The service every connection runs.
+type Svc = BenchService<BenchHandler>;
 
 /// What woke the connection task.
 enum Input {
@@ -122,10 +110,17 @@ async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsE
     let mut calls = FuturesUnordered::new();
     let mut conn = Conn {
         live: CallTable::new(),
+        features: FeatureSet::all(Svc::METHOD_NAMES.len()),
+        depth,
         input: AlignedBuf::new(),
         scratch: AlignedBuf::new(),
         closing: false,
     };
+    // As the real server does: the initial feature set goes out right behind
+    // the 101, before any response (the bench service has no state to send).
+    let mut features = Vec::new();
+    conn.features.encode(&mut features);
+    ws.send(Message::binary(features)).await?;
 
     loop {
         // Sleep until a message arrives or a pending call finishes.
@@ -165,63 +160,21 @@ async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsE
                 Input::Message(Some(Ok(Message::Binary(msg)))) if !conn.closing => {
                     match envelope::decode_client(&msg) {
                         Ok(ClientMessage::Call { id, method, input }) => {
-                            if !conn.live.begin(id) {
-                                let refusal = call_error(
-                                id,
-                                CallErrorCode::DuplicateCallId,
-                                "call id is already in flight; wait for its response before reusing it",
-                            );
-                                ws.feed(refusal).await?;
-                            } else {
-                                // tungstenite's payload sits at any offset; rkyv needs it aligned.
-                                let input = wire::align_into(&mut conn.input, input);
-                                let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                    service.call(method, input, depth)
-                                }));
-                                match started {
-                                    Ok(Ok(fut)) => calls.push(
-                                        AssertUnwindSafe(fut)
-                                            .catch_unwind()
-                                            .map(move |out| (id, out)),
-                                    ),
-                                    Ok(Err(rejection)) => {
-                                        conn.live.finish(id);
-                                        ws.feed(call_error(
-                                            id,
-                                            rejection.code(),
-                                            &rejection.detail(),
-                                        ))
-                                        .await?;
-                                    }
-                                    Err(_) => {
-                                        conn.live.finish(id);
-                                        ws.feed(call_error(
-                                            id,
-                                            CallErrorCode::HandlerPanicked,
-                                            "handler panicked",
-                                        ))
-                                        .await?;
-                                    }
-                                }
+                            match conn.start(&service, id, method, input) {
+                                Ok(call) => calls.push(call),
+                                Err(refusal) => ws.feed(refusal).await?,
                             }
                         }
                         Err(e) => {
                             conn.closing = true;
-                            ws.close(Some(close_frame(
-                                CloseCode::MalformedEnvelope,
-                                &e.to_string(),
-                            )))
-                            .await?;
+                            ws.close(Some(close_frame(CloseCode::MalformedEnvelope, &e.to_string()))).await?;
                         }
                     }
                 }
                 Input::Message(Some(Ok(Message::Text(_)))) if !conn.closing => {
                     conn.closing = true;
-                    ws.close(Some(close_frame(
-                        CloseCode::UnsupportedData,
-                        "HardLight accepts binary messages only",
-                    )))
-                    .await?;
+                    ws.close(Some(close_frame(CloseCode::UnsupportedData, "HardLight accepts binary messages only")))
+                        .await?;
                 }
                 // Ping: tungstenite queued the pong. Close: it queued the
                 // echo. Both go out with the flush below. Data after our own
@@ -241,12 +194,9 @@ async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsE
 
 /// The next input if one is ready without waiting. Polled with a no-op
 /// waker: the `select!` above polls again with the real one before sleeping.
-fn ready_now<F>(
-    ws: &mut WebSocketStream<TcpStream>,
-    calls: &mut FuturesUnordered<F>,
-) -> Option<Input>
+fn ready_now<F>(ws: &mut WebSocketStream<TcpStream>, calls: &mut FuturesUnordered<F>) -> Option<Input>
 where
-    F: std::future::Future<Output = (u8, Result<BenchReply, Panic>)>,
+    F: Future<Output = (u8, Result<BenchReply, Panic>)>,
 {
     if !calls.is_empty() {
         if let Some(Some((id, out))) = calls.next().now_or_never() {
@@ -290,6 +240,10 @@ fn ended(e: WsError) -> Result<(), WsError> {
 struct Conn {
     /// Call ids in flight, to refuse a reused one as the real server does.
     live: CallTable,
+    /// Methods this connection may call: all of them (sent at the start).
+    features: FeatureSet,
+    /// Validation depth limit for call inputs.
+    depth: usize,
     /// The current call's input, copied to an aligned address.
     input: AlignedBuf,
     /// Where replies are archived.
@@ -299,6 +253,50 @@ struct Conn {
 }
 
 impl Conn {
+    /// Starts call `id` after the checks the real server makes (live id,
+    /// enabled method), validating and decoding its input. Returns the
+    /// call's future, or the CALL_ERROR that answers it at once.
+    fn start<'s>(
+        &mut self,
+        service: &'s Svc,
+        id: u8,
+        method: u16,
+        input: &[u8],
+    ) -> Result<impl Future<Output = (u8, Result<BenchReply, Panic>)> + use<'s>, Message> {
+        if !self.live.begin(id) {
+            return Err(call_error(
+                id,
+                CallErrorCode::DuplicateCallId,
+                "call id is already in flight; wait for its response before reusing it",
+            ));
+        }
+        if !self.features.is_enabled(method) {
+            self.live.finish(id);
+            return Err(match Svc::METHOD_NAMES.get(method as usize) {
+                Some(name) => call_error(
+                    id,
+                    CallErrorCode::MethodDisabled,
+                    &format!("method `{name}` is not enabled for this connection"),
+                ),
+                None => call_error(id, CallErrorCode::UnknownMethod, &format!("no method with id {method}")),
+            });
+        }
+        // tungstenite's payload sits at any offset; rkyv needs it aligned.
+        let input = wire::align_into(&mut self.input, input);
+        let depth = self.depth;
+        match std::panic::catch_unwind(AssertUnwindSafe(|| service.call(method, input, depth))) {
+            Ok(Ok(fut)) => Ok(AssertUnwindSafe(fut).catch_unwind().map(move |out| (id, out))),
+            Ok(Err(rejection)) => {
+                self.live.finish(id);
+                Err(call_error(id, rejection.code(), &rejection.detail()))
+            }
+            Err(_) => {
+                self.live.finish(id);
+                Err(call_error(id, CallErrorCode::HandlerPanicked, "handler panicked"))
+            }
+        }
+    }
+
     /// The message answering call `id`.
     fn reply(&mut self, id: u8, out: Result<BenchReply, Panic>) -> Message {
         let Ok(reply) = out else {
@@ -327,10 +325,7 @@ fn call_error(id: u8, code: CallErrorCode, detail: &str) -> Message {
 
 /// A Close frame with a HardLight close code; the reason fits a control frame.
 fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
-    CloseFrame {
-        code: WsCloseCode::from(code.as_u16()),
-        reason: truncate(reason, 123).into(),
-    }
+    CloseFrame { code: WsCloseCode::from(code.as_u16()), reason: truncate(reason, 123).into() }
 }
 
 fn truncate(s: &str, max: usize) -> &str {
