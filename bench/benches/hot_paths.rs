@@ -22,8 +22,8 @@ use hardlight::rkyv::{self, rancor};
 use hardlight::wire::{self, AlignedBuf, Wire, ARCHIVE_ALIGN};
 use hardlight::{Reply, Service};
 use hardlight_bench::{
-    BenchAddInput, BenchEcho64Input, BenchEchoInput, BenchHandler, BenchMethod, BenchReply,
-    BenchService, Payload64, ECHO_SIZE,
+    BenchAddInput, BenchEcho64Input, BenchEchoInput, BenchHandler, BenchMethod, BenchReply, BenchService, Payload64,
+    ECHO_SIZE,
 };
 use tungstenite::protocol::{Role as WsRole, WebSocket};
 use tungstenite::Message;
@@ -44,24 +44,9 @@ fn payload() -> Payload64 {
 /// One call of each kind the benchmarks use: name, method, input archive.
 fn calls() -> Vec<(&'static str, BenchMethod, AlignedBuf)> {
     vec![
-        (
-            "echo64",
-            BenchMethod::Echo64,
-            wire::encode(&BenchEcho64Input { payload: payload() }).unwrap(),
-        ),
-        (
-            "add",
-            BenchMethod::Add,
-            wire::encode(&BenchAddInput { a: 40, b: 2 }).unwrap(),
-        ),
-        (
-            "echo_vec64",
-            BenchMethod::Echo,
-            wire::encode(&BenchEchoInput {
-                data: payload().bytes.to_vec(),
-            })
-            .unwrap(),
-        ),
+        ("echo64", BenchMethod::Echo64, wire::encode(&BenchEcho64Input { payload: payload() }).unwrap()),
+        ("add", BenchMethod::Add, wire::encode(&BenchAddInput { a: 40, b: 2 }).unwrap()),
+        ("echo_vec64", BenchMethod::Echo, wire::encode(&BenchEchoInput { data: payload().bytes.to_vec() }).unwrap()),
     ]
 }
 
@@ -91,12 +76,7 @@ fn envelope_benches(c: &mut Criterion) {
     g.bench_function("encode_call/echo64", |b| {
         b.iter(|| {
             out.clear();
-            envelope::encode_call(
-                &mut out,
-                black_box(7),
-                black_box(BenchMethod::Echo64.id()),
-                black_box(&input),
-            );
+            envelope::encode_call(&mut out, black_box(7), black_box(BenchMethod::Echo64.id()), black_box(&input));
             black_box(&out);
         })
     });
@@ -128,9 +108,7 @@ fn envelope_benches(c: &mut Criterion) {
 /// Parses a masked frame's header and unmasks its payload into `buf` after
 /// `pad` bytes, as `ServerConnection` does with a whole frame in its buffer.
 fn parse_unmask_into(buf: &mut AlignedBuf, pad: usize, f: &[u8]) -> usize {
-    let h = frame::parse_header(f, Role::Server, DEFAULT_MAX_MESSAGE_SIZE)
-        .unwrap()
-        .unwrap();
+    let h = frame::parse_header(f, Role::Server, DEFAULT_MAX_MESSAGE_SIZE).unwrap().unwrap();
     let payload = &f[h.header_len..h.header_len + h.payload_len as usize];
     buf.resize(pad, 0);
     buf.extend_from_slice(payload);
@@ -186,15 +164,7 @@ impl Write for MemStream {
 
 /// A server-side tungstenite connection over a [`MemStream`] holding `input`.
 fn tungstenite_server(input: Vec<u8>) -> WebSocket<MemStream> {
-    WebSocket::from_raw_socket(
-        MemStream {
-            input,
-            pos: 0,
-            written: 0,
-        },
-        WsRole::Server,
-        None,
-    )
+    WebSocket::from_raw_socket(MemStream { input, pos: 0, written: 0 }, WsRole::Server, None)
 }
 
 /// Reads the one message in the stream again.
@@ -209,32 +179,23 @@ fn frame_benches(c: &mut Criterion) {
     let pad = ARCHIVE_ALIGN - envelope::CALL_HEADER_LEN;
     let input = wire::encode(&BenchEcho64Input { payload: payload() }).unwrap();
     let call = call_message(7, BenchMethod::Echo64, &input);
-    let sizes: [(&str, Vec<u8>); 3] = [
-        ("call_echo64_68B", call.clone()),
-        ("1KiB", vec![0x5a; 1024]),
-        ("64KiB", vec![0x5a; 64 * 1024]),
-    ];
+    let sizes: [(&str, Vec<u8>); 3] =
+        [("call_echo64_68B", call.clone()), ("1KiB", vec![0x5a; 1024]), ("64KiB", vec![0x5a; 64 * 1024])];
     for (name, msg) in &sizes {
         let f = masked_frame(msg);
         g.throughput(Throughput::Bytes(msg.len() as u64));
-        g.bench_with_input(
-            BenchmarkId::new("parse_unmask_aligned", name),
-            &f,
-            |b, f| b.iter(|| black_box(parse_unmask_into(&mut buf, pad, black_box(f)))),
-        );
+        g.bench_with_input(BenchmarkId::new("parse_unmask_aligned", name), &f, |b, f| {
+            b.iter(|| black_box(parse_unmask_into(&mut buf, pad, black_box(f))))
+        });
         // Floor: the payload copied into the aligned buffer, no header, no mask.
         let payload = &f[f.len() - msg.len()..];
-        g.bench_with_input(
-            BenchmarkId::new("baseline_copy_aligned", name),
-            payload,
-            |b, p| {
-                b.iter(|| {
-                    buf.resize(pad, 0);
-                    buf.extend_from_slice(black_box(p));
-                    black_box(buf.len())
-                })
-            },
-        );
+        g.bench_with_input(BenchmarkId::new("baseline_copy_aligned", name), payload, |b, p| {
+            b.iter(|| {
+                buf.resize(pad, 0);
+                buf.extend_from_slice(black_box(p));
+                black_box(buf.len())
+            })
+        });
         // Unmask alone: core's 4-byte loop against an 8-byte reference loop.
         let mut work = msg.clone();
         g.bench_function(BenchmarkId::new("apply_mask_core", name), |b| {
@@ -263,32 +224,16 @@ fn wire_benches(c: &mut Criterion) {
     });
     g.bench_function("baseline_access_unchecked/echo64", |b| {
         // SAFETY: the bytes are the archive of a BenchEcho64Input, encoded above, aligned.
-        b.iter(|| {
-            black_box(unsafe {
-                rkyv::access_unchecked::<rkyv::Archived<BenchEcho64Input>>(black_box(&echo64))
-            })
-        })
+        b.iter(|| black_box(unsafe { rkyv::access_unchecked::<rkyv::Archived<BenchEcho64Input>>(black_box(&echo64)) }))
     });
     g.bench_function("decode/echo64", |b| {
-        b.iter(|| {
-            black_box(
-                BenchEcho64Input::decode(black_box(&echo64))
-                    .unwrap()
-                    .payload,
-            )
-        })
+        b.iter(|| black_box(BenchEcho64Input::decode(black_box(&echo64)).unwrap().payload))
     });
     g.bench_function("baseline_unchecked_deserialize/echo64", |b| {
         b.iter(|| {
             // SAFETY: as above.
-            let a = unsafe {
-                rkyv::access_unchecked::<rkyv::Archived<BenchEcho64Input>>(black_box(&echo64))
-            };
-            black_box(
-                rkyv::deserialize::<BenchEcho64Input, rancor::Error>(a)
-                    .unwrap()
-                    .payload,
-            )
+            let a = unsafe { rkyv::access_unchecked::<rkyv::Archived<BenchEcho64Input>>(black_box(&echo64)) };
+            black_box(rkyv::deserialize::<BenchEcho64Input, rancor::Error>(a).unwrap().payload)
         })
     });
 
@@ -298,11 +243,7 @@ fn wire_benches(c: &mut Criterion) {
     });
     g.bench_function("baseline_access_unchecked/add", |b| {
         // SAFETY: the archive of a BenchAddInput, aligned.
-        b.iter(|| {
-            black_box(unsafe {
-                rkyv::access_unchecked::<rkyv::Archived<BenchAddInput>>(black_box(&add))
-            })
-        })
+        b.iter(|| black_box(unsafe { rkyv::access_unchecked::<rkyv::Archived<BenchAddInput>>(black_box(&add)) }))
     });
     g.bench_function("decode/add", |b| {
         b.iter(|| {
@@ -311,20 +252,13 @@ fn wire_benches(c: &mut Criterion) {
         })
     });
 
-    let echo = wire::encode(&BenchEchoInput {
-        data: payload().bytes.to_vec(),
-    })
-    .unwrap();
+    let echo = wire::encode(&BenchEchoInput { data: payload().bytes.to_vec() }).unwrap();
     g.bench_function("access_validated/echo_vec64", |b| {
         b.iter(|| black_box(wire::access::<BenchEchoInput>(black_box(&echo), DEPTH).unwrap()))
     });
     g.bench_function("baseline_access_unchecked/echo_vec64", |b| {
         // SAFETY: the archive of a BenchEchoInput, aligned.
-        b.iter(|| {
-            black_box(unsafe {
-                rkyv::access_unchecked::<rkyv::Archived<BenchEchoInput>>(black_box(&echo))
-            })
-        })
+        b.iter(|| black_box(unsafe { rkyv::access_unchecked::<rkyv::Archived<BenchEchoInput>>(black_box(&echo)) }))
     });
     g.bench_function("decode/echo_vec64", |b| {
         b.iter(|| black_box(BenchEchoInput::decode(black_box(&echo)).unwrap().data))
@@ -364,22 +298,11 @@ fn drain_outbound(conn: &mut ServerConnection) -> usize {
 
 /// One call through HardLight's server path: read, parse, unmask, envelope,
 /// validate and decode, run the handler (polled once), encode, frame.
-fn hardlight_call<S: Service>(
-    conn: &mut ServerConnection,
-    service: &S,
-    frame: &[u8],
-    cx: &mut Context<'_>,
-) -> usize {
+fn hardlight_call<S: Service>(conn: &mut ServerConnection, service: &S, frame: &[u8], cx: &mut Context<'_>) -> usize {
     feed(conn, frame);
-    let Some(Event::Call { id, method, input }) = conn.poll_event() else {
-        panic!("expected a call")
-    };
-    let fut = service
-        .call(method, input, DEPTH)
-        .unwrap_or_else(|r| panic!("{}", r.detail()));
-    let Poll::Ready(reply) = pin!(fut).poll(cx) else {
-        panic!("bench handlers finish at once")
-    };
+    let Some(Event::Call { id, method, input }) = conn.poll_event() else { panic!("expected a call") };
+    let fut = service.call(method, input, DEPTH).unwrap_or_else(|r| panic!("{}", r.detail()));
+    let Poll::Ready(reply) = pin!(fut).poll(cx) else { panic!("bench handlers finish at once") };
     conn.complete(id, &reply);
     drain_outbound(conn)
 }
@@ -394,19 +317,13 @@ fn tungstenite_call<S: Service>(
     service: &S,
     cx: &mut Context<'_>,
 ) -> usize {
-    let Message::Binary(msg) = tungstenite_read_again(ws) else {
-        panic!("expected binary")
-    };
+    let Message::Binary(msg) = tungstenite_read_again(ws) else { panic!("expected binary") };
     let Ok(ClientMessage::Call { id, method, input }) = envelope::decode_client(&msg) else {
         panic!("expected a call")
     };
     let input = wire::align_into(aligned, input);
-    let fut = service
-        .call(method, input, DEPTH)
-        .unwrap_or_else(|r| panic!("{}", r.detail()));
-    let Poll::Ready(reply) = pin!(fut).poll(cx) else {
-        panic!("bench handlers finish at once")
-    };
+    let fut = service.call(method, input, DEPTH).unwrap_or_else(|r| panic!("{}", r.detail()));
+    let Poll::Ready(reply) = pin!(fut).poll(cx) else { panic!("bench handlers finish at once") };
     let ok = reply.encode(scratch).unwrap();
     let mut out = Vec::with_capacity(envelope::RESULT_HEADER_LEN + scratch.len());
     out.extend_from_slice(&envelope::result_header(id, ok));
@@ -430,20 +347,9 @@ fn dispatch_benches(c: &mut Criterion) {
             b.iter(|| black_box(hardlight_call(&mut conn, &service, black_box(&f), &mut cx)))
         });
         let mut ws = tungstenite_server(f.clone());
-        g.bench_function(
-            BenchmarkId::new("baseline_tungstenite_full_call", name),
-            |b| {
-                b.iter(|| {
-                    black_box(tungstenite_call(
-                        &mut ws,
-                        &mut aligned,
-                        &mut scratch,
-                        &service,
-                        &mut cx,
-                    ))
-                })
-            },
-        );
+        g.bench_function(BenchmarkId::new("baseline_tungstenite_full_call", name), |b| {
+            b.iter(|| black_box(tungstenite_call(&mut ws, &mut aligned, &mut scratch, &service, &mut cx)))
+        });
     }
 
     // Floor: the connection alone, answering with a ready-made reply (no
@@ -455,9 +361,7 @@ fn dispatch_benches(c: &mut Criterion) {
     g.bench_function("baseline_protocol_only/add", |b| {
         b.iter(|| {
             feed(&mut conn, black_box(&f));
-            let Some(Event::Call { id, .. }) = conn.poll_event() else {
-                panic!("expected a call")
-            };
+            let Some(Event::Call { id, .. }) = conn.poll_event() else { panic!("expected a call") };
             conn.complete(id, &reply);
             black_box(drain_outbound(&mut conn))
         })
@@ -472,13 +376,7 @@ fn dispatch_benches(c: &mut Criterion) {
 /// result envelope, output archive.
 fn frame_reply(out: &mut Vec<u8>, scratch: &mut AlignedBuf, id: u8, reply: &BenchReply) {
     let ok = reply.encode(scratch).unwrap();
-    frame::write_header(
-        out,
-        true,
-        Opcode::Binary,
-        envelope::RESULT_HEADER_LEN + scratch.len(),
-        None,
-    );
+    frame::write_header(out, true, Opcode::Binary, envelope::RESULT_HEADER_LEN + scratch.len(), None);
     out.extend_from_slice(&envelope::result_header(id, ok));
     out.extend_from_slice(scratch);
 }
@@ -509,13 +407,7 @@ fn reply_benches(c: &mut Criterion) {
     g.bench_function("baseline_frame_raw_bytes/echo64", |b| {
         b.iter(|| {
             out.clear();
-            frame::write_header(
-                &mut out,
-                true,
-                Opcode::Binary,
-                envelope::RESULT_HEADER_LEN + raw.len(),
-                None,
-            );
+            frame::write_header(&mut out, true, Opcode::Binary, envelope::RESULT_HEADER_LEN + raw.len(), None);
             out.extend_from_slice(&envelope::result_header(7, true));
             out.extend_from_slice(black_box(&raw));
             black_box(out.len())
@@ -530,21 +422,11 @@ fn reply_benches(c: &mut Criterion) {
 // and EVENT 0x30 are reserved but not implemented yet). Add a
 // `state_benches` / `event_benches` function and list it in the group below.
 
-criterion_group!(
-    benches,
-    envelope_benches,
-    frame_benches,
-    wire_benches,
-    dispatch_benches,
-    reply_benches
-);
+criterion_group!(benches, envelope_benches, frame_benches, wire_benches, dispatch_benches, reply_benches);
 
 fn main() {
     // On this shared 2-core machine, pinning keeps the figures steadier.
-    if let Some(cpu) = std::env::var("HL_BENCH_CPU")
-        .ok()
-        .and_then(|v| v.parse::<usize>().ok())
-    {
+    if let Some(cpu) = std::env::var("HL_BENCH_CPU").ok().and_then(|v| v.parse::<usize>().ok()) {
         if !core_affinity::set_for_current(core_affinity::CoreId { id: cpu }) {
             eprintln!("warning: could not pin to CPU {cpu}");
         }

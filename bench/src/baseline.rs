@@ -46,17 +46,9 @@ impl ServerArgs {
             let mut value = || args.next().ok_or_else(|| format!("{flag} needs a value"));
             match flag.as_str() {
                 "--listen" => listen = Some(value()?),
-                "--cpu" => {
-                    cpu = Some(
-                        value()?
-                            .parse::<usize>()
-                            .map_err(|e| format!("--cpu: {e}"))?,
-                    )
-                }
+                "--cpu" => cpu = Some(value()?.parse::<usize>().map_err(|e| format!("--cpu: {e}"))?),
                 "--threads" => {
-                    let t = value()?
-                        .parse::<NonZeroUsize>()
-                        .map_err(|e| format!("--threads: {e}"))?;
+                    let t = value()?.parse::<NonZeroUsize>().map_err(|e| format!("--threads: {e}"))?;
                     threads = Some(t.get());
                 }
                 "-h" | "--help" => return Err(format!("usage: {USAGE}")),
@@ -68,11 +60,7 @@ impl ServerArgs {
             Some(_) => 1,
             None => std::thread::available_parallelism().map_or(1, NonZeroUsize::get),
         });
-        Ok(Self {
-            listen,
-            cpu,
-            threads,
-        })
+        Ok(Self { listen, cpu, threads })
     }
 
     /// A multi-thread runtime with `threads` workers, each pinned to `cpu` if set.
@@ -84,12 +72,7 @@ impl ServerArgs {
                 .unwrap_or_default()
                 .into_iter()
                 .find(|c| c.id == cpu)
-                .ok_or_else(|| {
-                    io::Error::new(
-                        io::ErrorKind::InvalidInput,
-                        format!("--cpu {cpu}: no such CPU"),
-                    )
-                })?;
+                .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("--cpu {cpu}: no such CPU")))?;
             // The thread calling `block_on` only waits for the accept task;
             // pin it too so that nothing of this process runs elsewhere.
             core_affinity::set_for_current(core);
@@ -190,14 +173,7 @@ mod tests {
     #[test]
     fn pinned_defaults_to_one_thread() {
         let a = parse("--listen 127.0.0.1:0 --cpu 1").unwrap();
-        assert_eq!(
-            a,
-            ServerArgs {
-                listen: "127.0.0.1:0".into(),
-                cpu: Some(1),
-                threads: 1
-            }
-        );
+        assert_eq!(a, ServerArgs { listen: "127.0.0.1:0".into(), cpu: Some(1), threads: 1 });
         let a = parse("--cpu 0 --threads 3 --listen x:1").unwrap();
         assert_eq!((a.cpu, a.threads), (Some(0), 3));
         let a = parse("--listen 127.0.0.1:0").unwrap();
@@ -207,15 +183,9 @@ mod tests {
 
     #[test]
     fn bad_arguments_are_reported() {
-        assert!(parse("--cpu 1")
-            .unwrap_err()
-            .contains("--listen is required"));
+        assert!(parse("--cpu 1").unwrap_err().contains("--listen is required"));
         assert!(parse("--listen").unwrap_err().contains("needs a value"));
-        assert!(parse("--listen a --threads 0")
-            .unwrap_err()
-            .contains("--threads"));
-        assert!(parse("--listen a --bogus")
-            .unwrap_err()
-            .contains("unknown argument"));
+        assert!(parse("--listen a --threads 0").unwrap_err().contains("--threads"));
+        assert!(parse("--listen a --bogus").unwrap_err().contains("unknown argument"));
     }
 }

@@ -42,10 +42,7 @@ impl Server {
             let _ = tx.send(line);
         });
         // Owned by the guard from here on, so that a failed start still kills it.
-        let mut server = Server {
-            child,
-            addr: String::new(),
-        };
+        let mut server = Server { child, addr: String::new() };
         let line = rx.recv_timeout(Duration::from_secs(30)).unwrap_or_default();
         match line.trim().strip_prefix("listening on ") {
             Some(addr) => server.addr = addr.to_string(),
@@ -81,30 +78,22 @@ fn echo_server() -> Server {
     Server::start(env!("CARGO_BIN_EXE_echo-tokio-tungstenite"))
 }
 
-type RawWs =
-    tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+type RawWs = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 /// A raw WebSocket connection offering `protocol`, for what the typed client never sends.
 async fn raw(server: &Server, protocol: Option<&str>) -> (RawWs, Option<String>) {
     let mut req = server.url().into_client_request().unwrap();
     if let Some(p) = protocol {
-        req.headers_mut()
-            .insert("Sec-WebSocket-Protocol", p.parse().unwrap());
+        req.headers_mut().insert("Sec-WebSocket-Protocol", p.parse().unwrap());
     }
     let (ws, resp) = tokio_tungstenite::connect_async(req).await.unwrap();
-    let selected = resp
-        .headers()
-        .get("sec-websocket-protocol")
-        .map(|v| v.to_str().unwrap().to_string());
+    let selected = resp.headers().get("sec-websocket-protocol").map(|v| v.to_str().unwrap().to_string());
     (ws, selected)
 }
 
 async fn next_message(ws: &mut RawWs) -> Message {
     loop {
-        match tokio::time::timeout(Duration::from_secs(5), ws.next())
-            .await
-            .expect("a message in time")
-        {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("a message in time") {
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
             Some(Ok(m)) => return m,
             other => panic!("expected a message, got {other:?}"),
@@ -134,23 +123,12 @@ async fn baseline_answers_every_bench_method() {
     for (i, b) in bytes.iter_mut().enumerate() {
         *b = i as u8 ^ 0x5a;
     }
-    assert_eq!(
-        client.echo64(Payload64 { bytes }).await.unwrap(),
-        Payload64 { bytes }
-    );
+    assert_eq!(client.echo64(Payload64 { bytes }).await.unwrap(), Payload64 { bytes });
     assert_eq!(client.add(40, 2).await.unwrap(), 42);
-    assert_eq!(
-        client.add(u64::MAX, 2).await.unwrap(),
-        1,
-        "add wraps like the handler"
-    );
+    assert_eq!(client.add(u64::MAX, 2).await.unwrap(), 1, "add wraps like the handler");
     for len in [0usize, 1, 64, 100_000] {
         let data: Vec<u8> = (0..len).map(|i| (i * 7) as u8).collect();
-        assert_eq!(
-            client.echo(data.clone()).await.unwrap(),
-            data,
-            "echo of {len} bytes"
-        );
+        assert_eq!(client.echo(data.clone()).await.unwrap(), data, "echo of {len} bytes");
     }
 }
 
@@ -158,19 +136,13 @@ async fn baseline_answers_every_bench_method() {
 async fn unknown_method_and_invalid_input_are_rejected_and_the_connection_survives() {
     let server = baseline();
     let conn = Connection::connect(&server.url()).await.unwrap();
-    assert_eq!(
-        rejected(conn.call(999, &[]).await),
-        CallErrorCode::UnknownMethod
-    );
+    assert_eq!(rejected(conn.call(999, &[]).await), CallErrorCode::UnknownMethod);
     match conn.call(999, &[]).await {
         Err(CallError::Rejected { detail, .. }) => assert_eq!(detail, "no method with id 999"),
         other => panic!("{other:?}"),
     }
     // Three bytes are no archive of two u64s.
-    assert_eq!(
-        rejected(conn.call(BenchMethod::Add.id(), &[1, 2, 3]).await),
-        CallErrorCode::InvalidInput
-    );
+    assert_eq!(rejected(conn.call(BenchMethod::Add.id(), &[1, 2, 3]).await), CallErrorCode::InvalidInput);
     let client = BenchClient::new(conn);
     assert_eq!(client.add(1, 2).await.unwrap(), 3);
 }
@@ -196,17 +168,11 @@ async fn many_concurrent_calls_each_get_their_own_answer() {
 #[tokio::test]
 async fn other_subprotocols_are_refused_with_400_naming_hl1() {
     let server = baseline();
-    let config = ClientConfig {
-        subprotocol: "hl/9".into(),
-        ..ClientConfig::default()
-    };
+    let config = ClientConfig { subprotocol: "hl/9".into(), ..ClientConfig::default() };
     match Connection::connect_with(&server.url(), config).await {
         Err(ConnectError::Refused { status, body }) => {
             assert_eq!(status, 400);
-            assert!(
-                body.contains("hl/9") && body.contains("supports hl/1"),
-                "{body}"
-            );
+            assert!(body.contains("hl/9") && body.contains("supports hl/1"), "{body}");
         }
         other => panic!("expected a 400 refusal, got {other:?}"),
     }
@@ -236,11 +202,7 @@ async fn baseline_closes_malformed_connections_with_the_real_servers_codes() {
     expect_close(&mut ws, 1003).await;
     // Larger than the 1 MiB message limit: 1009.
     let (mut ws, _) = raw(&server, Some("hl/1")).await;
-    ws.send(Message::Binary(
-        vec![1u8; hardlight::limits::DEFAULT_MAX_MESSAGE_SIZE + 1].into(),
-    ))
-    .await
-    .unwrap();
+    ws.send(Message::Binary(vec![1u8; hardlight::limits::DEFAULT_MAX_MESSAGE_SIZE + 1].into())).await.unwrap();
     expect_close(&mut ws, 1009).await;
     // A raw call still gets its result envelope.
     let (mut ws, _) = raw(&server, Some("hl/1")).await;
@@ -248,13 +210,10 @@ async fn baseline_closes_malformed_connections_with_the_real_servers_codes() {
     let mut msg = Vec::new();
     hardlight::envelope::encode_call(&mut msg, 77, BenchMethod::Add.id(), &input);
     ws.send(Message::Binary(msg.into())).await.unwrap();
-    let Message::Binary(reply) = next_message(&mut ws).await else {
-        panic!("expected a binary reply")
-    };
+    let Message::Binary(reply) = next_message(&mut ws).await else { panic!("expected a binary reply") };
     assert_eq!(&reply[..2], &[hardlight::envelope::KIND_RESULT_OK, 77]);
     let mut buf = hardlight::AlignedBuf::new();
-    let sum = <u64 as hardlight::Wire>::decode(hardlight::wire::align_into(&mut buf, &reply[2..]))
-        .unwrap();
+    let sum = <u64 as hardlight::Wire>::decode(hardlight::wire::align_into(&mut buf, &reply[2..])).unwrap();
     assert_eq!(sum, 11);
 }
 
@@ -264,9 +223,7 @@ async fn echo_server_returns_binary_messages_unchanged() {
     let (mut ws, selected) = raw(&server, None).await;
     assert_eq!(selected, None);
     let payload: Vec<u8> = (0..64u8).collect();
-    ws.send(Message::Binary(payload.clone().into()))
-        .await
-        .unwrap();
+    ws.send(Message::Binary(payload.clone().into())).await.unwrap();
     match next_message(&mut ws).await {
         Message::Binary(b) => assert_eq!(&b[..], &payload[..]),
         other => panic!("{other:?}"),
@@ -274,9 +231,7 @@ async fn echo_server_returns_binary_messages_unchanged() {
     // Pipelined messages of several sizes come back in order.
     let sizes = [0usize, 1, 125, 126, 65_536, 200_000];
     for &n in &sizes {
-        ws.feed(Message::Binary(vec![n as u8; n].into()))
-            .await
-            .unwrap();
+        ws.feed(Message::Binary(vec![n as u8; n].into())).await.unwrap();
     }
     ws.flush().await.unwrap();
     for &n in &sizes {
@@ -293,21 +248,13 @@ async fn echo_server_selects_an_offered_subprotocol() {
     let server = echo_server();
     let (mut ws, selected) = raw(&server, Some("hl/1")).await;
     assert_eq!(selected.as_deref(), Some("hl/1"));
-    ws.send(Message::Binary(vec![9u8; 64].into()))
-        .await
-        .unwrap();
-    assert_eq!(
-        next_message(&mut ws).await,
-        Message::Binary(vec![9u8; 64].into())
-    );
+    ws.send(Message::Binary(vec![9u8; 64].into())).await.unwrap();
+    assert_eq!(next_message(&mut ws).await, Message::Binary(vec![9u8; 64].into()));
 }
 
 #[test]
 fn servers_refuse_a_bad_command_line() {
-    for bin in [
-        env!("CARGO_BIN_EXE_baseline-tokio"),
-        env!("CARGO_BIN_EXE_echo-tokio-tungstenite"),
-    ] {
+    for bin in [env!("CARGO_BIN_EXE_baseline-tokio"), env!("CARGO_BIN_EXE_echo-tokio-tungstenite")] {
         let out = Command::new(bin).args(["--cpu", "0"]).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{bin}");
         assert!(String::from_utf8_lossy(&out.stderr).contains("--listen is required"));
@@ -316,22 +263,14 @@ fn servers_refuse_a_bad_command_line() {
 
 #[tokio::test]
 async fn pinned_server_runs_every_thread_on_its_cpu() {
-    let server = Server::start_with(
-        env!("CARGO_BIN_EXE_baseline-tokio"),
-        &["--cpu", "0", "--threads", "2"],
-    );
+    let server = Server::start_with(env!("CARGO_BIN_EXE_baseline-tokio"), &["--cpu", "0", "--threads", "2"]);
     let client = BenchClient::new(Connection::connect(&server.url()).await.unwrap());
     assert_eq!(client.add(2, 2).await.unwrap(), 4);
     let tasks = format!("/proc/{}/task", server.child.id());
     let mut threads = 0;
     for task in std::fs::read_dir(&tasks).unwrap() {
         let status = std::fs::read_to_string(task.unwrap().path().join("status")).unwrap();
-        let allowed = status
-            .lines()
-            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
-            .unwrap()
-            .trim()
-            .to_string();
+        let allowed = status.lines().find_map(|l| l.strip_prefix("Cpus_allowed_list:")).unwrap().trim().to_string();
         assert_eq!(allowed, "0", "every thread pinned to CPU 0");
         threads += 1;
     }

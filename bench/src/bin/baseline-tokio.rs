@@ -50,28 +50,13 @@ fn main() -> ExitCode {
 /// refuses with 400 and the body the real server sends.
 #[allow(clippy::result_large_err)] // the signature tungstenite's `Callback` wants
 fn select_subprotocol(req: &Request, mut resp: Response) -> Result<Response, ErrorResponse> {
-    let offered: Vec<&str> = req
-        .headers()
-        .get_all("sec-websocket-protocol")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .collect();
-    if offered
-        .iter()
-        .flat_map(|v| v.split(','))
-        .any(|p| p.trim() == SUBPROTOCOL)
-    {
-        resp.headers_mut().insert(
-            "sec-websocket-protocol",
-            HeaderValue::from_static(SUBPROTOCOL),
-        );
+    let offered: Vec<&str> =
+        req.headers().get_all("sec-websocket-protocol").iter().filter_map(|v| v.to_str().ok()).collect();
+    if offered.iter().flat_map(|v| v.split(',')).any(|p| p.trim() == SUBPROTOCOL) {
+        resp.headers_mut().insert("sec-websocket-protocol", HeaderValue::from_static(SUBPROTOCOL));
         return Ok(resp);
     }
-    let err = HandshakeError::UnsupportedProtocol(if offered.is_empty() {
-        None
-    } else {
-        Some(offered.join(", "))
-    });
+    let err = HandshakeError::UnsupportedProtocol(if offered.is_empty() { None } else { Some(offered.join(", ")) });
     let mut refusal = ErrorResponse::new(Some(format!("{err}\n")));
     *refusal.status_mut() = StatusCode::BAD_REQUEST;
     Err(refusal)
@@ -83,10 +68,7 @@ async fn serve(stream: TcpStream) {
     let config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_size))
         .max_frame_size(Some(limits.max_message_size));
-    let Ok(ws) =
-        tokio_tungstenite::accept_hdr_async_with_config(stream, select_subprotocol, Some(config))
-            .await
-    else {
+    let Ok(ws) = tokio_tungstenite::accept_hdr_async_with_config(stream, select_subprotocol, Some(config)).await else {
         return;
     };
     // I/O errors end the connection; there is nobody to report them to.
@@ -120,12 +102,8 @@ enum Input {
 async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsError> {
     let service = BenchService::new(BenchHandler);
     let mut calls = FuturesUnordered::new();
-    let mut conn = Conn {
-        live: CallTable::new(),
-        input: AlignedBuf::new(),
-        scratch: AlignedBuf::new(),
-        closing: false,
-    };
+    let mut conn =
+        Conn { live: CallTable::new(), input: AlignedBuf::new(), scratch: AlignedBuf::new(), closing: false };
 
     loop {
         // Sleep until a message arrives or a pending call finishes.
@@ -167,61 +145,42 @@ async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsE
                         Ok(ClientMessage::Call { id, method, input }) => {
                             if !conn.live.begin(id) {
                                 let refusal = call_error(
-                                id,
-                                CallErrorCode::DuplicateCallId,
-                                "call id is already in flight; wait for its response before reusing it",
-                            );
+                                    id,
+                                    CallErrorCode::DuplicateCallId,
+                                    "call id is already in flight; wait for its response before reusing it",
+                                );
                                 ws.feed(refusal).await?;
                             } else {
                                 // tungstenite's payload sits at any offset; rkyv needs it aligned.
                                 let input = wire::align_into(&mut conn.input, input);
-                                let started = std::panic::catch_unwind(AssertUnwindSafe(|| {
-                                    service.call(method, input, depth)
-                                }));
+                                let started =
+                                    std::panic::catch_unwind(AssertUnwindSafe(|| service.call(method, input, depth)));
                                 match started {
-                                    Ok(Ok(fut)) => calls.push(
-                                        AssertUnwindSafe(fut)
-                                            .catch_unwind()
-                                            .map(move |out| (id, out)),
-                                    ),
+                                    Ok(Ok(fut)) => {
+                                        calls.push(AssertUnwindSafe(fut).catch_unwind().map(move |out| (id, out)))
+                                    }
                                     Ok(Err(rejection)) => {
                                         conn.live.finish(id);
-                                        ws.feed(call_error(
-                                            id,
-                                            rejection.code(),
-                                            &rejection.detail(),
-                                        ))
-                                        .await?;
+                                        ws.feed(call_error(id, rejection.code(), &rejection.detail())).await?;
                                     }
                                     Err(_) => {
                                         conn.live.finish(id);
-                                        ws.feed(call_error(
-                                            id,
-                                            CallErrorCode::HandlerPanicked,
-                                            "handler panicked",
-                                        ))
-                                        .await?;
+                                        ws.feed(call_error(id, CallErrorCode::HandlerPanicked, "handler panicked"))
+                                            .await?;
                                     }
                                 }
                             }
                         }
                         Err(e) => {
                             conn.closing = true;
-                            ws.close(Some(close_frame(
-                                CloseCode::MalformedEnvelope,
-                                &e.to_string(),
-                            )))
-                            .await?;
+                            ws.close(Some(close_frame(CloseCode::MalformedEnvelope, &e.to_string()))).await?;
                         }
                     }
                 }
                 Input::Message(Some(Ok(Message::Text(_)))) if !conn.closing => {
                     conn.closing = true;
-                    ws.close(Some(close_frame(
-                        CloseCode::UnsupportedData,
-                        "HardLight accepts binary messages only",
-                    )))
-                    .await?;
+                    ws.close(Some(close_frame(CloseCode::UnsupportedData, "HardLight accepts binary messages only")))
+                        .await?;
                 }
                 // Ping: tungstenite queued the pong. Close: it queued the
                 // echo. Both go out with the flush below. Data after our own
@@ -241,10 +200,7 @@ async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsE
 
 /// The next input if one is ready without waiting. Polled with a no-op
 /// waker: the `select!` above polls again with the real one before sleeping.
-fn ready_now<F>(
-    ws: &mut WebSocketStream<TcpStream>,
-    calls: &mut FuturesUnordered<F>,
-) -> Option<Input>
+fn ready_now<F>(ws: &mut WebSocketStream<TcpStream>, calls: &mut FuturesUnordered<F>) -> Option<Input>
 where
     F: std::future::Future<Output = (u8, Result<BenchReply, Panic>)>,
 {
@@ -327,10 +283,7 @@ fn call_error(id: u8, code: CallErrorCode, detail: &str) -> Message {
 
 /// A Close frame with a HardLight close code; the reason fits a control frame.
 fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
-    CloseFrame {
-        code: WsCloseCode::from(code.as_u16()),
-        reason: truncate(reason, 123).into(),
-    }
+    CloseFrame { code: WsCloseCode::from(code.as_u16()), reason: truncate(reason, 123).into() }
 }
 
 fn truncate(s: &str, max: usize) -> &str {

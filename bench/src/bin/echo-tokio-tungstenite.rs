@@ -44,8 +44,5 @@ async fn accept_connection(stream: TcpStream) {
     let (write, read) = ws.split();
     // As in the example: forward data messages only (tungstenite answers
     // pings and closes by itself).
-    let _ = read
-        .try_filter(|msg| future::ready(msg.is_text() || msg.is_binary()))
-        .forward(write)
-        .await;
+    let _ = read.try_filter(|msg| future::ready(msg.is_text() || msg.is_binary())).forward(write).await;
 }
