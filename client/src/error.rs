@@ -28,6 +28,11 @@ pub enum ConnectError {
     /// The server accepted a WebSocket but not the HardLight subprotocol.
     #[error("server did not select the HardLight subprotocol: {0}")]
     Protocol(String),
+    /// TLS failed: the certificate is not trusted (see
+    /// `ClientConfig::trust_pem`), the name does not match, or the peer
+    /// does not speak TLS.
+    #[error("TLS error: {0}")]
+    Tls(String),
     /// Network or WebSocket failure.
     #[error("connection failed: {0}")]
     Io(String),

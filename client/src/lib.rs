@@ -57,6 +57,10 @@ pub struct ClientConfig {
     pub headers: Vec<(String, String)>,
     /// Subprotocol offered; only tests of version negotiation change it.
     pub subprotocol: String,
+    /// Certificates trusted for wss:// in addition to the public web PKI
+    /// roots (for a private CA or a development self-signed certificate).
+    /// There is no way to turn certificate verification off.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for ClientConfig {
@@ -67,6 +71,7 @@ impl Default for ClientConfig {
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             headers: Vec::new(),
             subprotocol: SUBPROTOCOL.to_string(),
+            extra_roots: Vec::new(),
         }
     }
 }
@@ -82,6 +87,21 @@ impl ClientConfig {
     pub fn call_timeout(mut self, t: Duration) -> Self {
         self.call_timeout = t;
         self
+    }
+
+    /// Trusts the certificate(s) in `pem` for wss://, in addition to the
+    /// public roots. Use it for a development self-signed certificate or a
+    /// private CA.
+    pub fn trust_pem(mut self, pem: &str) -> Result<Self, ConnectError> {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConnectError::Tls(format!("invalid PEM certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(ConnectError::Tls("no certificate in the PEM given to trust_pem".into()));
+        }
+        self.extra_roots.extend(certs);
+        Ok(self)
     }
 
     /// Sets the connect timeout.
@@ -219,7 +239,12 @@ impl Connection {
         let ws_config = WebSocketConfig::default()
             .max_message_size(Some(config.max_message_size))
             .max_frame_size(Some(config.max_message_size));
-        let connecting = tokio_tungstenite::connect_async_with_config(req, Some(ws_config), true);
+        let connector = if url.starts_with("wss://") {
+            Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls_config(&config.extra_roots)?)))
+        } else {
+            None
+        };
+        let connecting = tokio_tungstenite::connect_async_tls_with_config(req, Some(ws_config), true, connector);
         let (ws, resp) = match tokio::time::timeout(config.connect_timeout, connecting).await {
             Err(_) => return Err(ConnectError::Timeout(config.connect_timeout)),
             Ok(Err(tungstenite::Error::Http(resp))) => {
@@ -229,6 +254,10 @@ impl Connection {
                 return Err(ConnectError::Refused { status, body });
             }
             Ok(Err(tungstenite::Error::Protocol(p))) => return Err(ConnectError::Protocol(p.to_string())),
+            Ok(Err(tungstenite::Error::Tls(e))) => return Err(ConnectError::Tls(e.to_string())),
+            Ok(Err(tungstenite::Error::Io(e))) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
+                return Err(ConnectError::Tls(e.to_string()))
+            }
             Ok(Err(e)) => return Err(ConnectError::Io(e.to_string())),
             Ok(Ok(x)) => x,
         };
@@ -577,6 +606,23 @@ impl Shared {
     fn close_reason(&self) -> String {
         self.lock().closed.clone().unwrap_or_else(|| "connection closed".into())
     }
+}
+
+/// The rustls client configuration: public web PKI roots plus `extra`.
+/// Verification is always on.
+fn tls_config(extra: &[rustls::pki_types::CertificateDer<'static>]) -> Result<rustls::ClientConfig, ConnectError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra {
+        roots.add(cert.clone()).map_err(|e| ConnectError::Tls(format!("cannot trust the given certificate: {e}")))?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConnectError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
 }
 
 /// Why [`EventStream::recv`] returned no event.

@@ -85,6 +85,9 @@ pub enum CloseCode {
     MalformedEnvelope,
     /// 4001: the peer fell too far behind reading its outbound queue.
     SlowConsumer,
+    /// 4002: nothing arrived from the peer within the idle timeout, not
+    /// even a pong to the server's keepalive pings.
+    IdleTimeout,
     /// Any other code received from a peer.
     Other(u16),
 }
@@ -103,6 +106,7 @@ impl CloseCode {
             Self::InternalError => 1011,
             Self::MalformedEnvelope => 4000,
             Self::SlowConsumer => 4001,
+            Self::IdleTimeout => 4002,
             Self::Other(c) => c,
         }
     }
@@ -120,6 +124,7 @@ impl CloseCode {
             1011 => Self::InternalError,
             4000 => Self::MalformedEnvelope,
             4001 => Self::SlowConsumer,
+            4002 => Self::IdleTimeout,
             other => Self::Other(other),
         }
     }

@@ -214,6 +214,21 @@ pub fn parse_request(
     Ok(Some((UpgradeRequest { path: req.path.unwrap_or("/").to_string(), key: key.to_string(), headers }, used)))
 }
 
+/// The Origin rule: with an allow-list, a request that carries an `Origin`
+/// header (every browser does) must name a listed origin, compared
+/// case-insensitively. Requests without `Origin` come from non-browser
+/// clients, which Origin checks cannot constrain anyway, and pass. An empty
+/// list allows everything.
+pub fn origin_allowed(req: &UpgradeRequest, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    match req.header("origin") {
+        None => true,
+        Some(o) => allowed.iter().any(|a| a.eq_ignore_ascii_case(o.trim())),
+    }
+}
+
 /// A key is 16 bytes, base64: 22 symbols and `==`.
 fn is_valid_key(key: &str) -> bool {
     let b = key.as_bytes();
@@ -299,6 +314,18 @@ mod tests {
 
     fn status_of(r: &str) -> u16 {
         parse_request(r.as_bytes(), 8192, 64).unwrap_err().status()
+    }
+
+    #[test]
+    fn origin_allow_list() {
+        let r = request("Sec-WebSocket-Protocol: hl/1\r\nOrigin: https://app.example\r\n");
+        let (req, _) = parse_request(r.as_bytes(), 8192, 64).unwrap().unwrap();
+        assert!(origin_allowed(&req, &[]));
+        assert!(origin_allowed(&req, &["https://APP.example".into()]));
+        assert!(!origin_allowed(&req, &["https://evil.example".into()]));
+        let r = request("Sec-WebSocket-Protocol: hl/1\r\n");
+        let (no_origin, _) = parse_request(r.as_bytes(), 8192, 64).unwrap().unwrap();
+        assert!(origin_allowed(&no_origin, &["https://app.example".into()]));
     }
 
     #[test]

@@ -28,6 +28,13 @@ pub const DEFAULT_MAX_OUTBOUND_BYTES: usize = 4 << 20;
 /// Default time a peer has to complete the HTTP upgrade after TCP accept.
 pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Default silence after which the server pings a connection (keepalive).
+pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+
+/// Default silence after which the server closes a connection (4002): no
+/// bytes at all, not even a pong to its keepalive pings.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+
 /// Default time in-flight calls get to finish during graceful shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -56,6 +63,10 @@ pub struct Limits {
     pub max_validation_depth: usize,
     /// Initial read buffer size.
     pub read_buffer_size: usize,
+    /// Silence before a keepalive ping.
+    pub keepalive_interval: Duration,
+    /// Silence before the connection is closed with 4002.
+    pub idle_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -68,6 +79,8 @@ impl Default for Limits {
             handshake_timeout: DEFAULT_HANDSHAKE_TIMEOUT,
             max_validation_depth: DEFAULT_MAX_VALIDATION_DEPTH,
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
+            idle_timeout: DEFAULT_IDLE_TIMEOUT,
         }
     }
 }

@@ -58,6 +58,11 @@ pub struct ServerConfig {
     pub mesh_capacity: usize,
     /// Default bounds and slow-consumer policy for each connection's queued events.
     pub event_limits: EventLimits,
+    /// Serve wss:// with this certificate; `None` serves plain ws://.
+    pub tls: Option<crate::tls::TlsConfig>,
+    /// Browser origins allowed to connect (`Origin` header). Empty: any.
+    /// A request without `Origin` (not from a browser) is always allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl ServerConfig {
@@ -74,6 +79,8 @@ impl ServerConfig {
             spin_before_park: None,
             mesh_capacity: crate::events::DEFAULT_MESH_CAPACITY,
             event_limits: EventLimits::default(),
+            tls: None,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -81,6 +81,13 @@ where
         if let Some(ev) = conn.poll_event() {
             match ev {
                 Event::Upgrade(req) => {
+                    if !hardlight_core::handshake::origin_allowed(&req, &shard.config.allowed_origins) {
+                        tracing::debug!(%peer, origin = ?req.header("origin"), "origin not allowed");
+                        shard.stats.handshake_failures.inc();
+                        conn.refuse(403, "origin not allowed");
+                        flush(stream, conn).await?;
+                        return Ok(None);
+                    }
                     let outbox = Rc::new(Outbox::new(<F::Service as Service>::METHOD_NAMES.len()));
                     outbox.set_event_limits(shard.config.event_limits);
                     let key = shard.registry.borrow_mut().register(outbox.clone());
@@ -148,7 +155,8 @@ async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut ServerConnectio
         }
         conn.advance_outbound(n);
     }
-    Ok(())
+    // A no-op on plain TCP; pushes buffered records out under TLS.
+    futures::AsyncWriteExt::flush(stream).await
 }
 
 /// The message loop of an upgraded connection.
@@ -174,6 +182,13 @@ where
     let mut grace: Option<Timer> = None;
     let mut close_timer: Option<Timer> = None;
     let mut eof = false;
+    // Keepalive: ping after `keepalive_interval` of silence, close with 4002
+    // after `idle_timeout`. Any bytes from the peer (a pong included) count.
+    let keepalive = conn.limits().keepalive_interval;
+    let idle_timeout = conn.limits().idle_timeout;
+    let mut last_heard = std::time::Instant::now();
+    let mut pinged = false;
+    let mut idle_timer = Timer::new(keepalive.min(idle_timeout));
 
     let result = poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<()>> {
         loop {
@@ -218,6 +233,8 @@ where
                             conn.on_read(n);
                             eof = n == 0;
                             progress = true;
+                            last_heard = std::time::Instant::now();
+                            pinged = false;
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => {}
@@ -225,6 +242,26 @@ where
                 }
             }
             let mut closed = process_events(conn, outbox, names, &mut slots, &mut start, cx);
+
+            // Keepalive and idle timeout.
+            if conn.is_open() && Pin::new(&mut idle_timer).poll(cx).is_ready() {
+                let silent = last_heard.elapsed();
+                if silent >= idle_timeout {
+                    tracing::debug!(?silent, "closing idle connection");
+                    shard.stats.idle_closed.inc();
+                    conn.close(CloseCode::IdleTimeout, "idle timeout");
+                } else {
+                    if silent >= keepalive && !pinged {
+                        conn.ping(b"hl");
+                        pinged = true;
+                    }
+                    let next = if pinged { idle_timeout - silent } else { keepalive.saturating_sub(silent) };
+                    idle_timer.reset(next.max(Duration::from_millis(1)));
+                    // Poll once so the re-armed timer registers our waker.
+                    let _ = Pin::new(&mut idle_timer).poll(cx);
+                }
+                progress = true;
+            }
 
             // A close we started must be answered in bounded time.
             if !conn.is_open() && !closed && !conn.is_closed() {
@@ -244,6 +281,13 @@ where
                     }
                     Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                     Poll::Pending => break,
+                }
+            }
+            if conn.outbound().is_empty() {
+                // Plain TCP: always ready. TLS: sends records rustls buffered;
+                // if the socket is full it wakes us when it can take more.
+                if let Poll::Ready(Err(e)) = Pin::new(&mut *stream).poll_flush(cx) {
+                    return Poll::Ready(Err(e));
                 }
             }
 

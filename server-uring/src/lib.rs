@@ -37,6 +37,7 @@ mod shard;
 mod signal;
 mod slots;
 mod stats;
+mod tls;
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::sync::Arc;
@@ -55,6 +56,7 @@ pub use events::{ConnectionEvents, EmitError, EmitStats, Emitter, DEFAULT_MESH_C
 pub use factory::{ConnectContext, ConnectionFactory, Refusal};
 pub use hardlight_core::events::{EventLimits, SlowConsumerPolicy};
 pub use stats::{Counter, Gauge, ServerStats};
+pub use tls::{TlsConfig, TlsError};
 
 /// Entry point: `Server::builder(addr)...serve(factory)`.
 pub struct Server;
@@ -132,6 +134,20 @@ impl ServerBuilder {
     /// Default bounds and slow-consumer policy for each connection's events.
     pub fn event_limits(mut self, limits: EventLimits) -> Self {
         self.config.event_limits = limits;
+        self
+    }
+
+    /// Serves wss:// with `tls` (see [`TlsConfig`]).
+    pub fn tls(mut self, tls: TlsConfig) -> Self {
+        self.config.tls = Some(tls);
+        self
+    }
+
+    /// Only browsers from these origins may connect (checked against the
+    /// `Origin` header; refused with 403). Requests without `Origin` (not
+    /// from a browser) are unaffected.
+    pub fn allowed_origins(mut self, origins: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.config.allowed_origins = origins.into_iter().map(Into::into).collect();
         self
     }
 

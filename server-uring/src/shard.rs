@@ -92,7 +92,26 @@ pub(crate) async fn run<F: ConnectionFactory>(
                 shard.open.set(shard.open.get() + 1);
                 shard.stats.open.inc();
                 glommio::spawn_local(async move {
-                    crate::conn::serve(stream, peer, shard2.clone()).await;
+                    match shard2.config.tls.clone() {
+                        None => crate::conn::serve(stream, peer, shard2.clone()).await,
+                        Some(tls) => {
+                            // The TLS handshake counts against the handshake timeout too.
+                            let accept = std::pin::pin!(tls.acceptor.accept(stream));
+                            match select(accept, Timer::new(shard2.config.limits.handshake_timeout)).await {
+                                Either::Left((Ok(tls_stream), _)) => {
+                                    crate::conn::serve(tls_stream, peer, shard2.clone()).await
+                                }
+                                Either::Left((Err(e), _)) => {
+                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                                    shard2.stats.tls_failures.inc();
+                                }
+                                Either::Right(_) => {
+                                    tracing::debug!(%peer, "TLS handshake timed out");
+                                    shard2.stats.handshake_timeouts.inc();
+                                }
+                            }
+                        }
+                    }
                     shard2.open.set(shard2.open.get() - 1);
                     shard2.stats.open.dec();
                     if shard2.open.get() == 0 {

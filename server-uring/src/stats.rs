@@ -51,4 +51,8 @@ pub struct ServerStats {
     pub handshake_timeouts: Counter,
     /// Connections refused because a shard was at its connection limit.
     pub over_capacity: Counter,
+    /// TLS handshakes that failed (bad client hello, untrusted cert on the client side, plain text on a TLS port).
+    pub tls_failures: Counter,
+    /// Connections closed for idleness (no bytes within the idle timeout).
+    pub idle_closed: Counter,
 }

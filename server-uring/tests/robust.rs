@@ -1,0 +1,267 @@
+//! Limits, TLS, keepalive and hostile or vanishing peers, over real sockets.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use hardlight::client::{ClientConfig, ConnectError, Connection};
+use hardlight::limits::Limits;
+use hardlight::server::TlsConfig;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const UPGRADE: &str = "GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: hl/1\r\n";
+
+/// Reads until the peer closes or `limit` passes; returns what arrived.
+async fn read_all(tcp: &mut TcpStream, limit: Duration) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    let end = Instant::now() + limit;
+    while let Ok(Ok(n)) = tokio::time::timeout_at(end.into(), tcp.read(&mut buf)).await {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+    }
+    out
+}
+
+/// A raw connection that completed the upgrade (and skipped the initial announcements).
+async fn upgraded(server: &hardlight::server::ServerHandle) -> TcpStream {
+    let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    tcp.write_all(format!("{UPGRADE}\r\n").as_bytes()).await.unwrap();
+    let mut buf = Vec::new();
+    let mut b = [0u8; 1];
+    while !buf.ends_with(b"\r\n\r\n") {
+        tcp.read_exact(&mut b).await.unwrap();
+        buf.push(b[0]);
+    }
+    assert!(buf.starts_with(b"HTTP/1.1 101"));
+    tcp
+}
+
+/// Server frames in `bytes`: (opcode, payload).
+fn frames(mut bytes: &[u8]) -> Vec<(hardlight::frame::Opcode, Vec<u8>)> {
+    let mut v = Vec::new();
+    while let Ok(Some(h)) = hardlight::frame::parse_header(bytes, hardlight::frame::Role::Client, usize::MAX) {
+        let end = h.header_len + h.payload_len as usize;
+        if end > bytes.len() {
+            break;
+        }
+        v.push((h.opcode, bytes[h.header_len..end].to_vec()));
+        bytes = &bytes[end..];
+    }
+    v
+}
+
+fn close_code(fs: &[(hardlight::frame::Opcode, Vec<u8>)]) -> Option<u16> {
+    fs.iter().find(|(op, _)| *op == hardlight::frame::Opcode::Close).map(|(_, p)| u16::from_be_bytes([p[0], p[1]]))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_with_a_trusted_dev_certificate_and_never_an_untrusted_one() {
+    let (tls, pem) = TlsConfig::self_signed(&["localhost", "127.0.0.1"]).unwrap();
+    let (server, _) = start(builder().tls(tls));
+    let url = format!("wss://localhost:{}", server.local_addr().port());
+    let cfg = ClientConfig::default().trust_pem(&pem).unwrap();
+    let c = ProbeClient::new(Connection::connect_with(&url, cfg).await.unwrap());
+    assert_eq!(c.increment(3).await.unwrap(), 3);
+    let (data, _) = (vec![9u8; 100_000], ());
+    assert_eq!(c.echo(data.clone()).await.unwrap(), data, "large message over TLS");
+    // Without being told to trust the certificate, the client refuses it.
+    match Connection::connect(&url).await {
+        Err(ConnectError::Tls(e)) => {
+            assert!(e.to_lowercase().contains("certificate") || e.contains("UnknownIssuer"), "{e}")
+        }
+        other => panic!("an untrusted certificate must be refused: {other:?}"),
+    }
+    // Plain WebSocket against the TLS port fails too, and the server counts it.
+    assert!(Connection::connect(&format!("ws://{}", server.local_addr())).await.is_err());
+    let t0 = Instant::now();
+    while server.stats().tls_failures.get() < 2 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(server.stats().tls_failures.get() >= 2);
+    assert_eq!(c.get().await.unwrap(), 3, "the trusted connection is unaffected");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_or_overlong_upgrade_requests_get_431() {
+    let (server, _) = start(builder());
+    let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    let big = format!("{UPGRADE}X-Big: {}\r\n\r\n", "a".repeat(9000));
+    let _ = tcp.write_all(big.as_bytes()).await;
+    let reply = String::from_utf8_lossy(&read_all(&mut tcp, Duration::from_secs(5)).await).to_string();
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+    let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    let many: String = (0..100).map(|i| format!("X-{i}: v\r\n")).collect();
+    tcp.write_all(format!("{UPGRADE}{many}\r\n").as_bytes()).await.unwrap();
+    let reply = String::from_utf8_lossy(&read_all(&mut tcp, Duration::from_secs(5)).await).to_string();
+    assert!(reply.starts_with("HTTP/1.1 431"), "{reply}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn silent_and_slowloris_handshakes_time_out_while_clients_are_served() {
+    let limits = Limits { handshake_timeout: Duration::from_millis(500), ..Limits::default() };
+    let (server, _) = start(builder().limits(limits));
+    let client = ProbeClient::new(Connection::connect(&url(&server)).await.unwrap());
+    // 200 half-open handshakes: some silent, some dribbling a byte every 100 ms.
+    let mut lorises = Vec::new();
+    for i in 0..200 {
+        let addr = server.local_addr();
+        lorises.push(tokio::spawn(async move {
+            let mut tcp = TcpStream::connect(addr).await.unwrap();
+            let start = Instant::now();
+            if i % 2 == 0 {
+                for b in b"GET / HTTP/1.1\r\nX-Slow: ".iter().chain(std::iter::repeat_n(&b'a', 50)) {
+                    if tcp.write_all(&[*b]).await.is_err() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+            let rest = read_all(&mut tcp, Duration::from_secs(10)).await;
+            (start.elapsed(), rest)
+        }));
+    }
+    // Established clients keep being served meanwhile.
+    for i in 0..200 {
+        assert_eq!(client.increment(1).await.unwrap(), i + 1);
+    }
+    for l in lorises {
+        let (elapsed, rest) = l.await.unwrap();
+        assert!(rest.is_empty(), "no upgrade for an unfinished request");
+        assert!(
+            elapsed < Duration::from_secs(8),
+            "closed by the handshake timeout, not by the test's limit: {elapsed:?}"
+        );
+    }
+    assert!(server.stats().handshake_timeouts.get() >= 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connections_per_shard_are_capped() {
+    let (server, _) = start(builder().max_connections_per_shard(5));
+    let mut conns = Vec::new();
+    for _ in 0..5 {
+        conns.push(Connection::connect(&url(&server)).await.unwrap());
+    }
+    assert!(Connection::connect(&url(&server)).await.is_err(), "the 6th connection is refused");
+    assert_eq!(server.stats().over_capacity.get(), 1);
+    drop(conns.pop());
+    let t0 = Instant::now();
+    loop {
+        if Connection::connect(&url(&server)).await.is_ok() {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(5), "a freed slot is reusable");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keepalive_pings_keep_live_clients_and_idle_peers_are_closed_4002() {
+    let limits = Limits {
+        keepalive_interval: Duration::from_millis(100),
+        idle_timeout: Duration::from_millis(500),
+        ..Limits::default()
+    };
+    let (server, _) = start(builder().limits(limits));
+    // The real client answers pings, so it survives long silences.
+    let live = ProbeClient::new(Connection::connect(&url(&server)).await.unwrap());
+    // A raw peer that never sends a byte after the upgrade.
+    let mut silent = upgraded(&server).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(live.increment(1).await.unwrap(), 1, "pongs count as activity");
+    let fs = frames(&read_all(&mut silent, Duration::from_secs(5)).await);
+    assert!(fs.iter().any(|(op, _)| *op == hardlight::frame::Opcode::Ping), "pinged before being dropped");
+    assert_eq!(close_code(&fs), Some(4002));
+    assert!(server.stats().idle_closed.get() >= 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_allow_list_refuses_other_browsers() {
+    let (server, _) = start(builder().allowed_origins(["https://app.example"]));
+    let bad = ClientConfig::default().header("origin", "https://evil.example");
+    match Connection::connect_with(&url(&server), bad).await {
+        Err(ConnectError::Refused { status: 403, body }) => assert!(body.contains("origin"), "{body}"),
+        other => panic!("{other:?}"),
+    }
+    let good = ClientConfig::default().header("origin", "https://app.example");
+    assert!(Connection::connect_with(&url(&server), good).await.is_ok());
+    assert!(Connection::connect(&url(&server)).await.is_ok(), "non-browser clients send no Origin");
+}
+
+async fn wait_open(server: &hardlight::server::ServerHandle, n: u64) {
+    let t0 = Instant::now();
+    while server.stats().open.get() != n {
+        assert!(t0.elapsed() < Duration::from_secs(10), "open connections stuck at {}", server.stats().open.get());
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_vanishing_mid_handshake_mid_message_and_mid_call_leave_nothing_behind() {
+    let (server, _) = start(builder().unpinned(2));
+    let steady = ProbeClient::new(Connection::connect(&url(&server)).await.unwrap());
+    wait_open(&server, 1).await;
+    for round in 0..20 {
+        // Mid-handshake.
+        let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+        tcp.write_all(&UPGRADE.as_bytes()[..40]).await.unwrap();
+        drop(tcp);
+        // Mid-message: a frame header promising 1000 bytes, then 10, then gone.
+        let mut tcp = upgraded(&server).await;
+        tcp.write_all(&[0x82, 0xFE, 0x03, 0xE8, 1, 2, 3, 4]).await.unwrap();
+        tcp.write_all(&[0u8; 10]).await.unwrap();
+        drop(tcp);
+        // Mid-call: a call that sleeps 200 ms, and the client leaves at once.
+        let mut tcp = upgraded(&server).await;
+        let input = hardlight::wire::encode(&ProbeSleepEchoInput { ms: 200, value: round }).unwrap();
+        let mut msg = Vec::new();
+        hardlight::envelope::encode_call(&mut msg, 1, ProbeMethod::SleepEcho.id(), &input);
+        let mut frame = Vec::new();
+        hardlight::frame::write_masked_frame(&mut frame, true, hardlight::frame::Opcode::Binary, &msg, [7, 7, 7, 7]);
+        tcp.write_all(&frame).await.unwrap();
+        drop(tcp);
+    }
+    wait_open(&server, 1).await;
+    assert_eq!(steady.increment(1).await.unwrap(), 1, "shards keep serving");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_under_load_loses_no_acknowledged_call() {
+    let (server, value) = start(builder().unpinned(2).shutdown_grace(Duration::from_secs(5)));
+    let mut tasks = Vec::new();
+    for _ in 0..8 {
+        let c = ProbeClient::new(Connection::connect(&url(&server)).await.unwrap());
+        tasks.push(tokio::spawn(async move {
+            let mut acked = Vec::new();
+            loop {
+                match c.increment(1).await {
+                    Ok(v) => acked.push(v),
+                    Err(hardlight::CallError::Disconnected(_))
+                    | Err(hardlight::CallError::Rejected { code: hardlight::CallErrorCode::ShuttingDown, .. }) => {
+                        return acked
+                    }
+                    Err(e) => panic!("unexpected error during shutdown: {e}"),
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::task::spawn_blocking(move || server.shutdown()).await.unwrap();
+    let mut all = Vec::new();
+    for t in tasks {
+        all.extend(t.await.unwrap());
+    }
+    let final_value = value.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(!all.is_empty());
+    let acked = all.len() as u64;
+    all.sort_unstable();
+    all.dedup();
+    assert_eq!(all.len() as u64, acked, "every acknowledged value is distinct: no reply was duplicated");
+    assert!(*all.last().unwrap() <= final_value, "an acknowledged increment is in the server's state");
+    assert!(acked <= final_value);
+}
