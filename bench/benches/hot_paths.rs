@@ -458,11 +458,11 @@ fn reply_benches(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------------------
-// TODO(issue 5): state-diff and event-envelope benchmarks go here (owned by
-// the engineers adding those features: connection state diffs in
-// `hardlight::state`, STATE envelope 0x20; pushed events, EVENT envelope
-// 0x30, still reserved). Add `state_benches` / `event_benches` functions
-// with a baseline each, and list them in `criterion_group!` below.
+// TODO(issue 5): state-diff and event-envelope benchmarks go here, added by
+// the engineers who own those features (connection state diffs in
+// `hardlight::state`, STATE envelope 0x20; typed server push, EVENT envelope
+// 0x30). Add `state_benches` / `event_benches` functions with a baseline
+// each, and list them in `criterion_group!` below.
 
 criterion_group!(benches, envelope_benches, frame_benches, wire_benches, dispatch_benches, reply_benches);
 
