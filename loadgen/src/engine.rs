@@ -122,7 +122,8 @@ pub struct RunConfig {
     pub drain: Duration,
     /// CPU the engine thread is pinned to.
     pub client_cpu: Option<usize>,
-    /// Busy-poll instead of sleeping between open-loop sends.
+    /// Busy-poll (`epoll_pwait2` with a zero timeout) instead of sleeping.
+    /// The client's core then shows 100% busy whatever the load.
     pub spin: bool,
     /// Print a progress line on stderr every second.
     pub progress: bool,
@@ -182,6 +183,26 @@ pub struct Interval {
     pub hist: Histogram<u64>,
 }
 
+/// The engine's system calls, to show how little the client does per call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Syscalls {
+    /// `read` calls.
+    pub reads: u64,
+    /// `write` calls.
+    pub writes: u64,
+    /// `epoll_pwait2` calls.
+    pub waits: u64,
+    /// Answers received (all of the run, not only the window).
+    pub answers: u64,
+}
+
+impl Syscalls {
+    /// System calls per answer.
+    pub fn per_answer(&self) -> f64 {
+        (self.reads + self.writes + self.waits) as f64 / self.answers.max(1) as f64
+    }
+}
+
 /// What a run measured.
 #[derive(Debug, Clone)]
 pub struct RunOutcome {
@@ -219,6 +240,8 @@ pub struct RunOutcome {
     pub server_cpu: Option<CpuTime>,
     /// Every CPU's busy, softirq and steal time over the window (`/proc/stat`).
     pub cores: Vec<CoreTimes>,
+    /// The engine's system calls over the whole run (warm-up and drain included).
+    pub syscalls: Syscalls,
     /// Whether pinning the engine thread succeeded.
     pub pinned: bool,
     /// Engine thread's timer slack (ns).
@@ -349,6 +372,10 @@ struct Conn {
     rng: Rng,
     mask: [u8; 4],
     tmpl: FrameTemplate,
+    /// `read` and `write` calls, and answers received, over the whole run.
+    reads: u64,
+    writes: u64,
+    answers: u64,
 }
 
 enum ConnError {
@@ -369,6 +396,7 @@ impl Conn {
     /// whether some output is still pending.
     fn flush(&mut self) -> io::Result<bool> {
         while self.wpos < self.wbuf.len() {
+            self.writes += 1;
             match (&self.stream).write(&self.wbuf[self.wpos..]) {
                 Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
                 Ok(n) => self.wpos += n,
@@ -393,6 +421,7 @@ impl Conn {
             let grow = self.rbuf.len();
             self.rbuf.resize(grow * 2, 0);
         }
+        self.reads += 1;
         let n = match (&self.stream).read(&mut self.rbuf[self.rlen..]) {
             Ok(0) => return Err(ConnError::Closed("server closed the TCP connection".into())),
             Ok(n) => n,
@@ -482,6 +511,7 @@ impl Conn {
             return Ok(());
         }
         let actual = self.actual[id as usize];
+        self.answers += 1;
         self.intended[id as usize] = FREE;
         self.free.push(id);
         self.outstanding -= 1;
@@ -663,6 +693,9 @@ impl Engine {
                 rng: Rng(ws::splitmix(nonce ^ 0x5A5A) | 1),
                 mask,
                 tmpl,
+                reads: 0,
+                writes: 0,
+                answers: 0,
             });
         }
         let connect_time = connect_start.elapsed();
@@ -708,6 +741,7 @@ impl Engine {
         }
 
         let mut disconnects = 0u64;
+        let mut waits = 0u64;
         let mut disconnect_reason: Option<String> = None;
         let mut intervals = Vec::new();
         let mut interval_start = win_start;
@@ -872,6 +906,7 @@ impl Engine {
             });
             let timeout = if cfg.spin { 0 } else { wake.saturating_sub(clock.now()) };
             let n = ep.wait(Some(timeout)).map_err(|e| format!("epoll_wait: {e}"))?;
+            waits += 1;
             for k in 0..n {
                 let ev = ep.events[k];
                 let (bits, token) = (ev.events, ev.u64 as usize);
@@ -944,6 +979,12 @@ impl Engine {
                 }
             }
         }
+        let syscalls = Syscalls {
+            reads: conns.iter().map(|c| c.reads).sum(),
+            writes: conns.iter().map(|c| c.writes).sum(),
+            waits,
+            answers: conns.iter().map(|c| c.answers).sum(),
+        };
         Self::close_all(&mut conns, &mut ep);
 
         let client_cpu = match cli_cpu_window {
@@ -974,6 +1015,7 @@ impl Engine {
             client_cpu,
             server_cpu,
             cores,
+            syscalls,
             pinned,
             timer_slack_ns,
             connect_time,

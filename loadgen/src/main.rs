@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use hardlight_loadgen::args::{parse_rates, Args};
 use hardlight_loadgen::compare::{self, Run};
-use hardlight_loadgen::cpu::{self, ServerCpuSource};
+use hardlight_loadgen::cpu::ServerCpuSource;
 use hardlight_loadgen::engine::{Arrival, Mode, RunConfig};
 use hardlight_loadgen::report::RunMeta;
 use hardlight_loadgen::scenario::Scenario;
@@ -20,12 +20,15 @@ loadgen: load generator for HardLight and plain WebSocket servers (loopback only
 USAGE
   loadgen bench [--quick] [--peers] [--peer-bin-dir DIR] [--client-cpu N] [--server-cpu N]
                 [--out DIR] [--name PREFIX] [--warmup S] [--duration S] [--floor-secs S] [--spin]
+                [--wait-quiet S]
       Starts the HardLight server in-process (pinned to --server-cpu, default 1), runs the standard
       suite from --client-cpu (default 0): closed loop 64x1 and 64x16 echo64, open loop 100k/s
       Poisson over 64 connections; prints a table with the latency floor and writes results under
       --out (default results/). --quick: about 10 s instead of about 60 s. --peers: also runs
       baseline-tokio (echo64) and echo-tokio-tungstenite (raw-echo 64 B) from --peer-bin-dir
       (default target/release), pinned to the server CPU, with ratios against baseline-tokio.
+      --wait-quiet S: first wait (at most S seconds) until both CPUs are under 10% busy, since
+      other work on a shared machine contaminates every figure (each run reports it anyway).
 
   loadgen run [--url ws://127.0.0.1:PORT/] [--server-pid PID] [--scenario echo64|echo|add|raw-echo]
               [--size BYTES] [--mode closed|open|sweep] [--connections C] [--in-flight K]
@@ -80,13 +83,6 @@ fn cpu_opt(args: &mut Args, name: &str, default: usize) -> Result<Option<usize>,
     }
 }
 
-fn pin_main(cpu: Option<usize>) {
-    // The main thread mostly waits; keep it off the server's core.
-    if let Some(c) = cpu {
-        cpu::pin_to(c);
-    }
-}
-
 fn cmd_bench(mut args: Args) -> Result<(), String> {
     let quick = args.flag("quick");
     let mut o = BenchOptions::new(quick);
@@ -113,9 +109,11 @@ fn cmd_bench(mut args: Args) -> Result<(), String> {
     if let Some(f) = args.opt_secs("floor-secs")? {
         o.floor = f;
     }
+    if let Some(w) = args.opt_secs("wait-quiet")? {
+        o.wait_quiet = w;
+    }
     args.finish()?;
     o.command = command_line();
-    pin_main(o.client_cpu);
     let (_, text) = suite::bench(&o)?;
     print!("{text}");
     eprintln!("results written under {}/{}-*", o.out.display(), o.prefix);
@@ -144,7 +142,6 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
     let floor_secs = args.opt_secs("floor-secs")?.unwrap_or(Duration::from_secs(1));
     let name = args.opt_str("name")?;
     args.finish()?;
-    pin_main(client_cpu);
 
     let floors = (!floor_secs.is_zero()).then(|| Floors::measure(client_cpu, floor_secs));
     if let Some(f) = &floors {

@@ -303,7 +303,9 @@ impl Machine {
                     .map(|(_, v)| v.trim().to_string())
             })
             .unwrap_or_else(|| "unknown".into());
-        let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0);
+        // Online CPUs of the machine, not this thread's affinity mask.
+        // SAFETY: sysconf has no preconditions.
+        let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) }.max(0) as usize;
         Self { cpu_model, cpus, kernel: uname() }
     }
 }
@@ -422,6 +424,10 @@ pub struct Summary {
     pub client_cpu_util: f64,
     /// Client CPU per completed call (ns).
     pub client_cpu_per_call_ns: f64,
+    /// Client system calls (read + write + epoll wait) per answer, whole run.
+    pub client_syscalls_per_call: f64,
+    /// Client `read`, `write` and `epoll_pwait2` calls, whole run.
+    pub client_syscalls: [u64; 3],
     /// Server CPU over the window (s).
     pub server_cpu_s: Option<f64>,
     /// User part (tick resolution).
@@ -575,6 +581,8 @@ impl Summary {
             client_cpu_sys_s: out.client_cpu.sys_ns as f64 / 1e9,
             client_cpu_util: client_util,
             client_cpu_per_call_ns: per_call(out.client_cpu.total_ns),
+            client_syscalls_per_call: out.syscalls.per_answer(),
+            client_syscalls: [out.syscalls.reads, out.syscalls.writes, out.syscalls.waits],
             server_cpu_s: out.server_cpu.map(|c| c.total_ns as f64 / 1e9),
             server_cpu_user_s: out.server_cpu.map(|c| c.user_ns as f64 / 1e9),
             server_cpu_sys_s: out.server_cpu.map(|c| c.sys_ns as f64 / 1e9),

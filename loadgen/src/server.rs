@@ -118,7 +118,11 @@ impl Peer {
                     Err(format!("{name} printed `listening on {a}`: {e}"))
                 }
             },
-            Err(_) => {
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                Err(format!("{name} exited ({status}) without printing `listening on ADDR` (its stderr is above)"))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
                 let _ = child.kill();
                 let _ = child.wait();
                 Err(format!("{name} did not print `listening on ADDR` within 20 s"))

@@ -40,6 +40,36 @@ impl Floors {
     }
 }
 
+/// Waits until each of `cpus` has been less than `max_busy` busy for 3
+/// seconds in a row, at most `limit`. Returns the last busy fractions seen
+/// and whether the machine went quiet.
+pub fn wait_quiet(cpus: &[usize], max_busy: f64, limit: Duration) -> (Vec<f64>, bool) {
+    let start = std::time::Instant::now();
+    let mut quiet_for = 0;
+    loop {
+        let a = crate::cpu::cores();
+        std::thread::sleep(Duration::from_secs(1));
+        let b = crate::cpu::cores();
+        let last: Vec<f64> = cpus
+            .iter()
+            .map(|&c| match (b.get(c), a.get(c)) {
+                (Some(b), Some(a)) => {
+                    let d = b.since(a);
+                    d.busy_ns as f64 / (d.busy_ns + d.idle_ns + d.steal_ns).max(1) as f64
+                }
+                _ => 0.0,
+            })
+            .collect();
+        quiet_for = if last.iter().all(|&x| x < max_busy) { quiet_for + 1 } else { 0 };
+        if quiet_for >= 3 {
+            return (last, true);
+        }
+        if start.elapsed() >= limit {
+            return (last, false);
+        }
+    }
+}
+
 /// Runs `cfg`, writes its files under `out/name`, returns the summary.
 pub fn run_and_write(cfg: &RunConfig, out: &Path, meta: &RunMeta) -> Result<(Summary, PathBuf), String> {
     let outcome = engine::run(cfg)?;
@@ -69,8 +99,10 @@ pub fn runs_table(rows: &[(String, &Summary)], base: Option<&Summary>) -> String
         "p99.99",
         "max",
         "server CPU/call",
+        "client CPU/call",
         "server CPU",
         "client CPU",
+        "client syscalls/call",
         "other work c/s",
         "send late p99",
     ]
@@ -93,8 +125,10 @@ pub fn runs_table(rows: &[(String, &Summary)], base: Option<&Summary>) -> String
                 Some(c) => format!("{c:.0} ns{}", ratio(c, b.and_then(|b| b.server_cpu_per_call_ns))),
                 None => "-".into(),
             },
+            format!("{:.0} ns", s.client_cpu_per_call_ns),
             s.server_cpu_util.map(|u| format!("{:.0}%", u * 100.0)).unwrap_or_else(|| "-".into()),
             format!("{:.0}%", s.client_cpu_util * 100.0),
+            format!("{:.2}", s.client_syscalls_per_call),
             {
                 let o = |c: Option<crate::report::CoreLoad>| {
                     c.map(|c| format!("{:.0}%", c.other * 100.0)).unwrap_or("-".into())
@@ -160,6 +194,9 @@ pub struct BenchOptions {
     pub command: String,
     /// Cases (default: the standard suite).
     pub cases: Vec<Case>,
+    /// Before starting, wait at most this long for the client and server
+    /// CPUs to go quiet (other work under 10%).
+    pub wait_quiet: Duration,
 }
 
 impl BenchOptions {
@@ -179,6 +216,7 @@ impl BenchOptions {
             progress: true,
             command: String::new(),
             cases: standard_cases(),
+            wait_quiet: Duration::ZERO,
         }
     }
 }
@@ -207,6 +245,17 @@ pub struct SuiteRun {
 
 /// Runs the suite, prints and writes the table. Returns the runs and the table text.
 pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
+    if !opts.wait_quiet.is_zero() {
+        let cpus: Vec<usize> = opts.client_cpu.iter().chain(opts.server_cpu.iter()).copied().collect();
+        eprintln!("waiting up to {:?} for cpus {cpus:?} to be under 10% busy", opts.wait_quiet);
+        let (busy, quiet) = wait_quiet(&cpus, 0.10, opts.wait_quiet);
+        let pct: Vec<String> = busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect();
+        if quiet {
+            eprintln!("quiet: cpus {cpus:?} busy {}", pct.join("/"));
+        } else {
+            eprintln!("warning: the machine did not go quiet (cpus {cpus:?} busy {}); running anyway", pct.join("/"));
+        }
+    }
     eprintln!("measuring the latency floor on cpu {:?} for {:?}", opts.client_cpu, opts.floor);
     let floors = Floors::measure(opts.client_cpu, opts.floor);
     eprintln!("{}", floors.lines());

@@ -39,6 +39,9 @@ fn closed_loop_counts_match_and_every_file_parses_back() {
     let server_cpu = out.server_cpu.expect("embedded shard threads are found by name");
     assert!(server_cpu.total_ns > 0);
     assert!(out.client_cpu.total_ns > 0);
+    // One read and one write per round at most, and rounds carry several calls.
+    assert!(out.syscalls.answers >= out.completed);
+    assert!(out.syscalls.per_answer() > 0.0 && out.syscalls.per_answer() < 4.0, "{:?}", out.syscalls);
 
     let dir = tempfile::tempdir().unwrap();
     let summary = Summary::new(&cfg, &out, &meta("closed"));
