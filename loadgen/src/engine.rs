@@ -125,6 +125,10 @@ pub struct RunConfig {
     /// Busy-poll (`epoll_pwait2` with a zero timeout) instead of sleeping.
     /// The client's core then shows 100% busy whatever the load.
     pub spin: bool,
+    /// Open loop: busy-poll instead of sleeping when the next send is due
+    /// within this long (waking from a sleep costs tens of microseconds on a
+    /// virtual machine; see the latency floor). Zero: always sleep.
+    pub spin_below: Duration,
     /// Print a progress line on stderr every second.
     pub progress: bool,
     /// Where to read the server's CPU time.
@@ -150,6 +154,7 @@ impl RunConfig {
             drain: Duration::from_secs(2),
             client_cpu: Some(0),
             spin: false,
+            spin_below: Duration::ZERO,
             progress: true,
             server_cpu: ServerCpuSource::None,
             seed: 0x5eed,
@@ -707,6 +712,7 @@ impl Engine {
 
         let clock = Clock(Instant::now());
         let sec = 1_000_000_000u64;
+        let spin_below = cfg.spin_below.as_nanos() as u64;
         let win_start = cfg.warmup.as_nanos() as u64;
         let win_end = win_start + cfg.duration.as_nanos() as u64;
         let drain_end = win_end + cfg.drain.as_nanos() as u64;
@@ -904,7 +910,10 @@ impl Engine {
             } else {
                 drain_end
             });
-            let timeout = if cfg.spin { 0 } else { wake.saturating_sub(clock.now()) };
+            let mut timeout = if cfg.spin { 0 } else { wake.saturating_sub(clock.now()) };
+            if next_due != u64::MAX && next_due.saturating_sub(clock.now()) < spin_below {
+                timeout = 0;
+            }
             let n = ep.wait(Some(timeout)).map_err(|e| format!("epoll_wait: {e}"))?;
             waits += 1;
             for k in 0..n {

@@ -20,7 +20,7 @@ loadgen: load generator for HardLight and plain WebSocket servers (loopback only
 USAGE
   loadgen bench [--quick] [--peers] [--peer-bin-dir DIR] [--client-cpu N] [--server-cpu N]
                 [--out DIR] [--name PREFIX] [--warmup S] [--duration S] [--floor-secs S] [--spin]
-                [--wait-quiet S]
+                [--wait-quiet S] [--spin-below-us N]
       Starts the HardLight server in-process (pinned to --server-cpu, default 1), runs the standard
       suite from --client-cpu (default 0): closed loop 64x1 and 64x16 echo64, open loop 100k/s
       Poisson over 64 connections; prints a table with the latency floor and writes results under
@@ -29,11 +29,14 @@ USAGE
       (default target/release), pinned to the server CPU, with ratios against baseline-tokio.
       --wait-quiet S: first wait (at most S seconds) until both CPUs are under 10% busy, since
       other work on a shared machine contaminates every figure (each run reports it anyway).
+      --spin busy-polls instead of sleeping; --spin-below-us N busy-polls only when the next
+      open-loop send is due within N us (waking from a sleep costs tens of us on a VM).
 
   loadgen run [--url ws://127.0.0.1:PORT/] [--server-pid PID] [--scenario echo64|echo|add|raw-echo]
               [--size BYTES] [--mode closed|open|sweep] [--connections C] [--in-flight K]
               [--rate R] [--rates R1,R2,..] [--arrival poisson|constant] [--warmup S] [--duration S]
-              [--drain S] [--client-cpu N] [--server-cpu N] [--spin] [--name NAME] [--out DIR]
+              [--drain S] [--client-cpu N] [--server-cpu N] [--spin] [--spin-below-us N]
+              [--name NAME] [--out DIR]
               [--floor-secs S] [--no-progress]
       One run (or a sweep of open-loop rates) against --url, or against the embedded server
       when --url is absent. Rates take k/M suffixes (100k, 1.5M). Defaults: echo64, closed,
@@ -112,6 +115,9 @@ fn cmd_bench(mut args: Args) -> Result<(), String> {
     if let Some(w) = args.opt_secs("wait-quiet")? {
         o.wait_quiet = w;
     }
+    if let Some(us) = args.opt::<u64>("spin-below-us")? {
+        o.spin_below = Duration::from_micros(us);
+    }
     args.finish()?;
     o.command = command_line();
     let (_, text) = suite::bench(&o)?;
@@ -137,6 +143,7 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
     let client_cpu = cpu_opt(&mut args, "client-cpu", 0)?;
     let server_cpu = cpu_opt(&mut args, "server-cpu", 1)?;
     let spin = args.flag("spin");
+    let spin_below = Duration::from_micros(args.get("spin-below-us", 0u64)?);
     let progress = !args.flag("no-progress");
     let out = PathBuf::from(args.get("out", "results".to_string())?);
     let floor_secs = args.opt_secs("floor-secs")?.unwrap_or(Duration::from_secs(1));
@@ -183,6 +190,7 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
     cfg.drain = drain;
     cfg.client_cpu = client_cpu;
     cfg.spin = spin;
+    cfg.spin_below = spin_below;
     cfg.progress = progress;
     cfg.server_cpu = source;
     let meta = RunMeta {

@@ -452,8 +452,10 @@ pub struct Summary {
     pub client_pinned: bool,
     /// Engine's timer slack (ns).
     pub client_timer_slack_ns: u64,
-    /// Open loop: busy-polling between sends.
+    /// Busy-polling instead of sleeping.
     pub spin: bool,
+    /// Open loop: busy-poll when the next send is this close (us).
+    pub spin_below_us: f64,
     /// Latency floor measured in the same invocation, with the engine's timer slack (1 ns).
     pub floor: Option<Floor>,
     /// The same floor with the kernel's default timer slack.
@@ -500,7 +502,7 @@ impl Summary {
         let lateness = matches!(cfg.mode, Mode::Open { .. }).then(|| Percentiles::of(&out.lateness));
         let client_util = out.client_cpu.total_ns as f64 / 1e9 / secs;
         let mut warnings = Vec::new();
-        if client_util > 0.9 && !cfg.spin {
+        if client_util > 0.9 && !cfg.spin && cfg.spin_below.is_zero() {
             warnings.push(format!(
                 "client CPU at {:.0}% of its core: the load generator may be the bottleneck",
                 client_util * 100.0
@@ -596,6 +598,7 @@ impl Summary {
             client_pinned: out.pinned,
             client_timer_slack_ns: out.timer_slack_ns,
             spin: cfg.spin,
+            spin_below_us: cfg.spin_below.as_secs_f64() * 1e6,
             floor: meta.floor.clone(),
             floor_default_slack: meta.floor_default_slack.clone(),
             machine: Machine::detect(),

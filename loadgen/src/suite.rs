@@ -186,8 +186,10 @@ pub struct BenchOptions {
     pub peers: bool,
     /// Where the peer binaries are.
     pub peer_bin_dir: PathBuf,
-    /// Busy-poll in open loop.
+    /// Busy-poll instead of sleeping.
     pub spin: bool,
+    /// Open loop: busy-poll when the next send is due within this long.
+    pub spin_below: Duration,
     /// Progress lines.
     pub progress: bool,
     /// The command line, for summaries.
@@ -213,6 +215,7 @@ impl BenchOptions {
             peers: false,
             peer_bin_dir: PathBuf::from("target/release"),
             spin: false,
+            spin_below: Duration::ZERO,
             progress: true,
             command: String::new(),
             cases: standard_cases(),
@@ -317,6 +320,7 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
             cfg.duration = opts.duration;
             cfg.client_cpu = opts.client_cpu;
             cfg.spin = opts.spin;
+            cfg.spin_below = opts.spin_below;
             cfg.progress = opts.progress;
             cfg.server_cpu = source.clone();
             let meta = RunMeta {
