@@ -135,6 +135,8 @@ pub struct RunConfig {
     pub server_cpu: ServerCpuSource,
     /// Seed for masks, keys and Poisson gaps.
     pub seed: u64,
+    /// Process ids not counted as "other work" (besides this process): the server's.
+    pub own_pids: Vec<u32>,
     /// Time allowed for each connection's TCP connect and upgrade.
     pub connect_timeout: Duration,
 }
@@ -158,6 +160,7 @@ impl RunConfig {
             progress: true,
             server_cpu: ServerCpuSource::None,
             seed: 0x5eed,
+            own_pids: Vec::new(),
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -245,6 +248,9 @@ pub struct RunOutcome {
     pub server_cpu: Option<CpuTime>,
     /// Every CPU's busy, softirq and steal time over the window (`/proc/stat`).
     pub cores: Vec<CoreTimes>,
+    /// CPU time other processes (not this one, not `own_pids`, no kernel
+    /// threads) used during the window, all CPUs together.
+    pub other_processes_ns: u64,
     /// The engine's system calls over the whole run (warm-up and drain included).
     pub syscalls: Syscalls,
     /// Whether pinning the engine thread succeeded.
@@ -344,7 +350,6 @@ struct Recorder {
     win_end: u64,
     sent: u64,
     completed: u64,
-    interval_completed: u64,
     failed: u64,
     mismatched: u64,
     unknown: u64,
@@ -501,7 +506,6 @@ impl Conn {
                     rec.latency.saturating_record(lat);
                     rec.interval.saturating_record(lat);
                     rec.completed += 1;
-                    rec.interval_completed += 1;
                 }
                 return Ok(());
             }
@@ -528,7 +532,6 @@ impl Conn {
                     rec.interval.saturating_record(lat);
                     rec.service.saturating_record(now.saturating_sub(actual).max(1));
                     rec.completed += 1;
-                    rec.interval_completed += 1;
                 }
                 1 => rec.mismatched += 1,
                 _ => rec.failed += 1,
@@ -725,7 +728,6 @@ impl Engine {
             win_end,
             sent: 0,
             completed: 0,
-            interval_completed: 0,
             failed: 0,
             mismatched: 0,
             unknown: 0,
@@ -756,9 +758,13 @@ impl Engine {
         let mut cli_cpu_at_tick = cpu::this_thread();
         let mut srv_cpu_at_tick = cfg.server_cpu.read();
         let mut cores_at_tick = cpu::cores();
+        let mut answers_at_tick = 0u64;
         let mut cli_cpu_window: (Option<CpuTime>, Option<CpuTime>) = (None, None);
         let mut srv_cpu_window: (Option<CpuTime>, Option<CpuTime>) = (None, None);
         let mut cores_window: (Vec<CoreTimes>, Vec<CoreTimes>) = (Vec::new(), Vec::new());
+        let mut exclude = cfg.own_pids.clone();
+        exclude.push(std::process::id());
+        let mut procs_window = (Default::default(), Default::default());
         let mut started_at = SystemTime::now();
         let mut window_started = false;
         let mut window_ended = false;
@@ -790,6 +796,7 @@ impl Engine {
                 cli_cpu_window.0 = Some(cpu::this_thread());
                 srv_cpu_window.0 = cfg.server_cpu.read();
                 cores_window.0 = cpu::cores();
+                procs_window.0 = cpu::processes(&exclude);
                 interval_start = now;
             }
             if !window_ended && now >= win_end {
@@ -798,6 +805,7 @@ impl Engine {
                 cli_cpu_window.1 = Some(cpu::this_thread());
                 srv_cpu_window.1 = cfg.server_cpu.read();
                 cores_window.1 = cpu::cores();
+                procs_window.1 = cpu::processes(&exclude);
             }
             if now >= next_tick {
                 let cli = cpu::this_thread();
@@ -822,7 +830,9 @@ impl Engine {
                     } else {
                         "drain"
                     };
-                    let rate = rec.interval_completed as f64 * 1e9 / span;
+                    let answers: u64 = conns.iter().map(|c| c.answers).sum();
+                    let rate = (answers - answers_at_tick) as f64 * 1e9 / span;
+                    answers_at_tick = answers;
                     let p99 =
                         if rec.latency.is_empty() { 0.0 } else { rec.latency.value_at_quantile(0.99) as f64 / 1e3 };
                     let out: usize = conns.iter().map(|c| c.outstanding).sum();
@@ -852,7 +862,6 @@ impl Engine {
                         busy.join("/")
                     );
                 }
-                rec.interval_completed = 0;
                 cli_cpu_at_tick = cli;
                 srv_cpu_at_tick = srv;
                 last_tick = now;
@@ -960,6 +969,7 @@ impl Engine {
             cli_cpu_window.1 = Some(cpu::this_thread());
             srv_cpu_window.1 = cfg.server_cpu.read();
             cores_window.1 = cpu::cores();
+            procs_window.1 = cpu::processes(&exclude);
         }
         if !rec.interval.is_empty() {
             let iv = std::mem::replace(&mut rec.interval, new_hist());
@@ -1024,6 +1034,7 @@ impl Engine {
             client_cpu,
             server_cpu,
             cores,
+            other_processes_ns: cpu::processes_delta(&procs_window.0, &procs_window.1),
             syscalls,
             pinned,
             timer_slack_ns,

@@ -193,6 +193,7 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
     cfg.spin_below = spin_below;
     cfg.progress = progress;
     cfg.server_cpu = source;
+    cfg.own_pids = server_pid.into_iter().collect();
     let meta = RunMeta {
         run: name.clone(),
         server: server_label,

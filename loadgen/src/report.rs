@@ -262,11 +262,12 @@ pub struct CoreLoad {
     pub softirq: f64,
     /// Time the hypervisor took away.
     pub steal: f64,
-    /// Our side's thread(s) on this CPU.
+    /// Our side's thread(s) on this CPU (their time includes the softirq
+    /// work the kernel does in their context).
     pub ours: f64,
-    /// busy - softirq - ours: other work sharing the core (other processes,
-    /// our own process's other threads). Above a few percent, the figures of
-    /// this run are contaminated.
+    /// busy - ours: other work on this core (other processes, our process's
+    /// other threads, interrupts not run in our threads' context). Above a
+    /// few percent, the figures of this run are contaminated.
     pub other: f64,
 }
 
@@ -276,7 +277,7 @@ impl CoreLoad {
         let f = |ns: u64| ns as f64 / 1e9 / secs;
         let ours = f(ours_ns?);
         let (busy, softirq) = (f(c.busy_ns), f(c.softirq_ns));
-        Some(Self { cpu: cpu?, busy, softirq, steal: f(c.steal_ns), ours, other: (busy - softirq - ours).max(0.0) })
+        Some(Self { cpu: cpu?, busy, softirq, steal: f(c.steal_ns), ours, other: (busy - ours).max(0.0) })
     }
 }
 
@@ -440,6 +441,8 @@ pub struct Summary {
     pub server_cpu_per_call_ns: Option<f64>,
     /// How server CPU was read.
     pub server_cpu_source: String,
+    /// CPU time other processes used during the window, all CPUs (s).
+    pub other_processes_cpu_s: f64,
     /// Load on the client's CPU during the window.
     pub client_core: Option<CoreLoad>,
     /// Load on the server's CPU during the window.
@@ -535,6 +538,13 @@ impl Summary {
         }
         let client_core = CoreLoad::of(&out.cores, cfg.client_cpu, Some(out.client_cpu.total_ns), secs);
         let server_core = CoreLoad::of(&out.cores, meta.server_cpu, out.server_cpu.map(|c| c.total_ns), secs);
+        let other_procs = out.other_processes_ns as f64 / 1e9;
+        if other_procs / secs > 0.05 {
+            warnings.push(format!(
+                "other processes used {:.0}% of a CPU during the window: figures are contaminated",
+                other_procs / secs * 100.0
+            ));
+        }
         for (side, core) in [("client", client_core), ("server", server_core)] {
             if let Some(c) = core {
                 if c.other > 0.10 {
@@ -591,6 +601,7 @@ impl Summary {
             server_cpu_util: out.server_cpu.map(|c| c.total_ns as f64 / 1e9 / secs),
             server_cpu_per_call_ns: out.server_cpu.map(|c| per_call(c.total_ns)),
             server_cpu_source: cfg.server_cpu.describe(),
+            other_processes_cpu_s: other_procs,
             client_core,
             server_core,
             client_cpu: cfg.client_cpu,

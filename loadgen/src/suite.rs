@@ -103,7 +103,7 @@ pub fn runs_table(rows: &[(String, &Summary)], base: Option<&Summary>) -> String
         "server CPU",
         "client CPU",
         "client syscalls/call",
-        "other work c/s",
+        "other work c/s/procs",
         "send late p99",
     ]
     .iter()
@@ -133,7 +133,12 @@ pub fn runs_table(rows: &[(String, &Summary)], base: Option<&Summary>) -> String
                 let o = |c: Option<crate::report::CoreLoad>| {
                     c.map(|c| format!("{:.0}%", c.other * 100.0)).unwrap_or("-".into())
                 };
-                format!("{}/{}", o(s.client_core), o(s.server_core))
+                format!(
+                    "{}/{}/{:.0}%",
+                    o(s.client_core),
+                    o(s.server_core),
+                    s.other_processes_cpu_s / s.duration_s.max(1e-9) * 100.0
+                )
             },
             s.send_lateness_p99_us.map(fmt_us).unwrap_or_else(|| "-".into()),
         ]);
@@ -294,26 +299,31 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
         }
     }
 
-    let mut runs: Vec<SuiteRun> = Vec::new();
+    // Start every server first (idle ones cost nothing), then run each case
+    // against each server in turn, so that the figures compared side by side
+    // were measured within the same minute of a shared machine.
+    let mut started: Vec<(String, Subject)> = Vec::new();
     for (name, start) in subjects {
-        let subject = match start() {
-            Ok(s) => s,
+        match start() {
+            Ok(s) => started.push((name, s)),
             Err(e) => {
                 let msg = format!("server {name} skipped: {e}");
                 eprintln!("{msg}");
                 skipped.push(msg);
-                continue;
             }
-        };
-        let (addr, source, hl) = match &subject {
-            Subject::Embedded(h) => (h.local_addr(), server::embedded_cpu_source(), true),
-            Subject::Peer(p, hl) => (p.addr, ServerCpuSource::Pid(p.pid()), *hl),
-        };
-        let target = Target::at(addr)?;
-        for case in &opts.cases {
+        }
+    }
+    let mut runs: Vec<SuiteRun> = Vec::new();
+    for case in &opts.cases {
+        for (name, subject) in &started {
+            let (addr, source, hl, own_pids) = match subject {
+                Subject::Embedded(h) => (h.local_addr(), server::embedded_cpu_source(), true, vec![]),
+                Subject::Peer(p, hl) => (p.addr, ServerCpuSource::Pid(p.pid()), *hl, vec![p.pid()]),
+            };
+            let target = Target::at(addr)?;
             let scenario = if hl { Scenario::Echo64 } else { Scenario::RawEcho { size: 64 } };
             let run = format!("{}-{}-{}-{}", opts.prefix, name, case.key, scenario.name());
-            let mut cfg = RunConfig::new(run.clone(), target.clone(), scenario);
+            let mut cfg = RunConfig::new(run.clone(), target, scenario);
             cfg.connections = case.connections;
             cfg.mode = case.mode;
             cfg.warmup = opts.warmup;
@@ -322,7 +332,8 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
             cfg.spin = opts.spin;
             cfg.spin_below = opts.spin_below;
             cfg.progress = opts.progress;
-            cfg.server_cpu = source.clone();
+            cfg.server_cpu = source;
+            cfg.own_pids = own_pids;
             let meta = RunMeta {
                 run: run.clone(),
                 server: name.clone(),
@@ -342,6 +353,8 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
                 }
             }
         }
+    }
+    for (_, subject) in started {
         match subject {
             Subject::Embedded(h) => h.shutdown(),
             Subject::Peer(p, _) => drop(p),

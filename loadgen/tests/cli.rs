@@ -46,6 +46,7 @@ fn synthetic_run(dir: &Path, name: &str, scale: u64) {
         client_cpu: CpuTime { total_ns: 100_000_000, user_ns: 0, sys_ns: 0 },
         server_cpu: Some(CpuTime { total_ns: 1_000_000 * scale, user_ns: 0, sys_ns: 0 }),
         cores: Vec::new(),
+        other_processes_ns: 0,
         syscalls: Default::default(),
         pinned: false,
         timer_slack_ns: 1,
