@@ -179,3 +179,24 @@ fn refused_upgrade_is_reported_with_the_servers_reason() {
     assert!(err.contains("400") && err.contains("hl/1"), "{err}");
     server.shutdown();
 }
+
+#[test]
+fn sweep_runs_one_open_loop_step_per_rate() {
+    let server = EchoServer::start(None, Duration::ZERO);
+    let mut cfg = config(server.target(), Scenario::RawEcho { size: 16 }, 2, Mode::Closed { in_flight: 1 });
+    cfg.warmup = Duration::from_millis(100);
+    cfg.duration = Duration::from_millis(500);
+    let dir = tempfile::tempdir().unwrap();
+    let (sums, table) =
+        hardlight_loadgen::suite::sweep(&cfg, &[500.0, 1000.0], Arrival::Constant, dir.path(), &meta("sweep")).unwrap();
+    assert_eq!(sums.len(), 2);
+    assert_eq!(sums[0].offered_rate, Some(500.0));
+    assert_eq!(sums[1].offered_rate, Some(1000.0));
+    for s in &sums {
+        let want = s.offered_rate.unwrap() * 0.5;
+        assert!((s.completed as f64 - want).abs() <= 3.0, "{} completed at {:?}", s.completed, s.offered_rate);
+    }
+    assert!(table.contains("500/s") && table.contains("1.0k/s"), "{table}");
+    assert!(dir.path().join("sweep/rate-500/summary.json").is_file());
+    assert!(dir.path().join("sweep/rate-1000/latency.hgrm").is_file());
+}
