@@ -1,0 +1,22 @@
+//! `loadgen`: a load generator for HardLight and plain WebSocket servers.
+//!
+//! One pinned thread drives every connection from an `epoll` loop with
+//! pre-encoded, masked request frames ([`engine`]); latencies go into
+//! HdrHistograms and are written as `.hgrm` percentile distributions, V2
+//! interval logs and `summary.json` ([`report`]); runs can be compared side
+//! by side with a percentile plot ([`compare`]). The `bench` suite starts the
+//! glommio server in-process and, optionally, peer baseline servers
+//! ([`suite`], [`server`]). The machine's latency floor ([`floor`]) and
+//! both sides' CPU time ([`cpu`]) are measured with every run so a figure
+//! can be told apart from the machine and from the client itself.
+
+pub mod args;
+pub mod compare;
+pub mod cpu;
+pub mod engine;
+pub mod floor;
+pub mod report;
+pub mod scenario;
+pub mod server;
+pub mod suite;
+pub mod ws;

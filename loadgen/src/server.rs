@@ -1,0 +1,139 @@
+//! Servers under test: the embedded glommio server, and peer baseline
+//! servers started as child processes.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use hardlight::server::{ConnectContext, Refusal, Server, ServerHandle};
+use hardlight_bench::{BenchHandler, BenchService};
+
+use crate::cpu::{ServerCpuSource, SHARD_THREAD_PREFIX};
+
+/// Installs a stderr logger (warnings and up unless `RUST_LOG` says
+/// otherwise), so that glommio's warnings (memlock, io memory) are visible.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Where the embedded server's shard runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShardPlacement {
+    /// Pinned to this CPU.
+    Cpu(usize),
+    /// One unpinned shard (tests).
+    Unpinned,
+}
+
+/// Starts the HardLight server serving the `Bench` service on `listen`.
+pub fn start_embedded(listen: SocketAddr, placement: ShardPlacement) -> Result<ServerHandle, String> {
+    init_logging();
+    let b = Server::builder(listen);
+    let b = match placement {
+        ShardPlacement::Cpu(c) => b.cores(vec![c]),
+        ShardPlacement::Unpinned => b.unpinned(1),
+    };
+    b.serve(|_ctx: &ConnectContext<'_>| Ok::<_, Refusal>(BenchService::new(BenchHandler)))
+        .map_err(|e| format!("embedded server on {listen}: {e}"))
+}
+
+/// How the embedded server's CPU time is read.
+pub fn embedded_cpu_source() -> ServerCpuSource {
+    ServerCpuSource::ThreadsNamed(SHARD_THREAD_PREFIX.into())
+}
+
+/// A peer server binary and what it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PeerSpec {
+    /// Binary name (in the peer directory).
+    pub bin: &'static str,
+    /// Whether it speaks HardLight (else: plain WebSocket echo; runs use `raw-echo`).
+    pub hardlight: bool,
+}
+
+/// The baselines `bench --peers` knows.
+pub const PEERS: [PeerSpec; 2] =
+    [PeerSpec { bin: "baseline-tokio", hardlight: true }, PeerSpec { bin: "echo-tokio-tungstenite", hardlight: false }];
+
+/// A running peer server (killed on drop).
+pub struct Peer {
+    /// Its name.
+    pub name: String,
+    /// The address it printed.
+    pub addr: SocketAddr,
+    child: Child,
+}
+
+impl Peer {
+    /// Its process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Path of a peer binary in `dir`.
+    pub fn path(dir: &Path, bin: &str) -> PathBuf {
+        dir.join(bin)
+    }
+
+    /// Spawns `bin --listen 127.0.0.1:0 --cpu CPU` and waits (at most 20 s) for
+    /// its `listening on ADDR` line.
+    pub fn spawn(bin: &Path, cpu: Option<usize>) -> Result<Self, String> {
+        let name = bin.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+        let mut cmd = Command::new(bin);
+        cmd.args(["--listen", "127.0.0.1:0"]);
+        if let Some(c) = cpu {
+            cmd.args(["--cpu", &c.to_string()]);
+        }
+        let mut child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .map_err(|e| format!("start {}: {e}", bin.display()))?;
+        let stdout = child.stdout.take().expect("piped stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            for line in lines.by_ref() {
+                let Ok(line) = line else { break };
+                if let Some(a) = line.trim().strip_prefix("listening on ") {
+                    let _ = tx.send(a.trim().to_string());
+                    break;
+                }
+            }
+            // Keep draining so the child never blocks on a full pipe.
+            for _ in lines {}
+        });
+        match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(a) => match a.parse::<SocketAddr>() {
+                Ok(addr) => Ok(Self { name, addr, child }),
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    Err(format!("{name} printed `listening on {a}`: {e}"))
+                }
+            },
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let status = child.wait().map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                Err(format!("{name} exited ({status}) without printing `listening on ADDR` (its stderr is above)"))
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                let _ = child.kill();
+                let _ = child.wait();
+                Err(format!("{name} did not print `listening on ADDR` within 20 s"))
+            }
+        }
+    }
+}
+
+impl Drop for Peer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

@@ -1,0 +1,181 @@
+//! The load generator against real servers on 127.0.0.1.
+
+mod common;
+
+use std::fs;
+use std::time::Duration;
+
+use common::*;
+use hardlight_loadgen::cpu::ServerCpuSource;
+use hardlight_loadgen::engine::{self, Arrival, Mode};
+use hardlight_loadgen::report::{self, files, Hgrm, RunMeta, Summary};
+use hardlight_loadgen::scenario::Scenario;
+use hardlight_loadgen::server::embedded_cpu_source;
+use hardlight_loadgen::ws::Target;
+
+fn meta(run: &str) -> RunMeta {
+    RunMeta { run: run.into(), server: "test".into(), command: "test".into(), ..RunMeta::default() }
+}
+
+#[test]
+fn closed_loop_counts_match_and_every_file_parses_back() {
+    let server = hardlight();
+    let target = Target::at(server.local_addr()).unwrap();
+    let mut cfg = config(target, Scenario::Echo64, 4, Mode::Closed { in_flight: 4 });
+    cfg.server_cpu = embedded_cpu_source();
+    let out = engine::run(&cfg).expect("run");
+
+    assert!(out.completed > 100, "only {} calls completed", out.completed);
+    assert_eq!(out.latency.len(), out.completed);
+    assert_eq!(out.service.len(), out.completed);
+    assert_eq!((out.failed, out.mismatched, out.unknown, out.disconnects), (0, 0, 0, 0));
+    assert_eq!(out.sent, out.completed + out.incomplete);
+    assert_eq!(out.incomplete, 0);
+    let interval_total: u64 = out.intervals.iter().map(|i| i.hist.len()).sum();
+    assert_eq!(interval_total, out.completed, "every sample lands in one interval");
+    // Closed loop: intended == actual send time, so both histograms agree.
+    assert_eq!(out.latency.value_at_quantile(0.99), out.service.value_at_quantile(0.99));
+    assert!(out.lateness.is_empty());
+    let server_cpu = out.server_cpu.expect("embedded shard threads are found by name");
+    assert!(server_cpu.total_ns > 0);
+    assert!(out.client_cpu.total_ns > 0);
+    // One read and one write per round at most, and rounds carry several calls.
+    assert!(out.syscalls.answers >= out.completed);
+    assert!(out.syscalls.per_answer() > 0.0 && out.syscalls.per_answer() < 4.0, "{:?}", out.syscalls);
+
+    let dir = tempfile::tempdir().unwrap();
+    let summary = Summary::new(&cfg, &out, &meta("closed"));
+    let run_dir = report::write_run(&dir.path().join("closed"), &cfg, &out, &summary).unwrap();
+
+    let back: Summary = serde_json::from_str(&fs::read_to_string(run_dir.join(files::SUMMARY)).unwrap()).unwrap();
+    assert_eq!(back, summary);
+    assert_eq!(back.mode, "closed");
+    assert_eq!(back.in_flight, Some(4));
+    assert_eq!(back.connections, 4);
+    assert_eq!(back.completed, out.completed);
+    assert!(back.p50_us > 0.0 && back.p50_us <= back.p90_us && back.p90_us <= back.p99_us);
+    assert!(back.p99_us <= back.p99_9_us && back.p99_9_us <= back.p99_99_us && back.p99_99_us <= back.max_us);
+    let rate = back.completed as f64 / back.duration_s;
+    assert!((back.achieved_rate - rate).abs() < 1e-6 * rate.max(1.0));
+    assert!(back.server_cpu_per_call_ns.unwrap() > 0.0);
+    assert!(back.machine.cpus >= 1 && !back.machine.kernel.is_empty());
+    assert!(back.timestamp.ends_with('Z'));
+    // Raw JSON carries the documented field names.
+    let raw: serde_json::Value =
+        serde_json::from_str(&fs::read_to_string(run_dir.join(files::SUMMARY)).unwrap()).unwrap();
+    for key in [
+        "scenario",
+        "mode",
+        "connections",
+        "in_flight",
+        "offered_rate",
+        "achieved_rate",
+        "p50_us",
+        "p90_us",
+        "p99_us",
+        "p99_9_us",
+        "p99_99_us",
+        "max_us",
+        "client_cpu_s",
+        "server_cpu_s",
+        "server_cpu_per_call_ns",
+        "send_lateness_p99_us",
+        "machine",
+        "git_commit",
+        "timestamp",
+    ] {
+        assert!(raw.get(key).is_some(), "summary.json lacks {key}");
+    }
+
+    let hgrm = Hgrm::parse(&fs::read_to_string(run_dir.join(files::LATENCY_HGRM)).unwrap()).unwrap();
+    assert_eq!(hgrm.total_count, out.completed);
+    assert_eq!(hgrm.points.last().unwrap().total_count, out.completed);
+    assert!((hgrm.value_at(0.5) - back.p50_us).abs() <= back.p50_us * 0.01 + 0.01);
+    let log = report::read_interval_log(&fs::read(run_dir.join(files::LATENCY_HLOG)).unwrap()).unwrap();
+    assert_eq!(log.iter().map(|(_, h)| h.len()).sum::<u64>(), out.completed);
+    server.shutdown();
+}
+
+#[test]
+fn open_loop_at_a_low_rate_achieves_the_offered_rate() {
+    let server = hardlight();
+    let target = Target::at(server.local_addr()).unwrap();
+    let rate = 2000.0;
+    let cfg = config(target, Scenario::Add, 4, Mode::Open { rate, arrival: Arrival::Constant });
+    let out = engine::run(&cfg).expect("run");
+
+    // Constant spacing: exactly rate x window requests are intended in the window (+- one per connection).
+    let expected = rate * cfg.duration.as_secs_f64();
+    assert!((out.sent as f64 - expected).abs() <= 5.0, "sent {} vs {expected}", out.sent);
+    assert_eq!(out.incomplete, 0);
+    assert_eq!(out.completed, out.sent);
+    assert!((out.achieved_rate() - rate).abs() < rate * 0.1, "achieved {}", out.achieved_rate());
+    assert_eq!(out.lateness.len(), out.sent, "one lateness sample per send");
+    // Every sample's latency from the intended time includes its service time.
+    for q in [0.0, 0.5, 0.9, 0.99, 1.0] {
+        assert!(
+            out.latency.value_at_quantile(q) >= out.service.value_at_quantile(q),
+            "q {q}: latency {} < service {}",
+            out.latency.value_at_quantile(q),
+            out.service.value_at_quantile(q)
+        );
+    }
+    let s = Summary::new(&cfg, &out, &meta("open"));
+    assert_eq!(s.offered_rate, Some(rate));
+    assert_eq!(s.arrival.as_deref(), Some("constant"));
+    assert!(s.send_lateness_p99_us.is_some());
+    server.shutdown();
+}
+
+#[test]
+fn a_stalled_server_is_charged_from_the_intended_send_time() {
+    // 2000 calls/s on one connection; the server stalls 300 ms once, 0.2 s
+    // into the window. 600 requests are due during the stall but only 256
+    // ids exist, so the client must hold the rest back and send them late.
+    let stall = Duration::from_millis(300);
+    let server = EchoServer::start(Some(800), stall);
+    let rate = 2000.0;
+    let cfg =
+        config(server.target(), Scenario::RawEcho { size: 32 }, 1, Mode::Open { rate, arrival: Arrival::Constant });
+    let out = engine::run(&cfg).expect("run");
+
+    assert_eq!(out.incomplete, 0);
+    assert_eq!(out.mismatched, 0);
+    assert!((out.completed as f64 - rate).abs() <= 3.0, "completed {}", out.completed);
+    let max = out.latency.max();
+    assert!(max >= 280_000_000, "the stall must show in the max: {max} ns");
+    // Requests intended in the first 200 ms of the stall waited at least 100 ms.
+    let slow = out.latency.count_between(100_000_000, u64::MAX);
+    assert!(slow >= 350, "only {slow} samples >= 100 ms; intended-time accounting lost the stall");
+    // Sends were held back once every id was in flight...
+    assert!(out.lateness.max() >= 100_000_000, "lateness max {} ns", out.lateness.max());
+    // ...and a service-time view (from the actual send) hides part of it.
+    assert!(out.service.count_between(100_000_000, u64::MAX) < slow);
+}
+
+#[test]
+fn raw_echo_measures_a_plain_websocket_echo_server() {
+    let server = EchoServer::start(None, Duration::ZERO);
+    let mut cfg = config(server.target(), Scenario::RawEcho { size: 100 }, 2, Mode::Closed { in_flight: 8 });
+    cfg.server_cpu = ServerCpuSource::Pid(std::process::id());
+    let out = engine::run(&cfg).expect("run");
+    assert!(out.completed > 100, "{}", out.completed);
+    assert_eq!((out.mismatched, out.failed, out.disconnects, out.incomplete), (0, 0, 0, 0));
+    assert!(out.server_cpu.is_some());
+    assert!(server.messages.load(std::sync::atomic::Ordering::SeqCst) >= out.completed);
+}
+
+#[test]
+fn refused_upgrade_is_reported_with_the_servers_reason() {
+    // raw-echo offers no subprotocol; the HardLight server refuses with 400 naming hl/1.
+    let server = hardlight();
+    let cfg = config(
+        Target::at(server.local_addr()).unwrap(),
+        Scenario::RawEcho { size: 8 },
+        1,
+        Mode::Closed { in_flight: 1 },
+    );
+    let err = engine::run(&cfg).unwrap_err();
+    assert!(err.contains("400") && err.contains("hl/1"), "{err}");
+    server.shutdown();
+}
