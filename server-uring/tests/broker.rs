@@ -7,6 +7,13 @@
 //! `redis-server` on PATH (and, where needed, without the variable) the
 //! tests fail and say so; they never pass without a broker.
 
+#[allow(dead_code)]
+#[path = "../examples/api/chat.rs"]
+mod api;
+#[allow(dead_code)]
+#[path = "../examples/support/chat_server.rs"]
+mod chat_server;
+
 use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -412,4 +419,53 @@ async fn without_a_broker_the_server_runs_alone() {
     server.emitter().to_topic("t", &tick("t", 5)).unwrap();
     assert_eq!(next(&mut events).await.n, 5);
     stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_messages_cross_between_two_chat_servers() {
+    let broker = broker();
+    let prefix = prefix("chat");
+    let dir = std::env::temp_dir().join(format!("hardlight-broker-chat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let start_chat = |name: &str| {
+        init_tracing();
+        let store = chat_server::Store::open(&dir.join(name)).unwrap();
+        Server::builder("127.0.0.1:0".parse().unwrap())
+            .unpinned(1)
+            .io_memory(256 * 1024)
+            .broker_config(BrokerConfig::new(&broker.url).channel_prefix(&prefix))
+            .serve(chat_server::factory(store))
+            .unwrap()
+    };
+    let (a, b) = (start_chat("a"), start_chat("b"));
+    let alice_conn = Connection::connect(&format!("ws://{}", a.local_addr())).await.unwrap();
+    let mut alice_sees = alice_conn.events::<api::ChatMessage>();
+    let alice = api::ChatClient::new(alice_conn);
+    let bob_conn = Connection::connect(&format!("ws://{}", b.local_addr())).await.unwrap();
+    let mut bob_sees = bob_conn.events::<api::ChatMessage>();
+    let bob = api::ChatClient::new(bob_conn);
+    alice.join("alice".into(), "general".into()).await.unwrap();
+    bob.join("bob".into(), "general".into()).await.unwrap();
+    wait_for("both chat servers to subscribe to chat:general", || {
+        bstats(&a).subscribed.get() == 1 && bstats(&b).subscribed.get() == 1
+    })
+    .await;
+    assert_eq!(numsub(&broker.url, &format!("{prefix}{}", chat_server::topic("general"))), 2);
+
+    alice.send_message("general".into(), "hello from A".into()).await.unwrap().unwrap();
+    let m = next(&mut bob_sees).await;
+    assert_eq!((m.user.as_str(), m.text.as_str()), ("alice", "hello from A"));
+    assert_eq!(next(&mut alice_sees).await.text, "hello from A", "alice sees her own message once");
+    bob.send_message("general".into(), "hi from B".into()).await.unwrap().unwrap();
+    let m = next(&mut alice_sees).await;
+    assert_eq!((m.user.as_str(), m.text.as_str()), ("bob", "hi from B"));
+    assert_eq!(next(&mut bob_sees).await.text, "hi from B");
+
+    // Leaving the thread unsubscribes the server that had its last follower.
+    bob.leave("general".into()).await.unwrap();
+    wait_for("B to unsubscribe", || bstats(&b).subscribed.get() == 0).await;
+    drop((alice, bob));
+    stop(a).await;
+    stop(b).await;
+    let _ = std::fs::remove_dir_all(&dir);
 }
