@@ -407,8 +407,10 @@ impl Bridge {
     }
 
     /// SUBSCRIBEs and UNSUBSCRIBEs until the live connection's channels are
-    /// exactly the topics some shard needs. One channel per command (the
-    /// multiplexed connection pairs one reply with each command), pipelined.
+    /// exactly the topics some shard needs. One channel per command,
+    /// pipelined: each topic's outcome is known, and replies stay paired
+    /// with commands even on redis-rs versions that paired a multi-channel
+    /// SUBSCRIBE's extra confirmations with later commands (its issue 2423).
     async fn reconcile(&mut self) {
         let to_add: Vec<Arc<str>> = self.counts.keys().filter(|t| !self.subscribed.contains(*t)).cloned().collect();
         let to_remove: Vec<Arc<str>> =
