@@ -211,10 +211,10 @@ async fn a_client_on_server_a_receives_events_emitted_on_server_b_in_order_and_o
     let prefix = prefix("order");
     let a = start(&broker.url, &prefix, 2);
     let b = start(&broker.url, &prefix, 1);
-    let (_a1, mut a1) = subscriber(&a, "t").await;
-    let (_a2, mut a2) = subscriber(&a, "t").await;
+    let (a1c, mut a1) = subscriber(&a, "t").await;
+    let (a2c, mut a2) = subscriber(&a, "t").await;
     // B also has a subscriber: its own events reach it locally, once.
-    let (_b1, mut b1) = subscriber(&b, "t").await;
+    let (b1c, mut b1) = subscriber(&b, "t").await;
     wait_for("both bridges to subscribe", || bstats(&a).subscribed.get() == 1 && bstats(&b).subscribed.get() == 1)
         .await;
     assert_eq!(numsub(&broker.url, &format!("{prefix}t")), 2, "one subscription per server, not per client");
@@ -249,8 +249,8 @@ async fn a_client_on_server_a_receives_events_emitted_on_server_b_in_order_and_o
     }
 
     wait_for("B's echoes to come back", || bstats(&b).skipped_own.get() == 120).await;
+    wait_for("B to count its publications", || bstats(&b).published.get() == 120).await;
     let (sa, sb) = (bstats(&a), bstats(&b));
-    assert_eq!(sb.published.get(), 120);
     assert_eq!(sa.received.get(), 120);
     assert_eq!(sa.skipped_own.get() + sb.received.get(), 0);
     assert_eq!(sb.publish_failures.get() + sb.dropped_while_down.get() + sb.queue_full.get(), 0);
@@ -271,6 +271,7 @@ async fn a_client_on_server_a_receives_events_emitted_on_server_b_in_order_and_o
         percentile(&burst, 0.9),
         burst[burst.len() - 1]
     );
+    drop((a1c, a2c, b1c)); // a client's Close lets its server stop at once
     stop(a).await;
     stop(b).await;
 }
@@ -294,7 +295,8 @@ async fn a_topic_nobody_on_a_subscribes_to_never_reaches_a() {
     // B publishes in order on one connection, so had any lonely event been
     // sent to A it would have arrived before this one.
     assert_eq!(next(&mut a1).await, tick("watched", 0));
-    assert_eq!(bstats(&b).published.get(), 51);
+    // (B counts a batch when Redis answers it, which may be after A has it.)
+    wait_for("B to count its 51 publications", || bstats(&b).published.get() == 51).await;
     assert_eq!(bstats(&a).received.get(), 1, "A received only the watched topic");
 
     // Something that is not a HardLight event on a subscribed channel is
@@ -316,6 +318,7 @@ async fn a_topic_nobody_on_a_subscribes_to_never_reaches_a() {
     wait_for("B to publish", || bstats(&b).published.get() == 57).await;
     assert_eq!(bstats(&a).received.get(), 2, "nothing after the unsubscribe");
     assert!(a1.try_recv().is_none());
+    drop(a1c);
     stop(a).await;
     stop(b).await;
 }
@@ -326,8 +329,8 @@ async fn broker_killed_and_restarted_local_delivery_goes_on_and_the_bridges_come
     let prefix = prefix("restart");
     let a = start(&redis.url(), &prefix, 1);
     let b = start(&redis.url(), &prefix, 1);
-    let (_a1, mut a1) = subscriber(&a, "t").await;
-    let (_b1, mut b1) = subscriber(&b, "t").await;
+    let (a1c, mut a1) = subscriber(&a, "t").await;
+    let (b1c, mut b1) = subscriber(&b, "t").await;
     wait_for("both bridges to subscribe", || bstats(&a).subscribed.get() == 1 && bstats(&b).subscribed.get() == 1)
         .await;
     let (emit_a, emit_b) = (a.emitter(), b.emitter());
@@ -381,6 +384,7 @@ async fn broker_killed_and_restarted_local_delivery_goes_on_and_the_bridges_come
     }
     assert_eq!(bstats(&a).received.get(), 20);
     assert!(a1.try_recv().is_none() && b1.try_recv().is_none());
+    drop((a1c, b1c));
     stop(a).await;
     stop(b).await;
 }
@@ -391,7 +395,7 @@ async fn a_server_started_before_its_broker_serves_alone_then_connects() {
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("redis://127.0.0.1:{port}");
     let a = start(&url, &prefix("late"), 1);
-    let (_a1, mut a1) = subscriber(&a, "t").await;
+    let (a1c, mut a1) = subscriber(&a, "t").await;
     a.emitter().to_topic("t", &tick("t", 1)).unwrap();
     assert_eq!(next(&mut a1).await.n, 1, "local delivery without a broker");
     wait_for("the dropped event to be counted", || bstats(&a).dropped_while_down.get() == 1).await;
@@ -402,6 +406,7 @@ async fn a_server_started_before_its_broker_serves_alone_then_connects() {
     wait_for("A to connect and subscribe", || bstats(&a).is_connected() && bstats(&a).subscribed.get() == 1).await;
     assert_eq!(bstats(&a).reconnects.get(), 0, "a first connection is not a reconnect");
     assert_eq!(numsub(&url, &format!("{}t", prefix("late"))), 1);
+    drop(a1c);
     stop(a).await;
 }
 
@@ -415,9 +420,10 @@ async fn without_a_broker_the_server_runs_alone() {
         .unwrap();
     assert!(server.broker_stats().is_none());
     assert!(server.emitter().broker_stats().is_none());
-    let (_c, mut events) = subscriber(&server, "t").await;
+    let (c, mut events) = subscriber(&server, "t").await;
     server.emitter().to_topic("t", &tick("t", 5)).unwrap();
     assert_eq!(next(&mut events).await.n, 5);
+    drop(c);
     stop(server).await;
 }
 
