@@ -143,7 +143,7 @@ impl BridgeThread {
 /// Does not connect: an unreachable broker is an outage, not a start-up
 /// failure.
 pub(crate) fn prepare(config: BrokerConfig) -> Result<(Arc<BridgeLink>, PendingBridge), ServerError> {
-    let invalid = |e: RedisError| ServerError::Config(format!("invalid broker URL {:?}: {e}", config.url));
+    let invalid = |e: RedisError| ServerError::Config(format!("invalid broker URL {:?}: {e}", redact(&config.url)));
     let info = config.url.as_str().into_connection_info().map_err(invalid)?;
     let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
     let client = Client::open(info.set_redis_settings(settings)).map_err(invalid)?;
@@ -180,11 +180,19 @@ impl PendingBridge {
     pub(crate) fn start(self, emitter: Emitter) -> std::io::Result<BridgeThread> {
         let PendingBridge { mut bridge, runtime, link } = self;
         bridge.emitter = Some(emitter);
-        tracing::info!(url = %bridge.config.url, origin = format_args!("{:016x}", bridge.origin), "broker bridge starting");
+        tracing::info!(url = %redact(&bridge.config.url), origin = format_args!("{:016x}", bridge.origin), "broker bridge starting");
         let join = std::thread::Builder::new().name("hardlight-broker".into()).spawn(move || {
             runtime.block_on(bridge.run());
         })?;
         Ok(BridgeThread { link, join: Some(join) })
+    }
+}
+
+/// `url` without its user and password, for logs and errors.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}***{}", &url[..scheme + 3], &url[at..]),
+        _ => url.to_string(),
     }
 }
 
@@ -368,7 +376,7 @@ impl Bridge {
                 o.attempts += 1;
                 if o.attempts == 1 {
                     tracing::warn!(
-                        url = %self.config.url, error = %e,
+                        url = %redact(&self.config.url), error = %e,
                         "cannot reach the broker; topic events stay local until it is back (retrying with backoff)"
                     );
                 } else {
@@ -584,6 +592,15 @@ mod tests {
             assert!(matches!(prepare(BrokerConfig::new(url)), Err(ServerError::Config(_))), "{url}");
         }
         assert!(prepare(BrokerConfig::new("redis://127.0.0.1:6390/0")).is_ok());
+    }
+
+    #[test]
+    fn credentials_stay_out_of_logs() {
+        assert_eq!(redact("redis://user:secret@10.0.0.1:6379/0"), "redis://***@10.0.0.1:6379/0");
+        assert_eq!(redact("redis://:secret@host"), "redis://***@host");
+        assert_eq!(redact("redis://127.0.0.1:6390"), "redis://127.0.0.1:6390");
+        let Err(ServerError::Config(e)) = prepare(BrokerConfig::new("redis://u:secret@host:port")) else { panic!() };
+        assert!(!e.contains("secret"), "{e}");
     }
 
     #[test]
