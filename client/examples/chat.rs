@@ -36,13 +36,17 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut incoming = conn.events::<ChatMessage>();
     let chat = ChatClient::new(conn.clone());
     let history = chat.join(user, thread.clone()).await?;
-    let last_seen = history.last().map_or(0, |m| m.seq);
     for m in &history {
         print(m);
     }
+    // A message posted while joining is both in the history and pushed;
+    // print it once. (Not by sequence number alone: with several chat
+    // servers bridged through a broker, each numbers its own log.)
+    let printed: std::collections::HashSet<(u64, String, String)> =
+        history.into_iter().map(|m| (m.seq, m.user, m.text)).collect();
     tokio::spawn(async move {
         while let Ok(m) = incoming.recv().await {
-            if m.seq > last_seen {
+            if !printed.contains(&(m.seq, m.user.clone(), m.text.clone())) {
                 print(&m);
             }
         }

@@ -41,6 +41,13 @@ pub use hardlight_core::CallError as Error;
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Default time a call waits for its response.
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the client keeps reading after the server's Close, so that its
+/// Close reply goes out.
+const CLOSE_DRAIN: Duration = Duration::from_secs(2);
+
+/// Size of tungstenite's read buffer in the client.
+pub const CLIENT_READ_BUFFER: usize = 8 * 1024;
+
 /// Default largest message the client accepts from the server.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
 
@@ -236,7 +243,12 @@ impl Connection {
             let name = tungstenite::http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(e.to_string()))?;
             req.headers_mut().append(name, HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?);
         }
+        // tungstenite zero-fills its whole read buffer before each socket
+        // read; its 128 KiB default costs ~1 µs per read (measured in
+        // results/microbench.md). RPC replies are small; large ones simply
+        // take a few more reads.
         let ws_config = WebSocketConfig::default()
+            .read_buffer_size(CLIENT_READ_BUFFER)
             .max_message_size(Some(config.max_message_size))
             .max_frame_size(Some(config.max_message_size));
         let connector = if url.starts_with("wss://") {
@@ -550,10 +562,17 @@ where
                 }
             },
             Message::Close(frame) => {
-                break match frame {
+                let reason = match frame {
                     Some(f) => format!("server closed the connection: {} {}", u16::from(f.code), f.reason),
                     None => "server closed the connection".to_string(),
                 };
+                // Fail pending calls now, then keep reading until the stream
+                // ends: that is what lets tungstenite send its Close reply,
+                // so the server sees a clean closing handshake instead of
+                // waiting for one (or for a reset).
+                shared.fail_all(reason.clone());
+                let _ = tokio::time::timeout(CLOSE_DRAIN, async { while stream.next().await.is_some() {} }).await;
+                break reason;
             }
             _ => {}
         }

@@ -102,6 +102,18 @@ impl EncodedEvent {
     pub fn frame(&self) -> &[u8] {
         &self.frame
     }
+
+    /// The event's archive: the framed message without its WebSocket header
+    /// and `EVENT` envelope header.
+    pub fn archive(&self) -> &[u8] {
+        // Server frames are unmasked: 2, 4 or 10 header bytes by length form.
+        let header_len = match self.frame[1] & 0x7f {
+            126 => 4,
+            127 => 10,
+            _ => 2,
+        };
+        &self.frame[header_len + EVENT_HEADER_LEN..]
+    }
 }
 
 /// Splits the body of an `EVENT` message (after the kind byte) into its type and archive.
@@ -147,6 +159,16 @@ mod tests {
         assert_eq!(ty, 0x0102);
         let mut buf = AlignedBuf::new();
         assert_eq!(Ping::decode(crate::wire::align_into(&mut buf, archive)).unwrap(), Ping { n: 9 });
+    }
+
+    #[test]
+    fn archive_is_the_bytes_after_both_headers_for_every_length_form() {
+        for len in [0usize, 1, 122, 123, 200, 65_532, 65_533, 70_000] {
+            let archive: Vec<u8> = (0..len).map(|i| i as u8).collect();
+            let e = EncodedEvent::from_archive(9, &archive);
+            assert_eq!(e.archive(), &archive[..], "archive of {len} bytes");
+            assert_eq!(e.event_type(), 9);
+        }
     }
 
     #[test]

@@ -5,13 +5,15 @@
 //! WebSocket framing ([`frame`]), the message envelope ([`envelope`]),
 //! call-id tracking ([`calls`]), archive encoding ([`wire`]), the
 //! server-side connection state machine ([`connection`]), and every limit
-//! ([`limits`]). The glommio server and the tokio client are thin drivers
+//! ([`limits`]), and the payload servers exchange through a broker
+//! ([`broker`]). The glommio server and the tokio client are thin drivers
 //! that move bytes between sockets and this crate.
 //!
 //! The wire format is specified byte by byte in `docs/PROTOCOL.md`.
 
 #![warn(missing_docs)]
 
+pub mod broker;
 pub mod calls;
 pub mod connection;
 pub mod envelope;

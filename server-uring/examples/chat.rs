@@ -1,8 +1,12 @@
 //! Serves the chat service.
 //!
 //! ```text
-//! cargo run --release -p hardlight-server --example chat -- --listen 127.0.0.1:9001 --data DIR [--cores N]
+//! cargo run --release -p hardlight-server --example chat -- --listen 127.0.0.1:9001 --data DIR [--cores N] [--broker redis://127.0.0.1:6379]
 //! ```
+//!
+//! With `--broker`, messages posted on any chat server bridged to the same
+//! Redis reach the thread's followers on every one of them (each server
+//! keeps its own log and history).
 
 #[allow(dead_code)] // the client half of the API is unused here
 #[path = "api/chat.rs"]
@@ -19,14 +23,18 @@ fn main() {
     let mut listen = "127.0.0.1:9001".to_string();
     let mut data = "chat-data".to_string();
     let mut cores: Option<usize> = None;
+    let mut broker: Option<String> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().expect("--listen needs an address"),
             "--data" => data = args.next().expect("--data needs a directory"),
             "--cores" => cores = Some(args.next().and_then(|n| n.parse().ok()).expect("--cores needs a number")),
+            "--broker" => broker = Some(args.next().expect("--broker needs a redis:// URL")),
             other => {
-                eprintln!("unknown argument {other}\nusage: chat [--listen ADDR] [--data DIR] [--cores N]");
+                eprintln!(
+                    "unknown argument {other}\nusage: chat [--listen ADDR] [--data DIR] [--cores N] [--broker redis://HOST:PORT]"
+                );
                 std::process::exit(2);
             }
         }
@@ -39,10 +47,16 @@ fn main() {
     if let Some(n) = cores {
         builder = builder.shards(n);
     }
+    if let Some(url) = &broker {
+        builder = builder.broker(url.clone());
+    }
     let server = builder.serve(chat_server::factory(store.clone())).unwrap_or_else(|e| {
         eprintln!("error: {e}");
         std::process::exit(1);
     });
     println!("chat listening on ws://{} (log: {})", server.local_addr(), store.path().display());
+    if let Some(url) = &broker {
+        println!("bridged to other chat servers through {url}");
+    }
     server.join();
 }

@@ -182,13 +182,18 @@ where
     let mut grace: Option<Timer> = None;
     let mut close_timer: Option<Timer> = None;
     let mut eof = false;
-    // Keepalive: ping after `keepalive_interval` of silence, close with 4002
-    // after `idle_timeout`. Any bytes from the peer (a pong included) count.
+    // Keepalive: a ping after a quiet `keepalive_interval`, close 4002 if the
+    // quiet lasts `idle_timeout`. Reads only set a flag; the clock and the
+    // timer are looked at when the task is about to park, so the per-call
+    // path pays nothing for this (a glommio timer re-registers on every poll).
     let keepalive = conn.limits().keepalive_interval;
     let idle_timeout = conn.limits().idle_timeout;
-    let mut last_heard = std::time::Instant::now();
+    let mut heard = false;
     let mut pinged = false;
+    let mut quiet_since = std::time::Instant::now();
+    let mut due = quiet_since + keepalive.min(idle_timeout);
     let mut idle_timer = Timer::new(keepalive.min(idle_timeout));
+    let mut timer_armed = false;
 
     let result = poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<()>> {
         loop {
@@ -233,8 +238,7 @@ where
                             conn.on_read(n);
                             eof = n == 0;
                             progress = true;
-                            last_heard = std::time::Instant::now();
-                            pinged = false;
+                            heard = true;
                         }
                         Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
                         Poll::Pending => {}
@@ -242,26 +246,6 @@ where
                 }
             }
             let mut closed = process_events(conn, outbox, names, &mut slots, &mut start, cx);
-
-            // Keepalive and idle timeout.
-            if conn.is_open() && Pin::new(&mut idle_timer).poll(cx).is_ready() {
-                let silent = last_heard.elapsed();
-                if silent >= idle_timeout {
-                    tracing::debug!(?silent, "closing idle connection");
-                    shard.stats.idle_closed.inc();
-                    conn.close(CloseCode::IdleTimeout, "idle timeout");
-                } else {
-                    if silent >= keepalive && !pinged {
-                        conn.ping(b"hl");
-                        pinged = true;
-                    }
-                    let next = if pinged { idle_timeout - silent } else { keepalive.saturating_sub(silent) };
-                    idle_timer.reset(next.max(Duration::from_millis(1)));
-                    // Poll once so the re-armed timer registers our waker.
-                    let _ = Pin::new(&mut idle_timer).poll(cx);
-                }
-                progress = true;
-            }
 
             // A close we started must be answered in bounded time.
             if !conn.is_open() && !closed && !conn.is_closed() {
@@ -295,6 +279,34 @@ where
                 return Poll::Ready(Ok(()));
             }
             if !progress {
+                // Keepalive and idle timeout, checked only before parking.
+                if conn.is_open() {
+                    let now = std::time::Instant::now();
+                    if now >= due {
+                        if heard {
+                            heard = false;
+                            pinged = false;
+                            quiet_since = now;
+                            due = now + keepalive.min(idle_timeout);
+                        } else if !pinged && keepalive < idle_timeout {
+                            conn.ping(b"hl");
+                            pinged = true;
+                            due = quiet_since + idle_timeout;
+                        } else {
+                            tracing::debug!(quiet = ?now - quiet_since, "closing idle connection");
+                            shard.stats.idle_closed.inc();
+                            conn.close(CloseCode::IdleTimeout, "idle timeout");
+                        }
+                        idle_timer.reset(due.saturating_duration_since(now).max(Duration::from_millis(1)));
+                        timer_armed = false;
+                        continue;
+                    }
+                    if !timer_armed {
+                        // Registers our waker; the timer fires at `due`.
+                        let _ = Pin::new(&mut idle_timer).poll(cx);
+                        timer_armed = true;
+                    }
+                }
                 return Poll::Pending;
             }
         }

@@ -13,6 +13,14 @@
 //! only connects executors that have joined it, while events must also come
 //! from plain threads and tokio tasks; one mechanism serves both.
 //! Emitting never blocks: a full shard inbox is an error the caller sees.
+//!
+//! With a broker configured, the mesh has one more participant: the bridge
+//! thread (`crate::broker`). [`Emitter::to_topic`] also hands the encoded
+//! event to it through a bounded queue (full: counted and dropped), and it
+//! routes events from other servers into the shards with
+//! [`Emitter::route_local`]. Each shard's [`Registry`] tells it when a topic
+//! gains its first or loses its last local subscriber, so that the bridge
+//! subscribes on the broker only to topics some local connection needs.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -26,6 +34,8 @@ use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures::task::AtomicWaker;
 use hardlight_core::events::EventLimits;
 use hardlight_core::{ConnectionState, EncodeError, EncodedEvent, Event, Outbox, StateHandle};
+
+use crate::stats::BrokerStats;
 
 /// Default capacity of each shard's inbound event channel.
 pub const DEFAULT_MESH_CAPACITY: usize = 4096;
@@ -92,12 +102,95 @@ pub enum EmitError {
     Closed,
 }
 
+/// A topic event on its way to the broker.
+#[cfg_attr(not(feature = "broker"), allow(dead_code))]
+pub(crate) struct Publish {
+    pub(crate) topic: Arc<str>,
+    pub(crate) event: EncodedEvent,
+}
+
+/// What shards and the server handle tell the bridge besides events.
+#[cfg_attr(not(feature = "broker"), allow(dead_code))]
+pub(crate) enum Control {
+    /// A shard's first local subscriber of `topic` arrived (`+1`) or its
+    /// last one left (`-1`).
+    Interest { topic: Arc<str>, delta: i8 },
+    /// The server is shutting down: flush and stop.
+    Shutdown,
+}
+
+/// The sending side of the bridge, shared by every emitter and registry.
+///
+/// Publications go through a bounded queue: when it is full the event is
+/// counted (`BrokerStats::queue_full`) and not published, so an emitter
+/// never waits for the broker. Interest changes go through an unbounded
+/// queue, because losing one would leave the bridge's per-topic counts
+/// wrong for good; there is at most one message per topic transition per
+/// shard, and the bridge consumes them without touching the network.
+pub(crate) struct BridgeLink {
+    publish: Sender<Publish>,
+    control: Sender<Control>,
+    waker: Arc<AtomicWaker>,
+    pub(crate) stats: Arc<BrokerStats>,
+}
+
+/// The bridge's receiving side.
+#[cfg_attr(not(feature = "broker"), allow(dead_code))]
+pub(crate) struct BridgeInbox {
+    pub(crate) publish: Receiver<Publish>,
+    pub(crate) control: Receiver<Control>,
+    pub(crate) waker: Arc<AtomicWaker>,
+}
+
+/// Builds the bridge's queues: publications bounded by `capacity`.
+#[cfg_attr(not(feature = "broker"), allow(dead_code))]
+pub(crate) fn bridge_link(capacity: usize, stats: Arc<BrokerStats>) -> (Arc<BridgeLink>, BridgeInbox) {
+    let (ptx, prx) = crossbeam_channel::bounded(capacity.max(1));
+    let (ctx, crx) = crossbeam_channel::unbounded();
+    let waker = Arc::new(AtomicWaker::new());
+    (
+        Arc::new(BridgeLink { publish: ptx, control: ctx, waker: waker.clone(), stats }),
+        BridgeInbox { publish: prx, control: crx, waker },
+    )
+}
+
+impl BridgeLink {
+    fn publish(&self, topic: Arc<str>, event: EncodedEvent) {
+        match self.publish.try_send(Publish { topic, event }) {
+            Ok(()) => self.waker.wake(),
+            Err(TrySendError::Full(_)) => {
+                self.stats.queue_full.inc();
+                let n = self.stats.queue_full.get();
+                // Log-scale warnings: a stuck bridge must not flood the log.
+                if n.is_power_of_two() {
+                    tracing::warn!(dropped = n, "broker bridge queue full; topic event not published to other servers");
+                }
+            }
+            // The bridge has stopped (server shutting down): local only.
+            Err(TrySendError::Disconnected(_)) => {}
+        }
+    }
+
+    fn interest(&self, topic: Arc<str>, delta: i8) {
+        if self.control.send(Control::Interest { topic, delta }).is_ok() {
+            self.waker.wake();
+        }
+    }
+
+    #[cfg_attr(not(feature = "broker"), allow(dead_code))]
+    pub(crate) fn shutdown(&self) {
+        let _ = self.control.send(Control::Shutdown);
+        self.waker.wake();
+    }
+}
+
 /// Emits events to connections on every shard. `Send + Sync + Clone`: use
 /// it from handlers, other threads, or tokio tasks.
 #[derive(Clone)]
 pub struct Emitter {
     inboxes: Arc<[Inbox]>,
     stats: Arc<EmitStats>,
+    bridge: Option<Arc<BridgeLink>>,
 }
 
 /// Counters for emits.
@@ -105,28 +198,43 @@ pub struct Emitter {
 pub struct EmitStats {
     /// Events emitted (each counted once, however many shards it went to).
     pub emitted: AtomicU64,
-    /// Shard deliveries refused because a shard inbox was full.
+    /// Shard deliveries refused because a shard inbox was full (events
+    /// from the broker included).
     pub mesh_full: AtomicU64,
 }
 
 impl Emitter {
-    pub(crate) fn new(inboxes: Arc<[Inbox]>) -> Self {
-        Self { inboxes, stats: Arc::default() }
+    pub(crate) fn new(inboxes: Arc<[Inbox]>, bridge: Option<Arc<BridgeLink>>) -> Self {
+        Self { inboxes, stats: Arc::default(), bridge }
     }
 
-    /// Sends `event` to every connection subscribed to `topic`.
+    /// Sends `event` to every connection subscribed to `topic`: on this
+    /// server, and, when a broker is configured (`ServerBuilder::broker`),
+    /// on every server bridged to it. Local delivery does not wait for the
+    /// broker; the cross-server part is at-most-once (see `BrokerStats`).
+    /// An error describes local delivery only.
     pub fn to_topic<E: Event>(&self, topic: &str, event: &E) -> Result<(), EmitError> {
-        self.route(Target::Topic(topic.into()), EncodedEvent::new(event)?)
+        let topic: Arc<str> = topic.into();
+        let event = EncodedEvent::new(event)?;
+        let local = self.route(Target::Topic(topic.clone()), event.clone());
+        if let Some(bridge) = &self.bridge {
+            if !matches!(local, Err(EmitError::Closed)) {
+                bridge.publish(topic, event);
+            }
+        }
+        local
     }
 
-    /// Sends `event` to every connection on the server.
+    /// Sends `event` to every connection on this server (never to other
+    /// servers, even with a broker: only topic events cross).
     pub fn to_all<E: Event>(&self, event: &E) -> Result<(), EmitError> {
         self.route(Target::All, EncodedEvent::new(event)?)
     }
 
     /// Sends `event` to every connection whose state (of type `S`, created
     /// with `ConnectContext::state`) satisfies `pred`. The predicate runs on
-    /// each shard, against that shard's connections.
+    /// each shard, against that shard's connections. This server only, even
+    /// with a broker: only topic events cross.
     pub fn to_matching<E: Event, S: ConnectionState>(
         &self,
         event: &E,
@@ -143,8 +251,33 @@ impl Emitter {
         &self.stats
     }
 
+    /// The broker bridge's counters, when a broker is configured.
+    pub fn broker_stats(&self) -> Option<&BrokerStats> {
+        self.bridge.as_ref().map(|b| &*b.stats)
+    }
+
+    /// The registry's link to the bridge, if any.
+    pub(crate) fn bridge(&self) -> Option<Arc<BridgeLink>> {
+        self.bridge.clone()
+    }
+
+    /// Routes an already encoded event to this server's shards only (never
+    /// to the broker): how the bridge delivers events from other servers,
+    /// fanned out per shard exactly as local ones.
+    /// Not counted in `EmitStats::emitted` (the bridge counts them in
+    /// `BrokerStats::received`).
+    #[cfg_attr(not(feature = "broker"), allow(dead_code))]
+    pub(crate) fn route_local(&self, topic: Arc<str>, event: EncodedEvent) -> Result<(), EmitError> {
+        self.fan_out(Target::Topic(topic), event)
+    }
+
     fn route(&self, target: Target, event: EncodedEvent) -> Result<(), EmitError> {
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        self.fan_out(target, event)
+    }
+
+    /// One message per shard inbox.
+    fn fan_out(&self, target: Target, event: EncodedEvent) -> Result<(), EmitError> {
         let mut full = 0;
         let mut closed = 0;
         for inbox in self.inboxes.iter() {
@@ -171,6 +304,8 @@ pub(crate) struct Registry {
     conns: Vec<Option<Entry>>,
     free: Vec<usize>,
     topics: HashMap<Arc<str>, HashSet<usize>>,
+    /// Told when a topic gains its first or loses its last subscriber here.
+    bridge: Option<Arc<BridgeLink>>,
 }
 
 struct Entry {
@@ -180,6 +315,19 @@ struct Entry {
 }
 
 impl Registry {
+    pub(crate) fn new(bridge: Option<Arc<BridgeLink>>) -> Self {
+        Self { bridge, ..Self::default() }
+    }
+
+    /// `topic` has no subscriber on this shard any more.
+    fn topic_gone(&mut self, topic: &str) {
+        if let Some((t, _)) = self.topics.remove_entry(topic) {
+            if let Some(b) = &self.bridge {
+                b.interest(t, -1);
+            }
+        }
+    }
+
     pub(crate) fn register(&mut self, outbox: Rc<Outbox>) -> usize {
         let entry = Entry { outbox, state: None, topics: HashSet::new() };
         match self.free.pop() {
@@ -200,7 +348,7 @@ impl Registry {
                 if let Some(set) = self.topics.get_mut(&t) {
                     set.remove(&key);
                     if set.is_empty() {
-                        self.topics.remove(&t);
+                        self.topic_gone(&t);
                     }
                 }
             }
@@ -218,7 +366,16 @@ impl Registry {
         let Some(Some(e)) = self.conns.get_mut(key) else {
             return;
         };
-        let topic: Arc<str> = self.topics.get_key_value(topic).map(|(k, _)| k.clone()).unwrap_or_else(|| topic.into());
+        let topic: Arc<str> = match self.topics.get_key_value(topic) {
+            Some((k, _)) => k.clone(),
+            None => {
+                let t: Arc<str> = topic.into();
+                if let Some(b) = &self.bridge {
+                    b.interest(t.clone(), 1);
+                }
+                t
+            }
+        };
         e.topics.insert(topic.clone());
         self.topics.entry(topic).or_default().insert(key);
     }
@@ -230,7 +387,7 @@ impl Registry {
         if let Some(set) = self.topics.get_mut(topic) {
             set.remove(&key);
             if set.is_empty() {
-                self.topics.remove(topic);
+                self.topic_gone(topic);
             }
         }
     }
@@ -347,5 +504,59 @@ impl ConnectionEvents {
 
     pub(crate) fn attach_state(&self, state: Rc<dyn Any>) {
         self.registry.borrow_mut().set_state(self.key, state);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn interest(inbox: &BridgeInbox) -> Vec<(String, i8)> {
+        inbox
+            .control
+            .try_iter()
+            .map(|c| match c {
+                Control::Interest { topic, delta } => (topic.to_string(), delta),
+                Control::Shutdown => ("<shutdown>".into(), 0),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_bridge_hears_of_a_topic_once_per_shard_on_first_and_last_subscriber() {
+        let (link, inbox) = bridge_link(8, Arc::default());
+        let mut reg = Registry::new(Some(link));
+        let a = reg.register(Rc::new(Outbox::new(0)));
+        let b = reg.register(Rc::new(Outbox::new(0)));
+        reg.subscribe(a, "t");
+        reg.subscribe(a, "t");
+        reg.subscribe(b, "t");
+        reg.subscribe(b, "u");
+        assert_eq!(interest(&inbox), vec![("t".into(), 1), ("u".into(), 1)]);
+        reg.unsubscribe(a, "t");
+        reg.unsubscribe(a, "never");
+        assert_eq!(interest(&inbox), vec![]);
+        // The last subscriber of both topics goes away with its connection.
+        reg.unregister(b);
+        let mut gone = interest(&inbox);
+        gone.sort();
+        assert_eq!(gone, vec![("t".into(), -1), ("u".into(), -1)]);
+        reg.subscribe(a, "t");
+        assert_eq!(interest(&inbox), vec![("t".into(), 1)]);
+    }
+
+    #[test]
+    fn a_full_bridge_queue_drops_and_counts_and_never_blocks() {
+        let stats = Arc::new(BrokerStats::default());
+        let (link, inbox) = bridge_link(2, stats.clone());
+        let ev = EncodedEvent::from_archive(1, &[]);
+        for _ in 0..5 {
+            link.publish("t".into(), ev.clone());
+        }
+        assert_eq!(inbox.publish.len(), 2);
+        assert_eq!(stats.queue_full.get(), 3);
+        drop(inbox);
+        link.publish("t".into(), ev);
+        assert_eq!(stats.queue_full.get(), 3, "a stopped bridge is not a full queue");
     }
 }

@@ -28,6 +28,8 @@
 
 #![warn(missing_docs)]
 
+#[cfg(feature = "broker")]
+mod broker;
 mod config;
 mod conn;
 mod error;
@@ -47,6 +49,8 @@ use futures::channel::oneshot;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement as GlommioPlacement};
 use hardlight_core::limits::Limits;
 
+#[cfg(feature = "broker")]
+pub use broker::{BrokerConfig, DEFAULT_BROKER_QUEUE, DEFAULT_CHANNEL_PREFIX};
 pub use config::{
     io_memory_rule, memlock_limit, online_cpus, Placement, ServerConfig, DEFAULT_MAX_CONNECTIONS_PER_SHARD,
     MAX_IO_MEMORY, MIN_IO_MEMORY,
@@ -55,7 +59,7 @@ pub use error::ServerError;
 pub use events::{ConnectionEvents, EmitError, EmitStats, Emitter, DEFAULT_MESH_CAPACITY};
 pub use factory::{ConnectContext, ConnectionFactory, Refusal};
 pub use hardlight_core::events::{EventLimits, SlowConsumerPolicy};
-pub use stats::{Counter, Gauge, ServerStats};
+pub use stats::{BrokerStats, Counter, Gauge, ServerStats};
 pub use tls::{TlsConfig, TlsError};
 
 /// Entry point: `Server::builder(addr)...serve(factory)`.
@@ -64,7 +68,12 @@ pub struct Server;
 impl Server {
     /// Starts configuring a server listening on `listen`.
     pub fn builder(listen: SocketAddr) -> ServerBuilder {
-        ServerBuilder { config: ServerConfig::new(listen), on_shard_start: None }
+        ServerBuilder {
+            config: ServerConfig::new(listen),
+            on_shard_start: None,
+            #[cfg(feature = "broker")]
+            broker: None,
+        }
     }
 }
 
@@ -74,6 +83,8 @@ type ShardHook = Arc<dyn Fn(usize) + Send + Sync>;
 pub struct ServerBuilder {
     config: ServerConfig,
     on_shard_start: Option<ShardHook>,
+    #[cfg(feature = "broker")]
+    broker: Option<BrokerConfig>,
 }
 
 impl ServerBuilder {
@@ -158,6 +169,24 @@ impl ServerBuilder {
         self
     }
 
+    /// Bridges topic events with other servers through the Redis at `url`
+    /// (`redis://host:port`), with [`BrokerConfig::new`]'s defaults: events
+    /// emitted here with `Emitter::to_topic` are published there, and events
+    /// other servers publish on topics that a connection here subscribes to
+    /// are delivered here. Without it (the default) the server runs alone.
+    /// Delivery across servers is at-most-once (see README).
+    #[cfg(feature = "broker")]
+    pub fn broker(self, url: impl Into<String>) -> Self {
+        self.broker_config(BrokerConfig::new(url))
+    }
+
+    /// [`Self::broker`] with every setting chosen.
+    #[cfg(feature = "broker")]
+    pub fn broker_config(mut self, config: BrokerConfig) -> Self {
+        self.broker = Some(config);
+        self
+    }
+
     /// The configuration so far.
     pub fn config(&self) -> &ServerConfig {
         &self.config
@@ -189,7 +218,17 @@ impl ServerBuilder {
         let factory = Arc::new(factory);
         let stats = Arc::new(ServerStats::default());
         let (inboxes, receivers) = events::mesh(shards, config.mesh_capacity);
-        let emitter = Emitter::new(inboxes);
+        #[cfg(feature = "broker")]
+        let (bridge_link, pending_bridge) = match self.broker {
+            Some(b) => {
+                let (link, pending) = broker::prepare(b)?;
+                (Some(link), Some(pending))
+            }
+            None => (None, None),
+        };
+        #[cfg(not(feature = "broker"))]
+        let bridge_link = None;
+        let emitter = Emitter::new(inboxes, bridge_link);
         let mut receivers = receivers.into_iter();
         let mut stops = Vec::with_capacity(shards);
         let mut joins = Vec::with_capacity(shards);
@@ -242,14 +281,14 @@ impl ServerBuilder {
             match spawned {
                 Ok(j) => joins.push(j),
                 Err(e) => {
-                    let mut handle = ServerHandle { addr, stops, joins, stats, emitter: emitter.clone() };
+                    let mut handle = ServerHandle::new(addr, stops, joins, stats, emitter.clone());
                     handle.stop_and_join();
                     return Err(ServerError::ShardStart { shard: index, reason: e.to_string() });
                 }
             }
         }
         drop(ready_tx);
-        let mut handle = ServerHandle { addr, stops, joins, stats, emitter: emitter.clone() };
+        let mut handle = ServerHandle::new(addr, stops, joins, stats, emitter.clone());
         for index in 0..shards {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -267,6 +306,16 @@ impl ServerBuilder {
             }
         }
         handle.stops.shrink_to_fit();
+        #[cfg(feature = "broker")]
+        if let Some(pending) = pending_bridge {
+            match pending.start(emitter) {
+                Ok(thread) => handle.bridge = Some(thread),
+                Err(e) => {
+                    handle.stop_and_join();
+                    return Err(ServerError::Config(format!("cannot start the broker bridge thread: {e}")));
+                }
+            }
+        }
         Ok(handle)
     }
 }
@@ -278,9 +327,29 @@ pub struct ServerHandle {
     joins: Vec<ExecutorJoinHandle<()>>,
     stats: Arc<ServerStats>,
     emitter: Emitter,
+    #[cfg(feature = "broker")]
+    bridge: Option<broker::BridgeThread>,
 }
 
 impl ServerHandle {
+    fn new(
+        addr: SocketAddr,
+        stops: Vec<oneshot::Sender<()>>,
+        joins: Vec<ExecutorJoinHandle<()>>,
+        stats: Arc<ServerStats>,
+        emitter: Emitter,
+    ) -> Self {
+        Self {
+            addr,
+            stops,
+            joins,
+            stats,
+            emitter,
+            #[cfg(feature = "broker")]
+            bridge: None,
+        }
+    }
+
     /// The address every shard listens on (port 0 resolved).
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
@@ -289,6 +358,11 @@ impl ServerHandle {
     /// Live counters.
     pub fn stats(&self) -> &ServerStats {
         &self.stats
+    }
+
+    /// The broker bridge's counters; `None` without a broker.
+    pub fn broker_stats(&self) -> Option<&BrokerStats> {
+        self.emitter.broker_stats()
     }
 
     /// A `Send` handle for emitting events from outside the server's
@@ -319,6 +393,12 @@ impl ServerHandle {
             if let Err(e) = j.join() {
                 tracing::error!(error = %e, "shard exited with an error");
             }
+        }
+        // After the shards: events emitted while connections drained are
+        // still published.
+        #[cfg(feature = "broker")]
+        if let Some(mut bridge) = self.bridge.take() {
+            bridge.stop();
         }
     }
 }

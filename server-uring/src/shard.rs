@@ -56,7 +56,7 @@ pub(crate) async fn run<F: ConnectionFactory>(
     stop: oneshot::Receiver<()>,
 ) {
     let ShardParts { index, addr, config, factory, stats, emitter, inbox } = parts;
-    let registry = Rc::new(std::cell::RefCell::new(Registry::default()));
+    let registry = Rc::new(std::cell::RefCell::new(Registry::new(emitter.bridge())));
     let shard = Rc::new(Shard {
         index,
         config,

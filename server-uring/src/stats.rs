@@ -11,6 +11,11 @@ impl Counter {
         self.0.fetch_add(1, Ordering::Relaxed);
     }
 
+    #[cfg_attr(not(feature = "broker"), allow(dead_code))]
+    pub(crate) fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
     /// Current value.
     pub fn get(&self) -> u64 {
         self.0.load(Ordering::Relaxed)
@@ -28,6 +33,11 @@ impl Gauge {
 
     pub(crate) fn dec(&self) {
         self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    #[cfg_attr(not(feature = "broker"), allow(dead_code))]
+    pub(crate) fn set(&self, v: u64) {
+        self.0.store(v, Ordering::Relaxed);
     }
 
     /// Current value.
@@ -55,4 +65,42 @@ pub struct ServerStats {
     pub tls_failures: Counter,
     /// Connections closed for idleness (no bytes within the idle timeout).
     pub idle_closed: Counter,
+}
+
+/// Counters of the broker bridge (`ServerBuilder::broker`): what crossed to
+/// and from other servers, and what was lost. Redis pub/sub delivers at most
+/// once; every event this server did not get across is counted in exactly
+/// one of `publish_failures`, `dropped_while_down` or `queue_full`.
+#[derive(Debug, Default)]
+pub struct BrokerStats {
+    /// Topic events the broker accepted (its PUBLISH was answered).
+    pub published: Counter,
+    /// Events from other servers handed to this server's shards.
+    pub received: Counter,
+    /// This server's own publications that came back from the broker and
+    /// were skipped (they were already delivered locally).
+    pub skipped_own: Counter,
+    /// Events whose PUBLISH failed (the connection broke or timed out
+    /// while it was in flight).
+    pub publish_failures: Counter,
+    /// Events not published because the bridge had no broker connection.
+    pub dropped_while_down: Counter,
+    /// Events not handed to the bridge because its queue was full (the
+    /// emitter never waits for the bridge).
+    pub queue_full: Counter,
+    /// Messages on a subscribed channel that were not HardLight events.
+    pub malformed: Counter,
+    /// Times the connection was re-established after being lost.
+    pub reconnects: Counter,
+    /// Broker channels the bridge is subscribed to on its live connection.
+    pub subscribed: Gauge,
+    /// 1 while the bridge has a live broker connection, else 0.
+    pub connected: Gauge,
+}
+
+impl BrokerStats {
+    /// Whether the bridge has a live broker connection now.
+    pub fn is_connected(&self) -> bool {
+        self.connected.get() == 1
+    }
 }

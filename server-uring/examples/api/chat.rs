@@ -20,8 +20,8 @@ impl hardlight::Event for ChatMessage {
     const TYPE: u16 = 1;
 }
 
-/// Per-connection state: who the user is and which threads they follow.
-/// The server picks each message's recipients from it.
+/// Per-connection state: who the user is and which threads they joined
+/// (only those may be posted to).
 #[derive(Debug, Clone, Default, PartialEq, Eq, hardlight::ConnectionState)]
 pub struct ChatState {
     /// The name given at `join`.
@@ -60,7 +60,8 @@ pub trait Chat {
     /// Stops receiving `thread`.
     async fn leave(&self, thread: String);
     /// Persists the message, then pushes it to every connection following
-    /// `thread` on every core. Returns its sequence number.
+    /// `thread` on every core (and, with a broker, on every chat server).
+    /// Returns its sequence number on this server's log.
     async fn send_message(&self, thread: String, text: String) -> Result<u64, ChatError>;
     /// The persisted history of `thread`.
     async fn history(&self, thread: String) -> Vec<ChatMessage>;

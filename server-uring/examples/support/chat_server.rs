@@ -15,6 +15,13 @@ use super::api::{Chat, ChatError, ChatMessage, ChatService, ChatState};
 /// Longest message accepted.
 pub const MAX_TEXT: usize = 4096;
 
+/// The event topic of a chat thread. Connections that joined the thread
+/// subscribe to it; with a broker (`--broker`) it is also the topic that
+/// carries the thread's messages between chat servers.
+pub fn topic(thread: &str) -> String {
+    format!("chat:{thread}")
+}
+
 /// The message log: one line per message in `DIR/messages.log`, written
 /// and synced before `send_message` returns, so nothing acknowledged is lost
 /// across a restart.
@@ -110,11 +117,13 @@ impl Chat for ChatHandler {
                 s.threads.push(thread.clone());
             }
         }
+        self.events.subscribe(&topic(&thread));
         self.store.history(&thread)
     }
 
     async fn leave(&self, thread: String) {
         self.state.lock().threads.retain(|t| *t != thread);
+        self.events.unsubscribe(&topic(&thread));
     }
 
     async fn send_message(&self, thread: String, text: String) -> Result<u64, ChatError> {
@@ -133,8 +142,9 @@ impl Chat for ChatHandler {
             .await
             .map_err(|e| ChatError::Storage(e.to_string()))?;
         let seq = msg.seq;
-        // Recipients are picked from each connection's state, on every core.
-        if let Err(e) = self.events.emitter().to_matching(&msg, move |s: &ChatState| s.threads.contains(&thread)) {
+        // Every connection subscribed to the thread's topic, on every core,
+        // and on every other chat server bridged to the same broker.
+        if let Err(e) = self.events.emitter().to_topic(&topic(&thread), &msg) {
             tracing::warn!(error = %e, "chat message persisted but not delivered everywhere");
         }
         Ok(seq)

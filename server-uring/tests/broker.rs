@@ -1,0 +1,477 @@
+//! Topic events across two servers through a real Redis: two servers in
+//! this process, each bridged to the broker, real sockets on 127.0.0.1.
+//!
+//! The broker: `HARDLIGHT_TEST_REDIS=redis://HOST:PORT` when set (`.ci/run`
+//! sets it), else a `redis-server` child process on a free port. The
+//! restart test always starts its own child, since it kills it. Without
+//! `redis-server` on PATH (and, where needed, without the variable) the
+//! tests fail and say so; they never pass without a broker.
+
+#[allow(dead_code)]
+#[path = "../examples/api/chat.rs"]
+mod api;
+#[allow(dead_code)]
+#[path = "../examples/support/chat_server.rs"]
+mod chat_server;
+
+use std::net::TcpListener;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hardlight::client::{Connection, EventStream};
+use hardlight::rkyv;
+use hardlight::server::{BrokerConfig, BrokerStats, ConnectContext, ConnectionEvents, Refusal, Server, ServerHandle};
+
+#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
+#[rkyv(crate = hardlight::rkyv)]
+pub struct Tick {
+    pub topic: String,
+    pub n: u64,
+}
+
+impl hardlight::Event for Tick {
+    const TYPE: u16 = 11;
+}
+
+#[hardlight::rpc]
+pub trait Relay {
+    async fn subscribe(&self, topic: String);
+    async fn unsubscribe(&self, topic: String);
+}
+
+struct RelayHandler {
+    events: ConnectionEvents,
+}
+
+impl Relay for RelayHandler {
+    async fn subscribe(&self, topic: String) {
+        self.events.subscribe(&topic);
+    }
+    async fn unsubscribe(&self, topic: String) {
+        self.events.unsubscribe(&topic);
+    }
+}
+
+const ENV: &str = "HARDLIGHT_TEST_REDIS";
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A redis-server child process; killed on drop.
+struct RedisChild {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl RedisChild {
+    fn start() -> Self {
+        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Self { port, child: None };
+        r.restart();
+        r
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Starts redis-server on this port and waits until it answers PING.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!(
+                    "cannot start redis-server ({e}): these tests need a real Redis. Install it \
+                     (apt-get install redis-server) or set {ENV}=redis://HOST:PORT to a running Redis 6+"
+                )
+            });
+        self.child = Some(child);
+        let end = Instant::now() + WAIT;
+        loop {
+            if ping(&self.url()) {
+                return;
+            }
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("redis-server on port {} exited at start: {status}", self.port);
+            }
+            assert!(Instant::now() < end, "redis-server on port {} did not answer PING in {WAIT:?}", self.port);
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL: the broker dies without a goodbye.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+impl Drop for RedisChild {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn ping(url: &str) -> bool {
+    let Ok(client) = redis::Client::open(url) else { return false };
+    let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(200)) else { return false };
+    redis::cmd("PING").query::<String>(&mut con).is_ok_and(|p| p == "PONG")
+}
+
+/// The shared broker (from the environment) or a child of this test.
+struct Broker {
+    url: String,
+    _child: Option<RedisChild>,
+}
+
+fn broker() -> Broker {
+    match std::env::var(ENV) {
+        Ok(url) => {
+            assert!(ping(&url), "{ENV}={url} does not answer PING");
+            Broker { url, _child: None }
+        }
+        Err(_) => {
+            let child = RedisChild::start();
+            Broker { url: child.url(), _child: Some(child) }
+        }
+    }
+}
+
+/// A channel prefix no other test (or run) shares, so tests can share a broker.
+fn prefix(test: &str) -> String {
+    format!("hl-test-{}-{test}:", std::process::id())
+}
+
+fn init_tracing() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
+        .with_test_writer()
+        .try_init();
+}
+
+fn start(url: &str, prefix: &str, shards: usize) -> ServerHandle {
+    init_tracing();
+    Server::builder("127.0.0.1:0".parse().unwrap())
+        .unpinned(shards)
+        .io_memory(256 * 1024)
+        .broker_config(BrokerConfig::new(url).channel_prefix(prefix))
+        .serve(|ctx: &ConnectContext<'_>| Ok::<_, Refusal>(RelayService::new(RelayHandler { events: ctx.events() })))
+        .unwrap()
+}
+
+async fn stop(server: ServerHandle) {
+    tokio::task::spawn_blocking(move || server.shutdown()).await.unwrap();
+}
+
+fn bstats(s: &ServerHandle) -> &BrokerStats {
+    s.broker_stats().expect("bridged")
+}
+
+/// A client on `server` subscribed to `topic`, with its event stream.
+async fn subscriber(server: &ServerHandle, topic: &str) -> (RelayClient<Connection>, EventStream<Tick>) {
+    let c = RelayClient::new(Connection::connect(&format!("ws://{}", server.local_addr())).await.unwrap());
+    let events = c.caller().events::<Tick>();
+    c.subscribe(topic.into()).await.unwrap();
+    (c, events)
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out after {WAIT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+async fn next<E: hardlight::Event>(stream: &mut EventStream<E>) -> E {
+    tokio::time::timeout(WAIT, stream.recv()).await.expect("event in time").expect("event")
+}
+
+fn tick(topic: &str, n: u64) -> Tick {
+    Tick { topic: topic.into(), n }
+}
+
+fn numsub(url: &str, channel: &str) -> u64 {
+    let mut con = redis::Client::open(url).unwrap().get_connection_with_timeout(WAIT).unwrap();
+    let (_, n): (String, u64) = redis::cmd("PUBSUB").arg("NUMSUB").arg(channel).query(&mut con).unwrap();
+    n
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() - 1) as f64 * p).round() as usize]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_on_server_a_receives_events_emitted_on_server_b_in_order_and_once() {
+    let broker = broker();
+    let prefix = prefix("order");
+    let a = start(&broker.url, &prefix, 2);
+    let b = start(&broker.url, &prefix, 1);
+    let (a1c, mut a1) = subscriber(&a, "t").await;
+    let (a2c, mut a2) = subscriber(&a, "t").await;
+    // B also has a subscriber: its own events reach it locally, once.
+    let (b1c, mut b1) = subscriber(&b, "t").await;
+    wait_for("both bridges to subscribe", || bstats(&a).subscribed.get() == 1 && bstats(&b).subscribed.get() == 1)
+        .await;
+    assert_eq!(numsub(&broker.url, &format!("{prefix}t")), 2, "one subscription per server, not per client");
+    let emit = b.emitter();
+
+    // One at a time: the latency of a single event from B's emitter to a
+    // client of A, through Redis.
+    let mut single = Vec::new();
+    for n in 0..20 {
+        let t0 = Instant::now();
+        emit.to_topic("t", &tick("t", n)).unwrap();
+        assert_eq!(next(&mut a1).await.n, n);
+        single.push(t0.elapsed());
+        assert_eq!(next(&mut a2).await.n, n);
+        assert_eq!(next(&mut b1).await.n, n);
+    }
+
+    // A burst of 100, received in order.
+    let mut sent = Vec::new();
+    for n in 20..120 {
+        sent.push(Instant::now());
+        emit.to_topic("t", &tick("t", n)).unwrap();
+    }
+    let mut burst = Vec::new();
+    for n in 20..120 {
+        assert_eq!(next(&mut a1).await, tick("t", n), "A's first client, in order");
+        burst.push(sent[(n - 20) as usize].elapsed());
+    }
+    for n in 20..120 {
+        assert_eq!(next(&mut a2).await.n, n, "A's second client, in order");
+        assert_eq!(next(&mut b1).await.n, n, "B's own client, in order");
+    }
+
+    wait_for("B's echoes to come back", || bstats(&b).skipped_own.get() == 120).await;
+    wait_for("B to count its publications", || bstats(&b).published.get() == 120).await;
+    let (sa, sb) = (bstats(&a), bstats(&b));
+    assert_eq!(sa.received.get(), 120);
+    assert_eq!(sa.skipped_own.get() + sb.received.get(), 0);
+    assert_eq!(sb.publish_failures.get() + sb.dropped_while_down.get() + sb.queue_full.get(), 0);
+    // B skipped its 120 echoes, so its client got each event exactly once.
+    assert!(b1.try_recv().is_none() && a1.try_recv().is_none() && a2.try_recv().is_none());
+
+    single.sort();
+    burst.sort();
+    eprintln!(
+        "cross-server latency (B emit -> A client), one at a time, n=20: p50 {:?}, p90 {:?}, max {:?}",
+        percentile(&single, 0.5),
+        percentile(&single, 0.9),
+        single[single.len() - 1]
+    );
+    eprintln!(
+        "cross-server latency, burst of 100: p50 {:?}, p90 {:?}, max {:?}",
+        percentile(&burst, 0.5),
+        percentile(&burst, 0.9),
+        burst[burst.len() - 1]
+    );
+    drop((a1c, a2c, b1c)); // a client's Close lets its server stop at once
+    stop(a).await;
+    stop(b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_topic_nobody_on_a_subscribes_to_never_reaches_a() {
+    let broker = broker();
+    let prefix = prefix("lonely");
+    let a = start(&broker.url, &prefix, 2);
+    let b = start(&broker.url, &prefix, 1);
+    let (a1c, mut a1) = subscriber(&a, "watched").await;
+    wait_for("A to subscribe", || bstats(&a).subscribed.get() == 1).await;
+    assert_eq!(numsub(&broker.url, &format!("{prefix}watched")), 1);
+    assert_eq!(numsub(&broker.url, &format!("{prefix}lonely")), 0, "A never subscribed to the lonely topic");
+
+    let emit = b.emitter();
+    for n in 0..50 {
+        emit.to_topic("lonely", &tick("lonely", n)).unwrap();
+    }
+    emit.to_topic("watched", &tick("watched", 0)).unwrap();
+    // B publishes in order on one connection, so had any lonely event been
+    // sent to A it would have arrived before this one.
+    assert_eq!(next(&mut a1).await, tick("watched", 0));
+    // (B counts a batch when Redis answers it, which may be after A has it.)
+    wait_for("B to count its 51 publications", || bstats(&b).published.get() == 51).await;
+    assert_eq!(bstats(&a).received.get(), 1, "A received only the watched topic");
+
+    // Something that is not a HardLight event on a subscribed channel is
+    // counted and ignored; the bridge keeps going.
+    let mut con = redis::Client::open(broker.url.as_str()).unwrap().get_connection_with_timeout(WAIT).unwrap();
+    let _: u64 =
+        redis::cmd("PUBLISH").arg(format!("{prefix}watched")).arg("{\"not\": \"ours\"}").query(&mut con).unwrap();
+    wait_for("the foreign message to be counted", || bstats(&a).malformed.get() == 1).await;
+    emit.to_topic("watched", &tick("watched", 1)).unwrap();
+    assert_eq!(next(&mut a1).await.n, 1);
+
+    // The last local subscriber leaves: A unsubscribes on Redis too.
+    a1c.unsubscribe("watched".into()).await.unwrap();
+    wait_for("A to unsubscribe", || bstats(&a).subscribed.get() == 0).await;
+    assert_eq!(numsub(&broker.url, &format!("{prefix}watched")), 0);
+    for n in 2..7 {
+        emit.to_topic("watched", &tick("watched", n)).unwrap();
+    }
+    wait_for("B to publish", || bstats(&b).published.get() == 57).await;
+    assert_eq!(bstats(&a).received.get(), 2, "nothing after the unsubscribe");
+    assert!(a1.try_recv().is_none());
+    drop(a1c);
+    stop(a).await;
+    stop(b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_killed_and_restarted_local_delivery_goes_on_and_the_bridges_come_back() {
+    let mut redis = RedisChild::start();
+    let prefix = prefix("restart");
+    let a = start(&redis.url(), &prefix, 1);
+    let b = start(&redis.url(), &prefix, 1);
+    let (a1c, mut a1) = subscriber(&a, "t").await;
+    let (b1c, mut b1) = subscriber(&b, "t").await;
+    wait_for("both bridges to subscribe", || bstats(&a).subscribed.get() == 1 && bstats(&b).subscribed.get() == 1)
+        .await;
+    let (emit_a, emit_b) = (a.emitter(), b.emitter());
+    for n in 0..10 {
+        emit_b.to_topic("t", &tick("t", n)).unwrap();
+    }
+    for n in 0..10 {
+        assert_eq!(next(&mut a1).await.n, n);
+        assert_eq!(next(&mut b1).await.n, n);
+    }
+
+    redis.kill();
+    let killed = Instant::now();
+    wait_for("both bridges to notice", || !bstats(&a).is_connected() && !bstats(&b).is_connected()).await;
+    // While the broker is down: emitting never fails or blocks, and local
+    // delivery on each server goes on.
+    for n in 10..20 {
+        emit_b.to_topic("t", &tick("t", n)).unwrap();
+    }
+    emit_a.to_topic("t", &tick("t", 1000)).unwrap();
+    for n in 10..20 {
+        assert_eq!(next(&mut b1).await.n, n, "B's local client during the outage");
+    }
+    assert_eq!(next(&mut a1).await.n, 1000, "A's local event during the outage");
+    wait_for("B to count its dropped events", || bstats(&b).dropped_while_down.get() == 10).await;
+    wait_for("A to count its dropped event", || bstats(&a).dropped_while_down.get() == 1).await;
+
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    redis.restart();
+    let restarted = Instant::now();
+    wait_for("both bridges to reconnect and re-subscribe", || {
+        [&a, &b].iter().all(|s| bstats(s).is_connected() && bstats(s).subscribed.get() == 1)
+    })
+    .await;
+    eprintln!(
+        "broker down for {:?}; bridges re-subscribed {:?} after the restart",
+        restarted - killed,
+        restarted.elapsed()
+    );
+    assert_eq!(bstats(&a).reconnects.get(), 1);
+    assert_eq!(bstats(&b).reconnects.get(), 1);
+
+    for n in 20..30 {
+        emit_b.to_topic("t", &tick("t", n)).unwrap();
+    }
+    for n in 20..30 {
+        // The first event A's client sees from B after the outage is 20:
+        // the ten emitted while the broker was down are lost, not late.
+        assert_eq!(next(&mut a1).await.n, n, "crossing again after the restart");
+        assert_eq!(next(&mut b1).await.n, n);
+    }
+    assert_eq!(bstats(&a).received.get(), 20);
+    assert!(a1.try_recv().is_none() && b1.try_recv().is_none());
+    drop((a1c, b1c));
+    stop(a).await;
+    stop(b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_started_before_its_broker_serves_alone_then_connects() {
+    // A port where nothing listens yet.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let url = format!("redis://127.0.0.1:{port}");
+    let a = start(&url, &prefix("late"), 1);
+    let (a1c, mut a1) = subscriber(&a, "t").await;
+    a.emitter().to_topic("t", &tick("t", 1)).unwrap();
+    assert_eq!(next(&mut a1).await.n, 1, "local delivery without a broker");
+    wait_for("the dropped event to be counted", || bstats(&a).dropped_while_down.get() == 1).await;
+    assert!(!bstats(&a).is_connected());
+
+    let mut redis = RedisChild { port, child: None };
+    redis.restart();
+    wait_for("A to connect and subscribe", || bstats(&a).is_connected() && bstats(&a).subscribed.get() == 1).await;
+    assert_eq!(bstats(&a).reconnects.get(), 0, "a first connection is not a reconnect");
+    assert_eq!(numsub(&url, &format!("{}t", prefix("late"))), 1);
+    drop(a1c);
+    stop(a).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_a_broker_the_server_runs_alone() {
+    init_tracing();
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .unpinned(1)
+        .io_memory(256 * 1024)
+        .serve(|ctx: &ConnectContext<'_>| Ok::<_, Refusal>(RelayService::new(RelayHandler { events: ctx.events() })))
+        .unwrap();
+    assert!(server.broker_stats().is_none());
+    assert!(server.emitter().broker_stats().is_none());
+    let (c, mut events) = subscriber(&server, "t").await;
+    server.emitter().to_topic("t", &tick("t", 5)).unwrap();
+    assert_eq!(next(&mut events).await.n, 5);
+    drop(c);
+    stop(server).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chat_messages_cross_between_two_chat_servers() {
+    let broker = broker();
+    let prefix = prefix("chat");
+    let dir = std::env::temp_dir().join(format!("hardlight-broker-chat-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let start_chat = |name: &str| {
+        init_tracing();
+        let store = chat_server::Store::open(&dir.join(name)).unwrap();
+        Server::builder("127.0.0.1:0".parse().unwrap())
+            .unpinned(1)
+            .io_memory(256 * 1024)
+            .broker_config(BrokerConfig::new(&broker.url).channel_prefix(&prefix))
+            .serve(chat_server::factory(store))
+            .unwrap()
+    };
+    let (a, b) = (start_chat("a"), start_chat("b"));
+    let alice_conn = Connection::connect(&format!("ws://{}", a.local_addr())).await.unwrap();
+    let mut alice_sees = alice_conn.events::<api::ChatMessage>();
+    let alice = api::ChatClient::new(alice_conn);
+    let bob_conn = Connection::connect(&format!("ws://{}", b.local_addr())).await.unwrap();
+    let mut bob_sees = bob_conn.events::<api::ChatMessage>();
+    let bob = api::ChatClient::new(bob_conn);
+    alice.join("alice".into(), "general".into()).await.unwrap();
+    bob.join("bob".into(), "general".into()).await.unwrap();
+    wait_for("both chat servers to subscribe to chat:general", || {
+        bstats(&a).subscribed.get() == 1 && bstats(&b).subscribed.get() == 1
+    })
+    .await;
+    assert_eq!(numsub(&broker.url, &format!("{prefix}{}", chat_server::topic("general"))), 2);
+
+    alice.send_message("general".into(), "hello from A".into()).await.unwrap().unwrap();
+    let m = next(&mut bob_sees).await;
+    assert_eq!((m.user.as_str(), m.text.as_str()), ("alice", "hello from A"));
+    assert_eq!(next(&mut alice_sees).await.text, "hello from A", "alice sees her own message once");
+    bob.send_message("general".into(), "hi from B".into()).await.unwrap().unwrap();
+    let m = next(&mut alice_sees).await;
+    assert_eq!((m.user.as_str(), m.text.as_str()), ("bob", "hi from B"));
+    assert_eq!(next(&mut bob_sees).await.text, "hi from B");
+
+    // Leaving the thread unsubscribes the server that had its last follower.
+    bob.leave("general".into()).await.unwrap();
+    wait_for("B to unsubscribe", || bstats(&b).subscribed.get() == 0).await;
+    drop((alice, bob));
+    stop(a).await;
+    stop(b).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
