@@ -20,15 +20,16 @@ loadgen: load generator for HardLight and plain WebSocket servers (loopback only
 USAGE
   loadgen bench [--quick] [--peers] [--peer-bin-dir DIR] [--client-cpu N] [--server-cpu N]
                 [--out DIR] [--name PREFIX] [--warmup S] [--duration S] [--floor-secs S] [--spin]
-                [--wait-quiet S] [--spin-below-us N]
+                [--wait-quiet S] [--retries N] [--spin-below-us N]
       Starts the HardLight server in-process (pinned to --server-cpu, default 1), runs the standard
       suite from --client-cpu (default 0): closed loop 64x1 and 64x16 echo64, open loop 100k/s
       Poisson over 64 connections; prints a table with the latency floor and writes results under
       --out (default results/). --quick: about 10 s instead of about 60 s. --peers: also runs
       baseline-tokio (echo64) and echo-tokio-tungstenite (raw-echo 64 B) from --peer-bin-dir
       (default target/release), pinned to the server CPU, with ratios against baseline-tokio.
-      --wait-quiet S: first wait (at most S seconds) until both CPUs are under 10% busy, since
-      other work on a shared machine contaminates every figure (each run reports it anyway).
+      --wait-quiet S: before every run, wait (at most S seconds) until both CPUs are under 10%
+      busy, since other work on a shared machine contaminates every figure (each run reports
+      it anyway); --retries N runs a contaminated run again, at most N times.
       --spin busy-polls instead of sleeping; --spin-below-us N busy-polls only when the next
       open-loop send is due within N us (waking from a sleep costs tens of us on a VM).
 
@@ -114,6 +115,9 @@ fn cmd_bench(mut args: Args) -> Result<(), String> {
     }
     if let Some(w) = args.opt_secs("wait-quiet")? {
         o.wait_quiet = w;
+    }
+    if let Some(n) = args.opt::<usize>("retries")? {
+        o.retries = n;
     }
     if let Some(us) = args.opt::<u64>("spin-below-us")? {
         o.spin_below = Duration::from_micros(us);

@@ -201,9 +201,12 @@ pub struct BenchOptions {
     pub command: String,
     /// Cases (default: the standard suite).
     pub cases: Vec<Case>,
-    /// Before starting, wait at most this long for the client and server
-    /// CPUs to go quiet (other work under 10%).
+    /// Before every run, wait at most this long for the client and server
+    /// CPUs to go quiet (under 10% busy).
     pub wait_quiet: Duration,
+    /// Runs again (waiting for quiet first) when a run reports contamination
+    /// by other work, at most this many times.
+    pub retries: usize,
 }
 
 impl BenchOptions {
@@ -225,6 +228,7 @@ impl BenchOptions {
             command: String::new(),
             cases: standard_cases(),
             wait_quiet: Duration::ZERO,
+            retries: 0,
         }
     }
 }
@@ -253,17 +257,20 @@ pub struct SuiteRun {
 
 /// Runs the suite, prints and writes the table. Returns the runs and the table text.
 pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
-    if !opts.wait_quiet.is_zero() {
-        let cpus: Vec<usize> = opts.client_cpu.iter().chain(opts.server_cpu.iter()).copied().collect();
-        eprintln!("waiting up to {:?} for cpus {cpus:?} to be under 10% busy", opts.wait_quiet);
-        let (busy, quiet) = wait_quiet(&cpus, 0.10, opts.wait_quiet);
-        let pct: Vec<String> = busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect();
-        if quiet {
-            eprintln!("quiet: cpus {cpus:?} busy {}", pct.join("/"));
-        } else {
-            eprintln!("warning: the machine did not go quiet (cpus {cpus:?} busy {}); running anyway", pct.join("/"));
+    let quiet = || {
+        if !opts.wait_quiet.is_zero() {
+            let cpus: Vec<usize> = opts.client_cpu.iter().chain(opts.server_cpu.iter()).copied().collect();
+            let (busy, quiet) = wait_quiet(&cpus, 0.10, opts.wait_quiet);
+            let pct: Vec<String> = busy.iter().map(|b| format!("{:.0}%", b * 100.0)).collect();
+            if !quiet {
+                eprintln!(
+                    "warning: the machine did not go quiet (cpus {cpus:?} busy {}); running anyway",
+                    pct.join("/")
+                );
+            }
         }
-    }
+    };
+    quiet();
     eprintln!("measuring the latency floor on cpu {:?} for {:?}", opts.client_cpu, opts.floor);
     let floors = Floors::measure(opts.client_cpu, opts.floor);
     eprintln!("{}", floors.lines());
@@ -334,6 +341,9 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
             cfg.progress = opts.progress;
             cfg.server_cpu = source;
             cfg.own_pids = own_pids;
+            if !opts.wait_quiet.is_zero() {
+                quiet();
+            }
             let meta = RunMeta {
                 run: run.clone(),
                 server: name.clone(),
@@ -342,15 +352,26 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
                 floor_default_slack: Some(floors.default_slack.clone()),
                 command: opts.command.clone(),
             };
-            match run_and_write(&cfg, &opts.out, &meta) {
-                Ok((summary, dir)) => {
-                    runs.push(SuiteRun { server: name.clone(), case: case.key.clone(), summary, dir })
+            for attempt in 0..=opts.retries {
+                if attempt > 0 {
+                    quiet();
                 }
-                Err(e) => {
-                    let msg = format!("run {run} failed: {e}");
-                    eprintln!("{msg}");
-                    skipped.push(msg);
+                match run_and_write(&cfg, &opts.out, &meta) {
+                    Ok((summary, dir)) => {
+                        let dirty = summary.warnings.iter().any(|w| w.contains("contaminated"));
+                        if dirty && attempt < opts.retries {
+                            eprintln!("[{run}] contaminated by other work: running it again ({})", attempt + 1);
+                            continue;
+                        }
+                        runs.push(SuiteRun { server: name.clone(), case: case.key.clone(), summary, dir });
+                    }
+                    Err(e) => {
+                        let msg = format!("run {run} failed: {e}");
+                        eprintln!("{msg}");
+                        skipped.push(msg);
+                    }
                 }
+                break;
             }
         }
     }
