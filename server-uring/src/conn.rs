@@ -128,7 +128,7 @@ where
                     flush(stream, conn).await?;
                     return Ok(None);
                 }
-                Event::Call { .. } => unreachable!("no calls before the upgrade"),
+                Event::Call { .. } | Event::Message { .. } => unreachable!("no messages before the upgrade"),
             }
         }
         let buf = conn.read_buf();
@@ -313,7 +313,8 @@ where
                 tracing::trace!(?reason, "connection closed");
                 closed = true;
             }
-            Event::Upgrade(_) | Event::HandshakeFailed(_) => {}
+            // `Message` comes only from echo-mode connections (`crate::echo`).
+            Event::Upgrade(_) | Event::HandshakeFailed(_) | Event::Message { .. } => {}
         }
     }
     closed
