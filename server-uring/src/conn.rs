@@ -29,7 +29,7 @@ use crate::shard::Shard;
 use crate::slots::CallSlots;
 
 /// How long to wait for the peer's Close after sending ours.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one accepted connection to the end.
 pub(crate) async fn serve<F, S>(mut stream: S, peer: SocketAddr, shard: Rc<Shard<F>>)
@@ -140,7 +140,7 @@ where
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut ServerConnection) -> io::Result<()> {
+pub(crate) async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut ServerConnection) -> io::Result<()> {
     while !conn.outbound().is_empty() {
         let n = futures::AsyncWriteExt::write(stream, conn.outbound()).await?;
         if n == 0 {
@@ -355,7 +355,7 @@ impl Drop for Registration {
     }
 }
 
-struct Defer<F: FnMut()>(F);
+pub(crate) struct Defer<F: FnMut()>(pub(crate) F);
 impl<F: FnMut()> Drop for Defer<F> {
     fn drop(&mut self) {
         (self.0)()

@@ -30,6 +30,7 @@
 
 mod config;
 mod conn;
+pub mod echo;
 mod error;
 mod events;
 mod factory;
@@ -38,7 +39,9 @@ mod signal;
 mod slots;
 mod stats;
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -149,6 +152,18 @@ impl ServerBuilder {
 
     /// Binds every shard and starts serving. Returns once all shards listen.
     pub fn serve<F: ConnectionFactory>(self, factory: F) -> Result<ServerHandle, ServerError> {
+        self.start(factory, conn::serve::<F, glommio::net::TcpStream>)
+    }
+
+    /// Binds every shard and starts serving each accepted connection with
+    /// `serve_conn` (the RPC driver, or the echo driver), on its shard.
+    pub(crate) fn start<A, C, Fut>(self, app: A, serve_conn: C) -> Result<ServerHandle, ServerError>
+    where
+        A: Send + Sync + 'static,
+        C: Fn(glommio::net::TcpStream, SocketAddr, Rc<shard::Shard<A>>) -> Fut + Copy + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let factory = app;
         let config = Arc::new(self.config);
         let shards = config.placement.shards();
         if shards == 0 {
@@ -220,6 +235,7 @@ impl ServerBuilder {
                     },
                     listener,
                     stop_rx,
+                    serve_conn,
                 )
                 .await;
             });
