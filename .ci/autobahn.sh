@@ -27,6 +27,10 @@ if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
 fi
 PYTHON="${PYTHON:-python3}"
+if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 10))' 2>/dev/null; then
+  echo "error: the Autobahn run needs Python 3.10+ with pip ($PYTHON not found or too old)" >&2
+  exit 1
+fi
 if ! "$PYTHON" -c "import importlib.metadata as m, sys; sys.exit(m.version('kosoku') != '$KOSOKU_VERSION')" 2>/dev/null; then
   echo "== installing kosoku==$KOSOKU_VERSION"
   "$PYTHON" -m pip install --quiet "kosoku==$KOSOKU_VERSION"
