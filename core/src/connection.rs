@@ -7,6 +7,11 @@
 //! [`ServerConnection::outbound`] to the socket. Everything the protocol
 //! decides (framing rules, envelope parsing, call ids, close codes) happens
 //! here, so it can be tested on byte buffers.
+//!
+//! A connection made with [`Mode::Echo`] is a plain WebSocket instead (the
+//! endpoint the Autobahn conformance suite tests): no subprotocol, text and
+//! binary messages delivered whole as [`Event::Message`], text validated as
+//! UTF-8 as it arrives.
 
 use crate::calls::CallTable;
 use crate::envelope::{self, ClientMessage};
@@ -21,6 +26,24 @@ use crate::wire::{AlignedBuf, ARCHIVE_ALIGN};
 /// buffer, chosen so that a call's input archive (after the 4-byte call
 /// header) starts on an [`ARCHIVE_ALIGN`] boundary.
 const MSG_PAD: usize = ARCHIVE_ALIGN - envelope::CALL_HEADER_LEN;
+
+/// What a connection carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    /// HardLight RPC (`hl/1`): the upgrade must offer the subprotocol, only
+    /// binary messages are accepted (text closes with 1003), and every
+    /// message is an envelope ([`Event::Call`]).
+    #[default]
+    Rpc,
+    /// A plain WebSocket for an echo server: no subprotocol is required or
+    /// selected, and complete messages (text or binary, after reassembly)
+    /// are delivered as [`Event::Message`] for the driver to answer with
+    /// [`ServerConnection::send_message`]. Text is validated as UTF-8 as it
+    /// arrives; an invalid byte closes with 1007 at once, even inside a
+    /// fragment or a frame still arriving. The framing, control-frame, close
+    /// and size rules are the RPC mode's.
+    Echo,
+}
 
 /// What the driver must act on.
 #[derive(Debug, PartialEq, Eq)]
@@ -40,6 +63,13 @@ pub enum Event<'a> {
         /// Input archive, aligned to [`ARCHIVE_ALIGN`]; valid until the next
         /// `poll_event`/`on_read`.
         input: &'a [u8],
+    },
+    /// A complete message ([`Mode::Echo`] only). `text` messages are valid UTF-8.
+    Message {
+        /// Whether the message is text (opcode 0x1) rather than binary.
+        text: bool,
+        /// The reassembled payload; valid until the next `poll_event`/`on_read`.
+        payload: &'a [u8],
     },
     /// The connection is finished: flush `outbound`, then close the socket.
     Closed(CloseReason),
@@ -98,14 +128,18 @@ pub struct ConnectionStats {
 #[derive(Debug)]
 pub struct ServerConnection {
     limits: Limits,
+    mode: Mode,
     phase: Phase,
     inbuf: Vec<u8>,
     in_start: usize,
     in_end: usize,
     /// Reassembled message payload, after `MSG_PAD` bytes of padding.
     msg: AlignedBuf,
-    /// Opcode of the message being reassembled, if any.
+    /// Opcode (text or binary) of the message being reassembled, if any.
     msg_opcode: Option<Opcode>,
+    /// Bytes of a text message in `msg` (after the padding) known to be
+    /// valid UTF-8; at most 3 bytes of an unfinished character follow them.
+    utf8_valid: usize,
     data: Option<DataFrame>,
     calls: CallTable,
     draining: bool,
@@ -117,19 +151,26 @@ pub struct ServerConnection {
 }
 
 impl ServerConnection {
-    /// A connection that has just been accepted at the TCP level.
+    /// A HardLight connection that has just been accepted at the TCP level.
     pub fn new(limits: Limits) -> Self {
+        Self::with_mode(limits, Mode::Rpc)
+    }
+
+    /// A connection in the given mode; [`Mode::Echo`] for a plain WebSocket.
+    pub fn with_mode(limits: Limits, mode: Mode) -> Self {
         let size = limits.read_buffer_size.max(limits.max_handshake_size + 1).max(256);
         let mut msg = AlignedBuf::with_capacity(1024);
         msg.resize(MSG_PAD, 0);
         Self {
             limits,
+            mode,
             phase: Phase::Handshake,
             inbuf: vec![0; size],
             in_start: 0,
             in_end: 0,
             msg,
             msg_opcode: None,
+            utf8_valid: 0,
             data: None,
             calls: CallTable::new(),
             draining: false,
@@ -144,6 +185,11 @@ impl ServerConnection {
     /// The limits this connection enforces.
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    /// What this connection carries.
+    pub fn mode(&self) -> Mode {
+        self.mode
     }
 
     /// Space to read socket bytes into. Never empty while the connection reads.
@@ -280,6 +326,19 @@ impl ServerConnection {
         }
     }
 
+    /// Sends one whole message ([`Mode::Echo`]: the driver echoes each
+    /// [`Event::Message`] with this). Dropped once the connection is closing.
+    /// `text` payloads must be UTF-8 (an echoed text message is).
+    pub fn send_message(&mut self, text: bool, payload: &[u8]) {
+        debug_assert_eq!(self.mode, Mode::Echo, "HardLight connections send envelopes, not raw messages");
+        debug_assert!(!text || std::str::from_utf8(payload).is_ok(), "text message is not UTF-8");
+        if self.phase == Phase::Open {
+            let opcode = if text { Opcode::Text } else { Opcode::Binary };
+            frame::write_header(&mut self.out, true, opcode, payload.len(), None);
+            self.out.extend_from_slice(payload);
+        }
+    }
+
     /// Answers call `id` with the handler's reply.
     pub fn complete<R: Reply + ?Sized>(&mut self, id: u8, reply: &R) {
         if !self.calls.finish(id) {
@@ -346,20 +405,31 @@ impl ServerConnection {
                 Step::NeedMore => return None,
                 Step::Continue => continue,
                 Step::Closed(reason) => return Some(Event::Closed(reason)),
-                Step::Message => {
-                    // Borrow ends before the next loop iteration on every path that continues.
-                    if let Some((id, method)) = self.take_call() {
-                        let input = &self.msg[MSG_PAD + envelope::CALL_HEADER_LEN..];
-                        return Some(Event::Call { id, method, input });
+                Step::Message { text } => match self.mode {
+                    Mode::Rpc => {
+                        // Borrow ends before the next loop iteration on every path that continues.
+                        if let Some((id, method)) = self.take_call() {
+                            let input = &self.msg[MSG_PAD + envelope::CALL_HEADER_LEN..];
+                            return Some(Event::Call { id, method, input });
+                        }
                     }
-                }
+                    Mode::Echo => {
+                        if self.phase == Phase::Open {
+                            return Some(Event::Message { text, payload: &self.msg[MSG_PAD..] });
+                        }
+                    }
+                },
             }
         }
     }
 
     fn poll_handshake(&mut self) -> Option<Event<'_>> {
         let data = &self.inbuf[self.in_start..self.in_end];
-        match handshake::parse_request(data, self.limits.max_handshake_size, self.limits.max_headers) {
+        let subprotocol = match self.mode {
+            Mode::Rpc => Some(handshake::SUBPROTOCOL),
+            Mode::Echo => None,
+        };
+        match handshake::parse_request_for(data, self.limits.max_handshake_size, self.limits.max_headers, subprotocol) {
             Ok(None) => None,
             Ok(Some((req, used))) => {
                 self.in_start += used;
@@ -439,10 +509,12 @@ impl ServerConnection {
         }
         match hdr.opcode {
             Opcode::Close | Opcode::Ping | Opcode::Pong => self.step_control(hdr),
-            Opcode::Text => self.protocol_close(CloseCode::UnsupportedData, "HardLight accepts binary messages only"),
-            Opcode::Binary | Opcode::Continuation => {
+            Opcode::Text if self.mode == Mode::Rpc => {
+                self.protocol_close(CloseCode::UnsupportedData, "HardLight accepts binary messages only")
+            }
+            Opcode::Text | Opcode::Binary | Opcode::Continuation => {
                 match (hdr.opcode, self.msg_opcode) {
-                    (Opcode::Binary, Some(_)) => {
+                    (Opcode::Text | Opcode::Binary, Some(_)) => {
                         return self.protocol_close(
                             CloseCode::ProtocolError,
                             "new message started before the previous one finished",
@@ -469,7 +541,8 @@ impl ServerConnection {
                 }
                 if self.msg_opcode.is_none() {
                     self.msg.resize(MSG_PAD, 0);
-                    self.msg_opcode = Some(Opcode::Binary);
+                    self.msg_opcode = Some(hdr.opcode);
+                    self.utf8_valid = 0;
                 }
                 self.in_start += hdr.header_len;
                 let df = DataFrame {
@@ -515,6 +588,10 @@ impl ServerConnection {
         self.in_start += take;
         df.done += take;
         df.remaining -= take as u64;
+        // Fail fast: check text as it arrives, not when the message ends.
+        if self.msg_opcode == Some(Opcode::Text) && !self.check_utf8(df.fin && df.remaining == 0) {
+            return self.protocol_close(CloseCode::InvalidPayload, "text message is not valid UTF-8");
+        }
         if df.remaining > 0 {
             self.data = Some(df);
             return Step::NeedMore;
@@ -524,8 +601,27 @@ impl ServerConnection {
             return Step::Continue;
         }
         // The message stays in `msg` until the next message starts.
-        self.msg_opcode = None;
-        Step::Message
+        let text = self.msg_opcode.take() == Some(Opcode::Text);
+        Step::Message { text }
+    }
+
+    /// Extends the validated prefix of the text message in `msg`. False if
+    /// the bytes so far cannot begin valid UTF-8, or, once the message is
+    /// `complete`, if it ends inside a character.
+    fn check_utf8(&mut self, complete: bool) -> bool {
+        let unchecked = &self.msg[MSG_PAD + self.utf8_valid..];
+        match std::str::from_utf8(unchecked) {
+            Ok(_) => {
+                self.utf8_valid += unchecked.len();
+                true
+            }
+            Err(e) => {
+                self.utf8_valid += e.valid_up_to();
+                // `error_len() == None`: the input ends inside a character
+                // that more bytes may still complete.
+                e.error_len().is_none() && !complete
+            }
+        }
     }
 
     fn step_control(&mut self, hdr: FrameHeader) -> Step {
@@ -600,7 +696,10 @@ impl ServerConnection {
 enum Step {
     NeedMore,
     Continue,
-    Message,
+    /// A complete message is in `msg`.
+    Message {
+        text: bool,
+    },
     Closed(CloseReason),
 }
 
@@ -890,6 +989,285 @@ mod tests {
         assert!(!c.wants_read(), "outbound over the limit must pause reads");
         take_out(&mut c);
         assert!(c.wants_read());
+    }
+
+    // ---- Echo mode (plain WebSocket, the Autobahn echo server) ----
+
+    const PLAIN_UPGRADE: &str = "GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+    fn echo_open_with(limits: Limits) -> ServerConnection {
+        let mut c = ServerConnection::with_mode(limits, Mode::Echo);
+        feed(&mut c, PLAIN_UPGRADE.as_bytes());
+        let Some(Event::Upgrade(req)) = c.poll_event() else { panic!("upgrade without a subprotocol") };
+        c.accept(&req);
+        let out = String::from_utf8(take_out(&mut c)).unwrap();
+        assert!(out.starts_with("HTTP/1.1 101"), "{out}");
+        assert!(!out.contains("Sec-WebSocket-Protocol"), "no subprotocol is selected: {out}");
+        c
+    }
+
+    fn echo_open() -> ServerConnection {
+        echo_open_with(Limits::default())
+    }
+
+    fn masked(fin: bool, op: Opcode, payload: &[u8]) -> Vec<u8> {
+        let mut f = Vec::new();
+        frame::write_masked_frame(&mut f, fin, op, payload, [0x37, 0xfa, 0x21, 0x3d]);
+        f
+    }
+
+    /// Feeds `bytes` a read buffer at a time and echoes every message, as
+    /// the echo driver does.
+    fn echo_all(c: &mut ServerConnection, mut bytes: &[u8]) -> Vec<(bool, Vec<u8>)> {
+        let mut got = Vec::new();
+        loop {
+            while let Some(ev) = c.poll_event() {
+                match ev {
+                    Event::Message { text, payload } => {
+                        let p = payload.to_vec();
+                        c.send_message(text, &p);
+                        got.push((text, p));
+                    }
+                    Event::Closed(_) => return got,
+                    other => panic!("unexpected {other:?}"),
+                }
+            }
+            if bytes.is_empty() || !c.wants_read() {
+                return got;
+            }
+            let dst = c.read_buf();
+            assert!(!dst.is_empty(), "the read buffer has room after polling");
+            let n = dst.len().min(bytes.len());
+            dst[..n].copy_from_slice(&bytes[..n]);
+            c.on_read(n);
+            bytes = &bytes[n..];
+        }
+    }
+
+    #[test]
+    fn echo_mode_delivers_and_echoes_text_and_binary() {
+        let mut c = echo_open();
+        let mut wire = masked(true, Opcode::Text, "héllo".as_bytes());
+        wire.extend(masked(true, Opcode::Binary, &[0, 0xff, 1]));
+        wire.extend(masked(true, Opcode::Text, b""));
+        let got = echo_all(&mut c, &wire);
+        assert_eq!(got, vec![(true, "héllo".as_bytes().to_vec()), (false, vec![0, 0xff, 1]), (true, Vec::new())]);
+        let fs = frames(&take_out(&mut c));
+        assert_eq!(
+            fs,
+            vec![
+                (Opcode::Text, "héllo".as_bytes().to_vec()),
+                (Opcode::Binary, vec![0, 0xff, 1]),
+                (Opcode::Text, Vec::new())
+            ]
+        );
+        assert!(c.is_open());
+    }
+
+    #[test]
+    fn echo_mode_requires_no_subprotocol_but_rpc_mode_still_does() {
+        let mut c = ServerConnection::new(Limits::default());
+        feed(&mut c, PLAIN_UPGRADE.as_bytes());
+        assert!(matches!(c.poll_event(), Some(Event::HandshakeFailed(HandshakeError::UnsupportedProtocol(None)))));
+        // Echo mode with an hl/1 offer: accepted, nothing selected.
+        let mut c = ServerConnection::with_mode(Limits::default(), Mode::Echo);
+        feed(&mut c, UPGRADE.as_bytes());
+        let Some(Event::Upgrade(req)) = c.poll_event() else { panic!() };
+        assert_eq!(req.protocol(), None);
+    }
+
+    #[test]
+    fn utf8_split_inside_a_character_across_fragments_and_reads() {
+        // "€" is E2 82 AC; "𝄞" is F0 9D 84 9E. Split every way across fragments.
+        let text = "a€𝄞z".as_bytes();
+        for cut1 in 0..=text.len() {
+            for cut2 in cut1..=text.len() {
+                let mut c = echo_open();
+                let mut wire = masked(false, Opcode::Text, &text[..cut1]);
+                wire.extend(masked(false, Opcode::Continuation, &text[cut1..cut2]));
+                wire.extend(masked(true, Opcode::Continuation, &text[cut2..]));
+                let mut got = Vec::new();
+                // Byte at a time, so a frame's payload also arrives in pieces.
+                for b in &wire {
+                    got.extend(echo_all(&mut c, std::slice::from_ref(b)));
+                }
+                assert_eq!(got, vec![(true, text.to_vec())], "cuts {cut1} {cut2}");
+                assert!(c.is_open());
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_in_a_non_final_fragment_closes_1007_at_once() {
+        let mut c = echo_open();
+        // A valid first fragment, then one with a code point above U+10FFFF.
+        let mut wire = masked(false, Opcode::Text, "κόσμε".as_bytes());
+        wire.extend(masked(false, Opcode::Continuation, &[0xf4, 0x90, 0x80, 0x80]));
+        assert!(echo_all(&mut c, &wire).is_empty());
+        // The final fragment has not arrived; the verdict is already out.
+        expect_close(&mut c, 1007);
+        assert!(!c.is_open());
+    }
+
+    #[test]
+    fn invalid_utf8_is_caught_inside_a_frame_still_arriving() {
+        let mut c = echo_open();
+        let mut payload = "κόσμε".as_bytes().to_vec();
+        payload.extend_from_slice(&[0xce, 0xbc, 0xed, 0xa0, 0x80]); // a surrogate (ED A0 80)
+        payload.extend_from_slice(b"more text that never arrives");
+        let wire = masked(true, Opcode::Text, &payload);
+        // Deliver only up to the first byte that cannot continue valid UTF-8 (0xA0).
+        let bad_at = wire.len() - b"more text that never arrives".len() - 2;
+        assert!(echo_all(&mut c, &wire[..bad_at]).is_empty());
+        assert!(c.is_open(), "ED alone may still start a valid character");
+        assert!(echo_all(&mut c, &wire[bad_at..bad_at + 1]).is_empty());
+        expect_close(&mut c, 1007);
+    }
+
+    #[test]
+    fn text_ending_inside_a_character_closes_1007() {
+        for (first, last) in [(&b"ab\xe2\x82"[..], &b""[..]), (&b"ab"[..], &b"\xf0\x9d\x84"[..])] {
+            let mut c = echo_open();
+            let mut wire = masked(false, Opcode::Text, first);
+            wire.extend(masked(true, Opcode::Continuation, last));
+            assert!(echo_all(&mut c, &wire).is_empty());
+            expect_close(&mut c, 1007);
+        }
+        // Single-frame forms: truncated, overlong, lone continuation byte.
+        for bad in [&b"\xce"[..], &b"\xc0\xaf"[..], &b"\x80"[..], &b"\xed\xbf\xbf"[..]] {
+            let mut c = echo_open();
+            assert!(echo_all(&mut c, &masked(true, Opcode::Text, bad)).is_empty());
+            expect_close(&mut c, 1007);
+        }
+        // Invalid bytes in a *binary* message are just bytes.
+        let mut c = echo_open();
+        assert_eq!(echo_all(&mut c, &masked(true, Opcode::Binary, b"\xc0\xaf")), vec![(false, b"\xc0\xaf".to_vec())]);
+    }
+
+    #[test]
+    fn echo_mode_control_frames_interleave_and_fragment_rules_hold() {
+        let mut c = echo_open();
+        let mut wire = masked(false, Opcode::Text, b"frag");
+        wire.extend(masked(true, Opcode::Ping, b"p1"));
+        wire.extend(masked(true, Opcode::Pong, b"unsolicited"));
+        wire.extend(masked(false, Opcode::Continuation, b"men"));
+        wire.extend(masked(true, Opcode::Ping, b"p2"));
+        wire.extend(masked(true, Opcode::Continuation, b"ted"));
+        assert_eq!(echo_all(&mut c, &wire), vec![(true, b"fragmented".to_vec())]);
+        let fs = frames(&take_out(&mut c));
+        assert_eq!(
+            fs,
+            vec![
+                (Opcode::Pong, b"p1".to_vec()),
+                (Opcode::Pong, b"p2".to_vec()),
+                (Opcode::Text, b"fragmented".to_vec())
+            ]
+        );
+        // A new data message inside a fragmented one.
+        for op in [Opcode::Text, Opcode::Binary] {
+            let mut c = echo_open();
+            let mut wire = masked(false, Opcode::Binary, b"a");
+            wire.extend(masked(true, op, b"b"));
+            assert!(echo_all(&mut c, &wire).is_empty());
+            expect_close(&mut c, 1002);
+        }
+        // A continuation with nothing to continue.
+        let mut c = echo_open();
+        assert!(echo_all(&mut c, &masked(true, Opcode::Continuation, b"x")).is_empty());
+        expect_close(&mut c, 1002);
+        // A fragmented ping.
+        let mut c = echo_open();
+        assert!(echo_all(&mut c, &masked(false, Opcode::Ping, b"x")).is_empty());
+        expect_close(&mut c, 1002);
+        // Reserved bits and opcodes: an earlier message is echoed first.
+        for bad in [[0x91u8, 0x80], [0x83, 0x80], [0x8b, 0x80]] {
+            let mut c = echo_open();
+            let mut wire = masked(true, Opcode::Text, b"Hello");
+            wire.extend_from_slice(&bad);
+            wire.extend_from_slice(&[0; 4]);
+            assert_eq!(echo_all(&mut c, &wire), vec![(true, b"Hello".to_vec())]);
+            let fs = frames(&take_out(&mut c));
+            assert_eq!(fs[0], (Opcode::Text, b"Hello".to_vec()));
+            assert_eq!(fs[1].0, Opcode::Close);
+            assert_eq!(u16::from_be_bytes([fs[1].1[0], fs[1].1[1]]), 1002);
+        }
+    }
+
+    #[test]
+    fn echo_mode_close_rules() {
+        let close = |payload: &[u8]| {
+            let mut c = echo_open();
+            feed(&mut c, &masked(true, Opcode::Close, payload));
+            let ev = match c.poll_event() {
+                Some(Event::Closed(r)) => Some(r),
+                other => panic!("{other:?}"),
+            };
+            let out = take_out(&mut c);
+            let fs = frames(&out);
+            assert_eq!(fs.len(), 1, "exactly one Close back");
+            assert!(c.is_closed());
+            (ev, u16::from_be_bytes([fs[0].1[0], fs[0].1[1]]))
+        };
+        // Empty: normal closure back.
+        assert_eq!(close(b""), (Some(CloseReason::ByPeer(1005)), 1000));
+        // Valid codes are echoed.
+        for code in [1000u16, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 3000, 3999, 4000, 4999] {
+            assert_eq!(close(&code.to_be_bytes()).1, code, "code {code}");
+        }
+        // Invalid codes: protocol error.
+        for code in [0u16, 999, 1004, 1005, 1006, 1016, 1100, 2000, 2999, 5000, 65535] {
+            assert_eq!(close(&code.to_be_bytes()).1, 1002, "code {code}");
+        }
+        // One-byte payload: protocol error. Reason not UTF-8: 1007.
+        assert_eq!(close(&[0x03]).1, 1002);
+        assert_eq!(
+            close(&[0x03, 0xe8, 0xce, 0xba, 0xe1, 0xbd, 0xb9, 0xcf, 0x83, 0xce, 0xbc, 0xce, 0xb5, 0xed, 0xa0, 0x80]).1,
+            1007
+        );
+        // A 123-byte reason is fine; 124 makes the frame too long (1002).
+        let mut ok = 1000u16.to_be_bytes().to_vec();
+        ok.extend_from_slice(&[b'*'; 123]);
+        assert_eq!(close(&ok).1, 1000);
+        let mut c = echo_open();
+        let mut long = vec![0x88, 0x80 | 126, 0, 126, 0, 0, 0, 0];
+        long.extend_from_slice(&[0; 126]);
+        feed(&mut c, &long);
+        assert!(c.poll_event().is_none());
+        expect_close(&mut c, 1002);
+        // After the peer's Close nothing else is answered (7.1.3: a ping after close).
+        let mut c = echo_open();
+        let mut wire = masked(true, Opcode::Close, &1000u16.to_be_bytes());
+        wire.extend(masked(true, Opcode::Ping, b"late"));
+        wire.extend(masked(true, Opcode::Text, b"late"));
+        assert!(echo_all(&mut c, &wire).is_empty());
+        let fs = frames(&take_out(&mut c));
+        assert_eq!(fs.len(), 1);
+        assert_eq!(fs[0].0, Opcode::Close);
+    }
+
+    #[test]
+    fn echo_mode_message_limit_is_configurable() {
+        let mut c = echo_open_with(Limits { max_message_size: 1000, ..Limits::default() });
+        let got = echo_all(&mut c, &masked(true, Opcode::Binary, &[7; 1000]));
+        assert_eq!(got.len(), 1);
+        take_out(&mut c);
+        let mut wire = masked(false, Opcode::Text, &[b'a'; 600]);
+        wire.extend(masked(true, Opcode::Continuation, &[b'a'; 401]));
+        assert!(echo_all(&mut c, &wire).is_empty());
+        expect_close(&mut c, 1009);
+        // A large limit: a 3 MiB text message in 64 KiB fragments arrives whole.
+        let mut c = echo_open_with(Limits { max_message_size: 64 << 20, ..Limits::default() });
+        let text: Vec<u8> = "ℌ𝔞𝔯𝔡𝔏𝔦𝔤𝔥𝔱 ".bytes().cycle().take(3 << 20).collect();
+        let text = &text[..std::str::from_utf8(&text).map(|_| text.len()).unwrap_or_else(|e| e.valid_up_to())];
+        let mut wire = Vec::new();
+        let chunks: Vec<&[u8]> = text.chunks(64 << 10).collect();
+        for (i, ch) in chunks.iter().enumerate() {
+            let op = if i == 0 { Opcode::Text } else { Opcode::Continuation };
+            wire.extend(masked(i + 1 == chunks.len(), op, ch));
+        }
+        let got = echo_all(&mut c, &wire);
+        assert_eq!(got.len(), 1);
+        assert!(got[0].0 && got[0].1 == text);
     }
 
     #[test]

@@ -22,6 +22,8 @@ pub struct UpgradeRequest {
     /// Every header, names lowercased, values as sent (lossy UTF-8), in order.
     pub headers: Vec<(String, String)>,
     key: String,
+    /// The subprotocol the server selects (and names in its 101), if any.
+    protocol: Option<&'static str>,
 }
 
 impl UpgradeRequest {
@@ -47,6 +49,12 @@ impl UpgradeRequest {
         self.cookies().into_iter().find(|(n, _)| n == name).map(|(_, v)| v)
     }
 
+    /// The subprotocol the 101 response selects: `hl/1` for HardLight
+    /// connections, `None` for a plain WebSocket (see [`parse_request_for`]).
+    pub fn protocol(&self) -> Option<&'static str> {
+        self.protocol
+    }
+
     /// Appends the `101 Switching Protocols` response that accepts this request.
     pub fn write_accept(&self, out: &mut Vec<u8>) {
         let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
@@ -54,8 +62,10 @@ impl UpgradeRequest {
             b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: ",
         );
         out.extend_from_slice(accept.as_bytes());
-        out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
-        out.extend_from_slice(SUBPROTOCOL.as_bytes());
+        if let Some(p) = self.protocol {
+            out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
+            out.extend_from_slice(p.as_bytes());
+        }
         out.extend_from_slice(b"\r\n\r\n");
     }
 }
@@ -158,6 +168,19 @@ pub fn parse_request(
     max_size: usize,
     max_headers: usize,
 ) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
+    parse_request_for(buf, max_size, max_headers, Some(SUBPROTOCOL))
+}
+
+/// [`parse_request`] with the subprotocol rule made explicit: with
+/// `Some(token)` the client must offer `token` and the 101 selects it (the
+/// HardLight rule, `hl/1`); with `None` nothing is required or selected, as
+/// for a plain WebSocket endpoint (the echo server the Autobahn suite tests).
+pub fn parse_request_for(
+    buf: &[u8],
+    max_size: usize,
+    max_headers: usize,
+    subprotocol: Option<&'static str>,
+) -> Result<Option<(UpgradeRequest, usize)>, HandshakeError> {
     let mut storage = vec![httparse::EMPTY_HEADER; max_headers];
     let mut req = httparse::Request::new(&mut storage);
     let used = match req.parse(buf) {
@@ -202,7 +225,7 @@ pub fn parse_request(
     if !is_valid_key(key) {
         return Err(HandshakeError::BadKey);
     }
-    if !has_token("sec-websocket-protocol", SUBPROTOCOL) {
+    if subprotocol.is_some_and(|p| !has_token("sec-websocket-protocol", p)) {
         let offered: Vec<&str> =
             headers.iter().filter(|(n, _)| n == "sec-websocket-protocol").map(|(_, v)| v.as_str()).collect();
         return Err(HandshakeError::UnsupportedProtocol(if offered.is_empty() {
@@ -211,7 +234,15 @@ pub fn parse_request(
             Some(offered.join(", "))
         }));
     }
-    Ok(Some((UpgradeRequest { path: req.path.unwrap_or("/").to_string(), key: key.to_string(), headers }, used)))
+    Ok(Some((
+        UpgradeRequest {
+            path: req.path.unwrap_or("/").to_string(),
+            key: key.to_string(),
+            headers,
+            protocol: subprotocol,
+        },
+        used,
+    )))
 }
 
 /// The Origin rule: with an allow-list, a request that carries an `Origin`
@@ -326,6 +357,23 @@ mod tests {
         let r = request("Sec-WebSocket-Protocol: hl/1\r\n");
         let (no_origin, _) = parse_request(r.as_bytes(), 8192, 64).unwrap().unwrap();
         assert!(origin_allowed(&no_origin, &["https://app.example".into()]));
+    }
+
+    #[test]
+    fn plain_websocket_needs_no_subprotocol_and_selects_none() {
+        for extra in ["", "Sec-WebSocket-Protocol: chat\r\n"] {
+            let r = request(extra);
+            let (req, _) = parse_request_for(r.as_bytes(), 8192, 64, None).unwrap().unwrap();
+            assert_eq!(req.protocol(), None);
+            let mut out = Vec::new();
+            req.write_accept(&mut out);
+            let text = String::from_utf8(out).unwrap();
+            assert!(text.starts_with("HTTP/1.1 101 "), "{text}");
+            assert!(!text.to_ascii_lowercase().contains("sec-websocket-protocol"), "{text}");
+        }
+        // The other rules still apply.
+        let v8 = request("").replace("Version: 13", "Version: 8");
+        assert_eq!(parse_request_for(v8.as_bytes(), 8192, 64, None).unwrap_err().status(), 426);
     }
 
     #[test]

@@ -29,7 +29,31 @@ use crate::shard::Shard;
 use crate::slots::CallSlots;
 
 /// How long to wait for the peer's Close after sending ours.
-const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Serves one accepted TCP connection: TLS first when configured, then
+/// [`serve`]. The TLS handshake counts against the handshake timeout too.
+pub(crate) async fn serve_tcp<F: ConnectionFactory>(
+    stream: glommio::net::TcpStream,
+    peer: SocketAddr,
+    shard: Rc<Shard<F>>,
+) {
+    let Some(tls) = shard.config.tls.clone() else {
+        return serve(stream, peer, shard).await;
+    };
+    let accept = std::pin::pin!(tls.acceptor.accept(stream));
+    match select(accept, Timer::new(shard.config.limits.handshake_timeout)).await {
+        Either::Left((Ok(tls_stream), _)) => serve(tls_stream, peer, shard).await,
+        Either::Left((Err(e), _)) => {
+            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+            shard.stats.tls_failures.inc();
+        }
+        Either::Right(_) => {
+            tracing::debug!(%peer, "TLS handshake timed out");
+            shard.stats.handshake_timeouts.inc();
+        }
+    }
+}
 
 /// Serves one accepted connection to the end.
 pub(crate) async fn serve<F, S>(mut stream: S, peer: SocketAddr, shard: Rc<Shard<F>>)
@@ -135,7 +159,7 @@ where
                     flush(stream, conn).await?;
                     return Ok(None);
                 }
-                Event::Call { .. } => unreachable!("no calls before the upgrade"),
+                Event::Call { .. } | Event::Message { .. } => unreachable!("no messages before the upgrade"),
             }
         }
         let buf = conn.read_buf();
@@ -147,7 +171,7 @@ where
     }
 }
 
-async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut ServerConnection) -> io::Result<()> {
+pub(crate) async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut ServerConnection) -> io::Result<()> {
     while !conn.outbound().is_empty() {
         let n = futures::AsyncWriteExt::write(stream, conn.outbound()).await?;
         if n == 0 {
@@ -369,7 +393,8 @@ where
                 tracing::trace!(?reason, "connection closed");
                 closed = true;
             }
-            Event::Upgrade(_) | Event::HandshakeFailed(_) => {}
+            // `Message` comes only from echo-mode connections (`crate::echo`).
+            Event::Upgrade(_) | Event::HandshakeFailed(_) | Event::Message { .. } => {}
         }
     }
     closed
@@ -410,7 +435,7 @@ impl Drop for Registration {
     }
 }
 
-struct Defer<F: FnMut()>(F);
+pub(crate) struct Defer<F: FnMut()>(pub(crate) F);
 impl<F: FnMut()> Drop for Defer<F> {
     fn drop(&mut self) {
         (self.0)()

@@ -32,6 +32,7 @@
 mod broker;
 mod config;
 mod conn;
+pub mod echo;
 mod error;
 mod events;
 mod factory;
@@ -41,7 +42,9 @@ mod slots;
 mod stats;
 mod tls;
 
+use std::future::Future;
 use std::net::{SocketAddr, TcpListener as StdListener};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -194,6 +197,18 @@ impl ServerBuilder {
 
     /// Binds every shard and starts serving. Returns once all shards listen.
     pub fn serve<F: ConnectionFactory>(self, factory: F) -> Result<ServerHandle, ServerError> {
+        self.start(factory, conn::serve_tcp::<F>)
+    }
+
+    /// Binds every shard and starts serving each accepted connection with
+    /// `serve_conn` (the RPC driver, or the echo driver), on its shard.
+    pub(crate) fn start<A, C, Fut>(self, app: A, serve_conn: C) -> Result<ServerHandle, ServerError>
+    where
+        A: Send + Sync + 'static,
+        C: Fn(glommio::net::TcpStream, SocketAddr, Rc<shard::Shard<A>>) -> Fut + Copy + Send + 'static,
+        Fut: Future<Output = ()> + 'static,
+    {
+        let factory = app;
         let config = Arc::new(self.config);
         let shards = config.placement.shards();
         if shards == 0 {
@@ -275,6 +290,7 @@ impl ServerBuilder {
                     },
                     listener,
                     stop_rx,
+                    serve_conn,
                 )
                 .await;
             });

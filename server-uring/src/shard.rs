@@ -8,6 +8,7 @@
 //! concentrates accept work on one core.
 
 use std::cell::Cell;
+use std::future::Future;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::sync::Arc;
@@ -15,12 +16,11 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use futures::future::{select, Either};
-use glommio::net::TcpListener;
+use glommio::net::{TcpListener, TcpStream};
 use glommio::timer::Timer;
 
 use crate::config::ServerConfig;
 use crate::events::{Emitter, InboxReceiver, Registry};
-use crate::factory::ConnectionFactory;
 use crate::signal::LocalSignal;
 use crate::stats::ServerStats;
 
@@ -28,6 +28,7 @@ use crate::stats::ServerStats;
 pub(crate) struct Shard<F> {
     pub(crate) index: usize,
     pub(crate) config: Arc<ServerConfig>,
+    /// The application's connection factory (a unit type for the echo server).
     pub(crate) factory: Arc<F>,
     pub(crate) stats: Arc<ServerStats>,
     pub(crate) shutdown: LocalSignal,
@@ -49,12 +50,18 @@ pub(crate) struct ShardParts<F> {
 }
 
 /// Runs a shard until `stop` fires (or its sender is dropped) and its
-/// connections have closed.
-pub(crate) async fn run<F: ConnectionFactory>(
+/// connections have closed. Each accepted connection runs `serve_conn` in a
+/// task of its own.
+pub(crate) async fn run<F, C, Fut>(
     parts: ShardParts<F>,
     listener: TcpListener,
     stop: oneshot::Receiver<()>,
-) {
+    serve_conn: C,
+) where
+    F: 'static,
+    C: Fn(TcpStream, SocketAddr, Rc<Shard<F>>) -> Fut,
+    Fut: Future<Output = ()> + 'static,
+{
     let ShardParts { index, addr, config, factory, stats, emitter, inbox } = parts;
     let registry = Rc::new(std::cell::RefCell::new(Registry::new(emitter.bridge())));
     let shard = Rc::new(Shard {
@@ -91,27 +98,9 @@ pub(crate) async fn run<F: ConnectionFactory>(
                 let shard2 = shard.clone();
                 shard.open.set(shard.open.get() + 1);
                 shard.stats.open.inc();
+                let serving = serve_conn(stream, peer, shard2.clone());
                 glommio::spawn_local(async move {
-                    match shard2.config.tls.clone() {
-                        None => crate::conn::serve(stream, peer, shard2.clone()).await,
-                        Some(tls) => {
-                            // The TLS handshake counts against the handshake timeout too.
-                            let accept = std::pin::pin!(tls.acceptor.accept(stream));
-                            match select(accept, Timer::new(shard2.config.limits.handshake_timeout)).await {
-                                Either::Left((Ok(tls_stream), _)) => {
-                                    crate::conn::serve(tls_stream, peer, shard2.clone()).await
-                                }
-                                Either::Left((Err(e), _)) => {
-                                    tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                                    shard2.stats.tls_failures.inc();
-                                }
-                                Either::Right(_) => {
-                                    tracing::debug!(%peer, "TLS handshake timed out");
-                                    shard2.stats.handshake_timeouts.inc();
-                                }
-                            }
-                        }
-                    }
+                    serving.await;
                     shard2.open.set(shard2.open.get() - 1);
                     shard2.stats.open.dec();
                     if shard2.open.get() == 0 {

@@ -1,0 +1,215 @@
+//! A plain WebSocket echo server on HardLight's own transport.
+//!
+//! Every complete message (text or binary) a client sends comes straight
+//! back. It exists to test the WebSocket layer on its own, with the Autobahn
+//! suite (`.ci/autobahn.sh`, `server-uring/examples/autobahn_echo.rs`): the
+//! same glommio shards, accept loop and connection state machine as the RPC
+//! server, with the core in [`Mode::Echo`], which needs no subprotocol,
+//! accepts text (validated as UTF-8) and delivers whole messages instead of
+//! call envelopes.
+//!
+//! ```no_run
+//! use hardlight_server::echo::EchoServer;
+//! let server = EchoServer::builder("127.0.0.1:9001".parse().unwrap())
+//!     .unpinned(1)
+//!     .serve_echo()
+//!     .expect("server starts");
+//! println!("echo on ws://{}", server.local_addr());
+//! server.join();
+//! ```
+
+use std::future::{poll_fn, Future};
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use futures::future::{select, Either};
+use futures::io::{AsyncRead, AsyncWrite};
+use glommio::timer::Timer;
+use hardlight_core::connection::{Event, Mode, ServerConnection};
+use hardlight_core::error::CloseCode;
+use hardlight_core::limits::Limits;
+
+use crate::conn::{flush, Defer, CLOSE_TIMEOUT};
+use crate::shard::Shard;
+use crate::{Server, ServerBuilder, ServerError, ServerHandle};
+
+/// Largest message the echo server accepts by default. The Autobahn suite's
+/// section 9 sends messages of up to 16 MiB.
+pub const ECHO_MAX_MESSAGE_SIZE: usize = 64 << 20;
+
+/// Entry point: `EchoServer::builder(addr)...serve_echo()`.
+pub struct EchoServer;
+
+impl EchoServer {
+    /// A server builder whose limits allow messages up to
+    /// [`ECHO_MAX_MESSAGE_SIZE`]; finish it with [`ServerBuilder::serve_echo`].
+    pub fn builder(listen: SocketAddr) -> ServerBuilder {
+        Server::builder(listen).limits(Limits { max_message_size: ECHO_MAX_MESSAGE_SIZE, ..Limits::default() })
+    }
+}
+
+impl ServerBuilder {
+    /// Binds every shard and serves a plain WebSocket echo (see [`crate::echo`])
+    /// instead of HardLight RPC. The builder's limits, placement and shutdown
+    /// settings apply; the message size limit is `limits.max_message_size`.
+    pub fn serve_echo(self) -> Result<ServerHandle, ServerError> {
+        self.start(Echo, serve::<glommio::net::TcpStream>)
+    }
+}
+
+/// The echo server's "application": nothing to configure per connection.
+pub(crate) struct Echo;
+
+/// Serves one accepted echo connection to the end.
+async fn serve<S>(mut stream: S, peer: SocketAddr, shard: Rc<Shard<Echo>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut conn = ServerConnection::with_mode(shard.config.limits.clone(), Mode::Echo);
+    let deadline = shard.config.limits.handshake_timeout;
+    let upgraded = {
+        let handshake = std::pin::pin!(handshake(&mut stream, &mut conn, &shard));
+        match select(handshake, Timer::new(deadline)).await {
+            Either::Left((r, _)) => r,
+            Either::Right(_) => {
+                shard.stats.handshake_timeouts.inc();
+                Ok(false)
+            }
+        }
+    };
+    match upgraded {
+        Ok(true) => {}
+        Ok(false) => return,
+        Err(e) => {
+            tracing::debug!(%peer, error = %e, "echo connection failed during handshake");
+            return;
+        }
+    }
+    shard.stats.upgrades.inc();
+    if let Err(e) = run(&mut stream, &mut conn, &shard).await {
+        tracing::debug!(%peer, error = %e, "echo connection ended with an I/O error");
+    }
+    let _ = futures::AsyncWriteExt::close(&mut stream).await;
+}
+
+/// Reads the upgrade request and accepts it (the core has checked it).
+async fn handshake<S>(stream: &mut S, conn: &mut ServerConnection, shard: &Shard<Echo>) -> io::Result<bool>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    loop {
+        if let Some(ev) = conn.poll_event() {
+            let upgraded = match ev {
+                Event::Upgrade(req) => {
+                    conn.accept(&req);
+                    true
+                }
+                Event::HandshakeFailed(e) => {
+                    tracing::debug!(error = %e, "echo upgrade refused");
+                    shard.stats.handshake_failures.inc();
+                    false
+                }
+                Event::Closed(_) | Event::Call { .. } | Event::Message { .. } => false,
+            };
+            flush(stream, conn).await?;
+            return Ok(upgraded);
+        }
+        let buf = conn.read_buf();
+        let n = futures::AsyncReadExt::read(stream, buf).await?;
+        conn.on_read(n);
+        if n == 0 {
+            return Ok(false);
+        }
+    }
+}
+
+/// The message loop: read, echo every complete message, write, in rounds,
+/// like the RPC driver's (`crate::conn`).
+async fn run<S>(stream: &mut S, conn: &mut ServerConnection, shard: &Shard<Echo>) -> io::Result<()>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let signal_key = shard.shutdown.subscribe();
+    let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
+    let mut close_timer: Option<Timer> = None;
+    let mut eof = false;
+    // The echoed payload is copied out of the connection's message buffer
+    // (borrowed by the event) before it is framed back; reused across messages.
+    let mut echo = Vec::new();
+
+    poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<()>> {
+        loop {
+            let mut progress = false;
+
+            if shard.shutdown.is_fired() {
+                if conn.is_open() {
+                    conn.close(CloseCode::GoingAway, "server shutting down");
+                }
+            } else {
+                shard.shutdown.register(signal_key, cx.waker());
+            }
+
+            if !eof && conn.wants_read() {
+                let buf = conn.read_buf();
+                if !buf.is_empty() {
+                    match Pin::new(&mut *stream).poll_read(cx, buf) {
+                        Poll::Ready(Ok(n)) => {
+                            conn.on_read(n);
+                            eof = n == 0;
+                            progress = true;
+                        }
+                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                        Poll::Pending => {}
+                    }
+                }
+            }
+
+            let mut closed = false;
+            while let Some(ev) = conn.poll_event() {
+                match ev {
+                    Event::Message { text, payload } => {
+                        echo.clear();
+                        echo.extend_from_slice(payload);
+                        conn.send_message(text, &echo);
+                    }
+                    Event::Closed(reason) => {
+                        tracing::trace!(?reason, "echo connection closed");
+                        closed = true;
+                    }
+                    Event::Upgrade(_) | Event::HandshakeFailed(_) | Event::Call { .. } => {}
+                }
+            }
+
+            // A close we started must be answered in bounded time.
+            if !conn.is_open() && !closed && !conn.is_closed() {
+                let t = close_timer.get_or_insert_with(|| Timer::new(CLOSE_TIMEOUT));
+                if Pin::new(t).poll(cx).is_ready() {
+                    closed = true;
+                }
+            }
+
+            while !conn.outbound().is_empty() {
+                match Pin::new(&mut *stream).poll_write(cx, conn.outbound()) {
+                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                    Poll::Ready(Ok(n)) => {
+                        conn.advance_outbound(n);
+                        progress = true;
+                    }
+                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                    Poll::Pending => break,
+                }
+            }
+
+            if (closed || conn.is_closed() || eof) && conn.outbound().is_empty() {
+                return Poll::Ready(Ok(()));
+            }
+            if !progress {
+                return Poll::Pending;
+            }
+        }
+    })
+    .await
+}
