@@ -206,43 +206,6 @@ fn parse_proc_stat(text: &str, tick: u64) -> Vec<CoreTimes> {
     out
 }
 
-/// CPU time (ns) of every process but the excluded ones, keyed by pid:
-/// utime + stime + cutime + cstime, so that short-lived children (a
-/// compiler run by cargo) show up in their parent once reaped. Kernel
-/// threads are left out (their work is often our own softirq load).
-pub fn processes(exclude: &[u32]) -> std::collections::HashMap<u32, u64> {
-    let mut out = std::collections::HashMap::new();
-    let tick = tick_ns();
-    let Ok(dir) = fs::read_dir("/proc") else { return out };
-    for e in dir.flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
-        if exclude.contains(&pid) {
-            continue;
-        }
-        let Ok(text) = fs::read_to_string(e.path().join("stat")) else { continue };
-        let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else { continue };
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        // rest[0] = field 3; ppid is field 4, flags field 9, utime..cstime fields 14..17.
-        let num = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
-        const PF_KTHREAD: u64 = 0x0020_0000;
-        if num(6) & PF_KTHREAD != 0 || num(1) == 2 || pid == 2 {
-            continue;
-        }
-        out.insert(pid, (num(11) + num(12) + num(13) + num(14)) * tick);
-    }
-    out
-}
-
-/// CPU time other processes used between two [`processes`] snapshots. A
-/// process that appeared in between counts in full; one that vanished is
-/// counted by its parent once reaped.
-pub fn processes_delta(
-    before: &std::collections::HashMap<u32, u64>,
-    after: &std::collections::HashMap<u32, u64>,
-) -> u64 {
-    after.iter().map(|(pid, t)| t.saturating_sub(before.get(pid).copied().unwrap_or(0))).sum()
-}
-
 /// Pins the calling thread to `cpu`. Returns false if the CPU does not exist
 /// or the call failed.
 pub fn pin_to(cpu: usize) -> bool {
@@ -267,23 +230,6 @@ pub fn timer_slack_ns() -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn other_processes_are_seen() {
-        let me = std::process::id();
-        let a = processes(&[me]);
-        assert!(!a.contains_key(&me));
-        let mut child = std::process::Command::new("sh")
-            .args(["-c", "i=0; while [ $i -lt 200000 ]; do i=$((i+1)); done"])
-            .spawn()
-            .unwrap();
-        child.wait().unwrap();
-        let b = processes(&[me]);
-        // The shell ran as our child and was reaped by us, so it is excluded with us;
-        // all that is checked is that the delta is well-formed.
-        let _ = processes_delta(&a, &b);
-        assert!(!b.is_empty(), "at least init is visible");
-    }
 
     #[test]
     fn proc_stat_per_cpu() {

@@ -135,8 +135,6 @@ pub struct RunConfig {
     pub server_cpu: ServerCpuSource,
     /// Seed for masks, keys and Poisson gaps.
     pub seed: u64,
-    /// Process ids not counted as "other work" (besides this process): the server's.
-    pub own_pids: Vec<u32>,
     /// Time allowed for each connection's TCP connect and upgrade.
     pub connect_timeout: Duration,
 }
@@ -160,7 +158,6 @@ impl RunConfig {
             progress: true,
             server_cpu: ServerCpuSource::None,
             seed: 0x5eed,
-            own_pids: Vec::new(),
             connect_timeout: Duration::from_secs(10),
         }
     }
@@ -248,9 +245,6 @@ pub struct RunOutcome {
     pub server_cpu: Option<CpuTime>,
     /// Every CPU's busy, softirq and steal time over the window (`/proc/stat`).
     pub cores: Vec<CoreTimes>,
-    /// CPU time other processes (not this one, not `own_pids`, no kernel
-    /// threads) used during the window, all CPUs together.
-    pub other_processes_ns: u64,
     /// The engine's system calls over the whole run (warm-up and drain included).
     pub syscalls: Syscalls,
     /// Whether pinning the engine thread succeeded.
@@ -762,9 +756,6 @@ impl Engine {
         let mut cli_cpu_window: (Option<CpuTime>, Option<CpuTime>) = (None, None);
         let mut srv_cpu_window: (Option<CpuTime>, Option<CpuTime>) = (None, None);
         let mut cores_window: (Vec<CoreTimes>, Vec<CoreTimes>) = (Vec::new(), Vec::new());
-        let mut exclude = cfg.own_pids.clone();
-        exclude.push(std::process::id());
-        let mut procs_window = (Default::default(), Default::default());
         let mut started_at = SystemTime::now();
         let mut window_started = false;
         let mut window_ended = false;
@@ -796,7 +787,6 @@ impl Engine {
                 cli_cpu_window.0 = Some(cpu::this_thread());
                 srv_cpu_window.0 = cfg.server_cpu.read();
                 cores_window.0 = cpu::cores();
-                procs_window.0 = cpu::processes(&exclude);
                 interval_start = now;
             }
             if !window_ended && now >= win_end {
@@ -805,7 +795,6 @@ impl Engine {
                 cli_cpu_window.1 = Some(cpu::this_thread());
                 srv_cpu_window.1 = cfg.server_cpu.read();
                 cores_window.1 = cpu::cores();
-                procs_window.1 = cpu::processes(&exclude);
             }
             if now >= next_tick {
                 let cli = cpu::this_thread();
@@ -969,7 +958,6 @@ impl Engine {
             cli_cpu_window.1 = Some(cpu::this_thread());
             srv_cpu_window.1 = cfg.server_cpu.read();
             cores_window.1 = cpu::cores();
-            procs_window.1 = cpu::processes(&exclude);
         }
         if !rec.interval.is_empty() {
             let iv = std::mem::replace(&mut rec.interval, new_hist());
@@ -1034,7 +1022,6 @@ impl Engine {
             client_cpu,
             server_cpu,
             cores,
-            other_processes_ns: cpu::processes_delta(&procs_window.0, &procs_window.1),
             syscalls,
             pinned,
             timer_slack_ns,

@@ -20,11 +20,12 @@ loadgen: load generator for HardLight and plain WebSocket servers (loopback only
 USAGE
   loadgen bench [--quick] [--peers] [--peer-bin-dir DIR] [--client-cpu N] [--server-cpu N]
                 [--out DIR] [--name PREFIX] [--warmup S] [--duration S] [--floor-secs S] [--spin]
-                [--wait-quiet S] [--retries N] [--spin-below-us N]
+                [--wait-quiet S] [--retries N] [--spin-below-us N] [--cases K1,K2]
       Starts the HardLight server in-process (pinned to --server-cpu, default 1), runs the standard
       suite from --client-cpu (default 0): closed loop 64x1 and 64x16 echo64, open loop 100k/s
-      Poisson over 64 connections; prints a table with the latency floor and writes results under
-      --out (default results/). --quick: about 10 s instead of about 60 s. --peers: also runs
+      and 50k/s Poisson over 64 connections (--cases picks some: closed-64x1, closed-64x16,
+      open-100k-64, open-50k-64); prints a table with the latency floor and writes results under
+      --out (default results/). --quick: about 10 s instead of about 75 s. --peers: also runs
       baseline-tokio (echo64) and echo-tokio-tungstenite (raw-echo 64 B) from --peer-bin-dir
       (default target/release), pinned to the server CPU, with ratios against baseline-tokio.
       --wait-quiet S: before every run, wait (at most S seconds) until both CPUs are under 10%
@@ -116,6 +117,9 @@ fn cmd_bench(mut args: Args) -> Result<(), String> {
     if let Some(w) = args.opt_secs("wait-quiet")? {
         o.wait_quiet = w;
     }
+    if let Some(c) = args.opt_str("cases")? {
+        o.cases = suite::select_cases(&c)?;
+    }
     if let Some(n) = args.opt::<usize>("retries")? {
         o.retries = n;
     }
@@ -197,7 +201,6 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
     cfg.spin_below = spin_below;
     cfg.progress = progress;
     cfg.server_cpu = source;
-    cfg.own_pids = server_pid.into_iter().collect();
     let meta = RunMeta {
         run: name.clone(),
         server: server_label,

@@ -441,8 +441,10 @@ pub struct Summary {
     pub server_cpu_per_call_ns: Option<f64>,
     /// How server CPU was read.
     pub server_cpu_source: String,
-    /// CPU time other processes used during the window, all CPUs (s).
-    pub other_processes_cpu_s: f64,
+    /// Busy time of all CPUs together during the window minus the client's
+    /// engine thread and the server (s): other work anywhere on the machine.
+    /// Unknown (None) when the server's CPU time is not measured.
+    pub other_cpu_s: Option<f64>,
     /// Load on the client's CPU during the window.
     pub client_core: Option<CoreLoad>,
     /// Load on the server's CPU during the window.
@@ -538,11 +540,15 @@ impl Summary {
         }
         let client_core = CoreLoad::of(&out.cores, cfg.client_cpu, Some(out.client_cpu.total_ns), secs);
         let server_core = CoreLoad::of(&out.cores, meta.server_cpu, out.server_cpu.map(|c| c.total_ns), secs);
-        let other_procs = out.other_processes_ns as f64 / 1e9;
-        if other_procs / secs > 0.05 {
+        let all_busy: u64 = out.cores.iter().map(|c| c.busy_ns).sum();
+        let other_cpu = out
+            .server_cpu
+            .filter(|_| !out.cores.is_empty())
+            .map(|srv| all_busy.saturating_sub(out.client_cpu.total_ns + srv.total_ns) as f64 / 1e9);
+        if let Some(o) = other_cpu.filter(|o| o / secs > 0.10) {
             warnings.push(format!(
-                "other processes used {:.0}% of a CPU during the window: figures are contaminated",
-                other_procs / secs * 100.0
+                "other work used {:.0}% of a CPU during the window: figures are contaminated",
+                o / secs * 100.0
             ));
         }
         for (side, core) in [("client", client_core), ("server", server_core)] {
@@ -601,7 +607,7 @@ impl Summary {
             server_cpu_util: out.server_cpu.map(|c| c.total_ns as f64 / 1e9 / secs),
             server_cpu_per_call_ns: out.server_cpu.map(|c| per_call(c.total_ns)),
             server_cpu_source: cfg.server_cpu.describe(),
-            other_processes_cpu_s: other_procs,
+            other_cpu_s: other_cpu,
             client_core,
             server_core,
             client_cpu: cfg.client_cpu,

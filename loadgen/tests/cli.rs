@@ -46,7 +46,6 @@ fn synthetic_run(dir: &Path, name: &str, scale: u64) {
         client_cpu: CpuTime { total_ns: 100_000_000, user_ns: 0, sys_ns: 0 },
         server_cpu: Some(CpuTime { total_ns: 1_000_000 * scale, user_ns: 0, sys_ns: 0 }),
         cores: Vec::new(),
-        other_processes_ns: 0,
         syscalls: Default::default(),
         pinned: false,
         timer_slack_ns: 1,
@@ -146,10 +145,10 @@ fn bench_suite_in_miniature() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for case in ["closed-64x1", "closed-64x16", "open-100k-64", "latency floor", "skipped"] {
+    for case in ["closed-64x1", "closed-64x16", "open-100k-64", "open-50k-64", "latency floor", "skipped"] {
         assert!(stdout.contains(case), "table lacks {case}:\n{stdout}");
     }
-    for case in ["closed-64x1", "closed-64x16", "open-100k-64"] {
+    for case in ["closed-64x1", "closed-64x16", "open-100k-64", "open-50k-64"] {
         let s = report::read_summary(&tmp.path().join(format!("quick-hardlight-{case}-echo64"))).unwrap();
         assert!(s.completed > 0, "{case}: nothing completed");
         assert_eq!(s.connections, 64);
