@@ -38,11 +38,12 @@ USAGE
               [--size BYTES] [--mode closed|open|sweep] [--connections C] [--in-flight K]
               [--rate R] [--rates R1,R2,..] [--arrival poisson|constant] [--warmup S] [--duration S]
               [--drain S] [--client-cpu N] [--server-cpu N] [--spin] [--spin-below-us N]
-              [--name NAME] [--out DIR]
+              [--name NAME] [--out DIR] [--server-spin-us N]
               [--floor-secs S] [--no-progress]
       One run (or a sweep of open-loop rates) against --url, or against the embedded server
       when --url is absent. Rates take k/M suffixes (100k, 1.5M). Defaults: echo64, closed,
-      64 connections, 1 in flight, warmup 1 s, duration 10 s.
+      64 connections, 1 in flight, warmup 1 s, duration 10 s. --server-spin-us N: the embedded
+      server's shard busy-polls N us before parking (glommio's spin_before_park).
 
   loadgen serve [--listen 127.0.0.1:9000] [--cpu N] [--for S]
       Runs the embedded HardLight Bench server alone; prints `listening on ADDR`.
@@ -156,6 +157,7 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
     let out = PathBuf::from(args.get("out", "results".to_string())?);
     let floor_secs = args.opt_secs("floor-secs")?.unwrap_or(Duration::from_secs(1));
     let name = args.opt_str("name")?;
+    let server_spin = args.opt::<u64>("server-spin-us")?.map(Duration::from_micros);
     args.finish()?;
 
     let floors = (!floor_secs.is_zero()).then(|| Floors::measure(client_cpu, floor_secs));
@@ -171,7 +173,7 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
         }
         None => {
             let placement = server_cpu.map(ShardPlacement::Cpu).unwrap_or(ShardPlacement::Unpinned);
-            let h = server::start_embedded("127.0.0.1:0".parse().unwrap(), placement)?;
+            let h = server::start_embedded_with("127.0.0.1:0".parse().unwrap(), placement, server_spin)?;
             let t = Target::at(h.local_addr())?;
             (t, server::embedded_cpu_source(), "hardlight".to_string(), Some(h))
         }

@@ -32,8 +32,20 @@ pub enum ShardPlacement {
 
 /// Starts the HardLight server serving the `Bench` service on `listen`.
 pub fn start_embedded(listen: SocketAddr, placement: ShardPlacement) -> Result<ServerHandle, String> {
+    start_embedded_with(listen, placement, None)
+}
+
+/// [`start_embedded`], with the shard busy-polling for `spin` before it parks.
+pub fn start_embedded_with(
+    listen: SocketAddr,
+    placement: ShardPlacement,
+    spin: Option<Duration>,
+) -> Result<ServerHandle, String> {
     init_logging();
-    let b = Server::builder(listen);
+    let mut b = Server::builder(listen);
+    if let Some(d) = spin {
+        b = b.spin_before_park(d);
+    }
     let b = match placement {
         ShardPlacement::Cpu(c) => b.cores(vec![c]),
         ShardPlacement::Unpinned => b.unpinned(1),
