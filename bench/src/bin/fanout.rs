@@ -152,6 +152,7 @@ fn parent(args: &Args) {
         .args(["--client-of", &addr.to_string(), "--connections", &args.connections.to_string()])
         .args(["--emits", &args.emits.to_string()])
         .args(["--client-cpu", &args.client_cpu.map_or("none".into(), |c| c.to_string())])
+        .args(args.out.as_ref().map(|d| vec!["--out".to_string(), d.clone()]).unwrap_or_default())
         .stdout(std::process::Stdio::piped())
         .spawn()
         .expect("client process starts");
