@@ -280,23 +280,9 @@ where
             }
 
             // Write everything this round produced in one go.
-            while !conn.outbound().is_empty() {
-                match Pin::new(&mut *stream).poll_write(cx, conn.outbound()) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => {
-                        conn.advance_outbound(n);
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
-                }
-            }
-            if conn.outbound().is_empty() {
-                // Plain TCP: always ready. TLS: sends records rustls buffered;
-                // if the socket is full it wakes us when it can take more.
-                if let Poll::Ready(Err(e)) = Pin::new(&mut *stream).poll_flush(cx) {
-                    return Poll::Ready(Err(e));
-                }
+            match poll_write_out(&mut *stream, conn, cx) {
+                Ok(wrote) => progress |= wrote,
+                Err(e) => return Poll::Ready(Err(e)),
             }
 
             if (closed || conn.is_closed() || eof) && conn.outbound().is_empty() {
@@ -398,6 +384,35 @@ where
         }
     }
     closed
+}
+
+/// Writes as much of the connection's outbound bytes as the socket takes
+/// now, then flushes (a no-op on plain TCP; under TLS it sends the records
+/// rustls buffered, and wakes us when the socket can take more). Returns
+/// whether anything was written. Shared by the RPC and echo drivers.
+pub(crate) fn poll_write_out<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    conn: &mut ServerConnection,
+    cx: &mut Context<'_>,
+) -> io::Result<bool> {
+    let mut wrote = false;
+    while !conn.outbound().is_empty() {
+        match Pin::new(&mut *stream).poll_write(cx, conn.outbound()) {
+            Poll::Ready(Ok(0)) => return Err(io::ErrorKind::WriteZero.into()),
+            Poll::Ready(Ok(n)) => {
+                conn.advance_outbound(n);
+                wrote = true;
+            }
+            Poll::Ready(Err(e)) => return Err(e),
+            Poll::Pending => break,
+        }
+    }
+    if conn.outbound().is_empty() {
+        if let Poll::Ready(Err(e)) = Pin::new(&mut *stream).poll_flush(cx) {
+            return Err(e);
+        }
+    }
+    Ok(wrote)
 }
 
 /// Sends a finished call's reply, or the panic as a call error.

@@ -191,16 +191,9 @@ where
                 }
             }
 
-            while !conn.outbound().is_empty() {
-                match Pin::new(&mut *stream).poll_write(cx, conn.outbound()) {
-                    Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
-                    Poll::Ready(Ok(n)) => {
-                        conn.advance_outbound(n);
-                        progress = true;
-                    }
-                    Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                    Poll::Pending => break,
-                }
+            match crate::conn::poll_write_out(&mut *stream, conn, cx) {
+                Ok(wrote) => progress |= wrote,
+                Err(e) => return Poll::Ready(Err(e)),
             }
 
             if (closed || conn.is_closed() || eof) && conn.outbound().is_empty() {
