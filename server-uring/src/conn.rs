@@ -254,19 +254,15 @@ where
             }
 
             // Read and parse.
-            if !eof && conn.wants_read() {
-                let buf = conn.read_buf();
-                if !buf.is_empty() {
-                    match Pin::new(&mut *stream).poll_read(cx, buf) {
-                        Poll::Ready(Ok(n)) => {
-                            conn.on_read(n);
-                            eof = n == 0;
-                            progress = true;
-                            heard = true;
-                        }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => {}
+            if !eof {
+                match poll_read_in(&mut *stream, conn, cx) {
+                    Ok(Some(n)) => {
+                        eof = n == 0;
+                        progress = true;
+                        heard = true;
                     }
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
                 }
             }
             let mut closed = process_events(conn, outbox, names, &mut slots, &mut start, cx);
@@ -384,6 +380,33 @@ where
         }
     }
     closed
+}
+
+/// Reads once into the connection's buffer if it wants input (it does not
+/// while its outbound bytes are over their bound: back-pressure). Returns
+/// the bytes read (0 at end of stream), or `None` if nothing was read now.
+/// Shared by the RPC and echo drivers.
+pub(crate) fn poll_read_in<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    conn: &mut ServerConnection,
+    cx: &mut Context<'_>,
+) -> io::Result<Option<usize>> {
+    if !conn.wants_read() {
+        return Ok(None);
+    }
+    let buf = conn.read_buf();
+    if buf.is_empty() {
+        // Never hand the socket an empty buffer: a 0 would read as EOF.
+        return Ok(None);
+    }
+    match Pin::new(&mut *stream).poll_read(cx, buf) {
+        Poll::Ready(Ok(n)) => {
+            conn.on_read(n);
+            Ok(Some(n))
+        }
+        Poll::Ready(Err(e)) => Err(e),
+        Poll::Pending => Ok(None),
+    }
 }
 
 /// Writes as much of the connection's outbound bytes as the socket takes

@@ -152,18 +152,14 @@ where
                 shard.shutdown.register(signal_key, cx.waker());
             }
 
-            if !eof && conn.wants_read() {
-                let buf = conn.read_buf();
-                if !buf.is_empty() {
-                    match Pin::new(&mut *stream).poll_read(cx, buf) {
-                        Poll::Ready(Ok(n)) => {
-                            conn.on_read(n);
-                            eof = n == 0;
-                            progress = true;
-                        }
-                        Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
-                        Poll::Pending => {}
+            if !eof {
+                match crate::conn::poll_read_in(&mut *stream, conn, cx) {
+                    Ok(Some(n)) => {
+                        eof = n == 0;
+                        progress = true;
                     }
+                    Ok(None) => {}
+                    Err(e) => return Poll::Ready(Err(e)),
                 }
             }
 
