@@ -232,7 +232,11 @@ where
                 conn.close(CloseCode::SlowConsumer, "too slow reading events");
             }
             outbox.drain_within_limit(conn);
-            slots.poll_all(cx, |id, out| finish(conn, outbox, id, out));
+            // Calls woken since the last pass (each call slot has a waker of
+            // its own; see slots.rs for why the task's waker is never
+            // handed to a call).
+            slots.register(cx.waker());
+            slots.poll_ready(|id, out| finish(conn, outbox, id, out));
 
             // Shutdown: stop starting calls, let running ones finish within the grace period.
             if shard.shutdown.is_fired() && !draining {
@@ -265,7 +269,7 @@ where
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
-            let mut closed = process_events(conn, outbox, names, &mut slots, &mut start, cx);
+            let mut closed = process_events(conn, outbox, names, &mut slots, &mut start);
 
             // A close we started must be answered in bounded time.
             if !conn.is_open() && !closed && !conn.is_closed() {
@@ -332,7 +336,6 @@ pub(crate) fn process_events<F, R>(
     names: &[&str],
     slots: &mut CallSlots<F>,
     start: &mut impl FnMut(u16, &[u8]) -> Result<F, Rejection>,
-    cx: &mut Context<'_>,
 ) -> bool
 where
     F: Future<Output = std::thread::Result<R>>,
@@ -359,7 +362,7 @@ where
                 let started = std::panic::catch_unwind(AssertUnwindSafe(|| start(method, input)));
                 match started {
                     Ok(Ok(fut)) => {
-                        if let Some(out) = slots.start(id, fut, cx) {
+                        if let Some(out) = slots.start(id, fut) {
                             finish(conn, outbox, id, out);
                         }
                     }
@@ -554,8 +557,6 @@ mod alloc_tests {
             envelope::encode_call(&mut msg, id, m.id(), input);
             frame::write_masked_frame(&mut batch, true, Opcode::Binary, &msg, [id, 1, 2, 3]);
         }
-        let waker = futures::task::noop_waker();
-        let mut cx = Context::from_waker(&waker);
         let mut slots = CallSlots::new();
         let mut start =
             |method: u16, input: &[u8]| service.call(method, input, 64).map(|f| AssertUnwindSafe(f).catch_unwind());
@@ -565,7 +566,7 @@ mod alloc_tests {
             let buf = conn.read_buf();
             buf[..batch.len()].copy_from_slice(&batch);
             conn.on_read(batch.len());
-            assert!(!process_events(conn, &outbox, FixedMethod::NAMES, slots, &mut start, &mut cx));
+            assert!(!process_events(conn, &outbox, FixedMethod::NAMES, slots, &mut start));
             let out = conn.outbound().len();
             assert!(out > 16 * 4, "16 replies framed");
             conn.advance_outbound(out);

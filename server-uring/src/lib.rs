@@ -30,6 +30,8 @@
 
 #[cfg(feature = "broker")]
 mod broker;
+#[cfg(test)]
+mod census;
 mod config;
 mod conn;
 pub mod echo;
