@@ -152,6 +152,11 @@ pub enum CallError {
     /// on the server; its id stays reserved until the server answers.
     #[error("call timed out after {0:?}")]
     Timeout(std::time::Duration),
+    /// All 256 call ids were in flight and this many calls were already
+    /// waiting for one; the call was not sent. Retry later, or give the
+    /// load more connections.
+    #[error("too many calls waiting for a free call id (limit {0}); the call was not sent")]
+    TooManyWaiting(usize),
     /// The input could not be encoded.
     #[error("could not encode the call input: {0}")]
     Encode(String),

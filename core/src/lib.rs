@@ -4,7 +4,8 @@
 //! buffers: the upgrade handshake and its version rule ([`handshake`]),
 //! WebSocket framing ([`frame`]), the message envelope ([`envelope`]),
 //! call-id tracking ([`calls`]), archive encoding ([`wire`]), the
-//! server-side connection state machine ([`connection`]), and every limit
+//! server-side connection state machine ([`connection`]), the client side
+//! of a connection at message level ([`session`]), and every limit
 //! ([`limits`]), and the payload servers exchange through a broker
 //! ([`broker`]). The glommio server and the tokio client are thin drivers
 //! that move bytes between sockets and this crate.
@@ -25,6 +26,7 @@ pub mod handshake;
 pub mod limits;
 pub mod outbox;
 pub mod service;
+pub mod session;
 pub mod state;
 pub mod wire;
 

@@ -1,0 +1,105 @@
+//! How a client connects: timeouts, limits, headers, trusted certificates.
+
+use std::time::Duration;
+
+use hardlight_core::handshake::SUBPROTOCOL;
+
+use crate::ConnectError;
+
+/// Default time to open a connection (TCP and upgrade).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default time a call waits for its response.
+pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Default largest message the client accepts from the server.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+/// How to connect.
+#[derive(Debug, Clone)]
+pub struct ClientConfig {
+    /// Time allowed for TCP connect plus the upgrade.
+    pub connect_timeout: Duration,
+    /// Time each call waits for its response (per handle; see
+    /// [`crate::Connection::with_call_timeout`]).
+    pub call_timeout: Duration,
+    /// Largest message accepted from the server.
+    pub max_message_size: usize,
+    /// Calls allowed to wait for a free call id while all 256 are in
+    /// flight (see [`hardlight_core::session::DEFAULT_MAX_WAITING_CALLS`]).
+    pub max_waiting_calls: usize,
+    /// Extra headers for the upgrade request (cookies, tokens).
+    pub headers: Vec<(String, String)>,
+    /// Subprotocol offered; only tests of version negotiation change it.
+    pub subprotocol: String,
+    /// Certificates trusted for wss:// in addition to the public web PKI
+    /// roots (for a private CA or a development self-signed certificate).
+    /// There is no way to turn certificate verification off.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        Self {
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            call_timeout: DEFAULT_CALL_TIMEOUT,
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            max_waiting_calls: hardlight_core::session::DEFAULT_MAX_WAITING_CALLS,
+            headers: Vec::new(),
+            subprotocol: SUBPROTOCOL.to_string(),
+            extra_roots: Vec::new(),
+        }
+    }
+}
+
+impl ClientConfig {
+    /// Adds a header to the upgrade request.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sets the per-call timeout.
+    pub fn call_timeout(mut self, t: Duration) -> Self {
+        self.call_timeout = t;
+        self
+    }
+
+    /// Trusts the certificate(s) in `pem` for wss://, in addition to the
+    /// public roots. Use it for a development self-signed certificate or a
+    /// private CA.
+    pub fn trust_pem(mut self, pem: &str) -> Result<Self, ConnectError> {
+        use rustls::pki_types::pem::PemObject;
+        let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| ConnectError::Tls(format!("invalid PEM certificate: {e}")))?;
+        if certs.is_empty() {
+            return Err(ConnectError::Tls("no certificate in the PEM given to trust_pem".into()));
+        }
+        self.extra_roots.extend(certs);
+        Ok(self)
+    }
+
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, t: Duration) -> Self {
+        self.connect_timeout = t;
+        self
+    }
+}
+
+/// The rustls client configuration: public web PKI roots plus `extra`.
+/// Verification is always on.
+pub(crate) fn tls_config(
+    extra: &[rustls::pki_types::CertificateDer<'static>],
+) -> Result<rustls::ClientConfig, ConnectError> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+    for cert in extra {
+        roots.add(cert.clone()).map_err(|e| ConnectError::Tls(format!("cannot trust the given certificate: {e}")))?;
+    }
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| ConnectError::Tls(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(config)
+}
