@@ -5,7 +5,8 @@
 //! WebSocket framing ([`frame`]), the message envelope ([`envelope`]),
 //! call-id tracking ([`calls`]), archive encoding ([`wire`]), the
 //! server-side connection state machine ([`connection`]), the client side
-//! of a connection at message level ([`session`]), and every limit
+//! of a connection at message level ([`session`]) and at byte level
+//! ([`client`]), and every limit
 //! ([`limits`]), and the payload servers exchange through a broker
 //! ([`broker`]). The glommio server and the tokio client are thin drivers
 //! that move bytes between sockets and this crate.
@@ -16,6 +17,7 @@
 
 pub mod broker;
 pub mod calls;
+pub mod client;
 pub mod connection;
 pub mod envelope;
 pub mod error;
