@@ -366,6 +366,12 @@ impl ClientSession {
         Ok(state)
     }
 
+    /// The latest archive of state field `index`, as the server sent it
+    /// (for tools and tests that do not have the state's Rust type).
+    pub fn state_field(&self, index: u8) -> Option<&[u8]> {
+        self.fields.get(index as usize)?.as_deref()
+    }
+
     /// The methods the server lets this connection call, as last announced.
     pub fn features(&self) -> Option<&FeatureSet> {
         self.features.as_ref()
