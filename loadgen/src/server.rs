@@ -68,9 +68,15 @@ pub struct PeerSpec {
     pub hardlight: bool,
 }
 
-/// The baselines `bench --peers` knows.
-pub const PEERS: [PeerSpec; 2] =
-    [PeerSpec { bin: "baseline-tokio", hardlight: true }, PeerSpec { bin: "echo-tokio-tungstenite", hardlight: false }];
+/// The baselines `bench --peers` knows: the HardLight protocol on tokio,
+/// the batching echo (tokio-tungstenite), and the two fastest per-message
+/// echoes (fastwebsockets, tokio-websockets; see platform-notes.md).
+pub const PEERS: [PeerSpec; 4] = [
+    PeerSpec { bin: "baseline-tokio", hardlight: true },
+    PeerSpec { bin: "echo-tokio-tungstenite", hardlight: false },
+    PeerSpec { bin: "echo-fastwebsockets", hardlight: false },
+    PeerSpec { bin: "echo-tokio-websockets", hardlight: false },
+];
 
 /// A running peer server (killed on drop).
 pub struct Peer {
