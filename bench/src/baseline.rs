@@ -1,5 +1,6 @@
-//! What the two tokio baseline servers (`baseline-tokio` and
-//! `echo-tokio-tungstenite`, in `src/bin`) share: the command line, the
+//! What the tokio baseline servers (`baseline-tokio`, and the plain echo
+//! peers `echo-tokio-tungstenite`, `echo-fastwebsockets` and
+//! `echo-tokio-websockets`, in `src/bin`) share: the command line, the
 //! pinned tokio runtime, and the accept loop.
 //!
 //! Command line: `--listen ADDR [--cpu N] [--threads T]`.

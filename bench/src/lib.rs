@@ -5,6 +5,8 @@
 use hardlight::rkyv;
 
 pub mod baseline;
+pub mod fan;
+pub mod stateful;
 
 /// Size of the fixed echo payload, matching the peers' 64-byte messages.
 pub const ECHO_SIZE: usize = 64;

@@ -113,6 +113,17 @@ pub fn threads(pid: &str, prefix: &str) -> (CpuTime, usize) {
     (sum, n)
 }
 
+/// Ids of the threads of process `pid` whose name starts with `prefix`.
+pub fn thread_ids(pid: &str, prefix: &str) -> Vec<i32> {
+    let Ok(dir) = fs::read_dir(format!("/proc/{pid}/task")) else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter(|e| fs::read_to_string(e.path().join("comm")).unwrap_or_default().trim_end().starts_with(prefix))
+        .filter_map(|e| e.file_name().to_str()?.parse().ok())
+        .collect()
+}
+
 /// How to read the server's CPU time.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ServerCpuSource {
@@ -138,6 +149,17 @@ impl ServerCpuSource {
             Self::Pid(pid) => threads(&pid.to_string(), ""),
         };
         (n > 0).then_some(t)
+    }
+
+    /// The threads whose system calls count as the server's: the same
+    /// threads whose CPU time [`ServerCpuSource::read`] sums.
+    pub fn syscall_target(&self) -> Option<crate::syscount::SyscallTarget> {
+        use crate::syscount::SyscallTarget;
+        match self {
+            Self::None => None,
+            Self::ThreadsNamed(prefix) => Some(SyscallTarget::Threads(thread_ids("self", prefix))),
+            Self::Pid(pid) => Some(SyscallTarget::Process(*pid)),
+        }
     }
 
     /// A short description for summaries.

@@ -35,6 +35,8 @@ use hdrhistogram::Histogram;
 
 use crate::cpu::{self, CoreTimes, CpuTime, ServerCpuSource};
 use crate::scenario::{Delivery, Scenario, Workload};
+use crate::syscount::ServerSyscalls;
+use crate::window::{Edge, Window};
 use crate::ws::{self, FrameTemplate, Target};
 
 /// Largest message this tool accepts from a server.
@@ -137,6 +139,9 @@ pub struct RunConfig {
     pub seed: u64,
     /// Time allowed for each connection's TCP connect and upgrade.
     pub connect_timeout: Duration,
+    /// Count the server's system calls over the window with perf
+    /// (`crate::syscount`; it slows every thread's syscalls a little).
+    pub count_server_syscalls: bool,
 }
 
 impl RunConfig {
@@ -159,6 +164,7 @@ impl RunConfig {
             server_cpu: ServerCpuSource::None,
             seed: 0x5eed,
             connect_timeout: Duration::from_secs(10),
+            count_server_syscalls: true,
         }
     }
 
@@ -235,6 +241,9 @@ pub struct RunOutcome {
     pub incomplete: u64,
     /// Answers for ids not in flight.
     pub unknown: u64,
+    /// Replies in the window that arrived before the STATE message of their
+    /// call (`state` scenario; the protocol says STATE comes first).
+    pub state_late: u64,
     /// Connections lost during the run.
     pub disconnects: u64,
     /// The first reason a connection was lost.
@@ -247,6 +256,8 @@ pub struct RunOutcome {
     pub cores: Vec<CoreTimes>,
     /// The engine's system calls over the whole run (warm-up and drain included).
     pub syscalls: Syscalls,
+    /// The server's system calls over the window, or why they were not counted.
+    pub server_syscalls: Result<ServerSyscalls, String>,
     /// Whether pinning the engine thread succeeded.
     pub pinned: bool,
     /// Engine thread's timer slack (ns).
@@ -348,6 +359,8 @@ struct Recorder {
     mismatched: u64,
     unknown: u64,
     incomplete: u64,
+    /// Replies (in the window) whose STATE message had not arrived first.
+    state_late: u64,
 }
 
 impl Recorder {
@@ -376,6 +389,10 @@ struct Conn {
     rng: Rng,
     mask: [u8; 4],
     tmpl: FrameTemplate,
+    /// Whether each reply must follow a STATE message naming its call.
+    check_state: bool,
+    /// Calls in flight whose STATE message has arrived (a bit per id).
+    state_seen: [u64; 4],
     /// `read` and `write` calls, and answers received, over the whole run.
     reads: u64,
     writes: u64,
@@ -494,7 +511,15 @@ impl Conn {
             Delivery::Reply { id } => (id, 0),
             Delivery::Mismatch { id } => (id, 1),
             Delivery::Failed { id, .. } => (id, 2),
+            Delivery::Ack { id } => (id, 3),
+            Delivery::State { id } => {
+                if self.intended[id as usize] != FREE {
+                    self.state_seen[id as usize / 64] |= 1 << (id % 64);
+                }
+                return Ok(());
+            }
             Delivery::Stamped { stamp_ns } => {
+                self.answers += 1;
                 if rec.in_window(stamp_ns) {
                     let lat = now.saturating_sub(stamp_ns).max(1);
                     rec.latency.saturating_record(lat);
@@ -514,11 +539,17 @@ impl Conn {
             return Ok(());
         }
         let actual = self.actual[id as usize];
+        let (word, bit) = (id as usize / 64, 1u64 << (id % 64));
+        let state_first = self.state_seen[word] & bit != 0;
+        self.state_seen[word] &= !bit;
         self.answers += 1;
         self.intended[id as usize] = FREE;
         self.free.push(id);
         self.outstanding -= 1;
         if rec.in_window(intended) {
+            if self.check_state && outcome == 0 && !state_first {
+                rec.state_late += 1;
+            }
             match outcome {
                 0 => {
                     let lat = now.saturating_sub(intended).max(1);
@@ -528,7 +559,8 @@ impl Conn {
                     rec.completed += 1;
                 }
                 1 => rec.mismatched += 1,
-                _ => rec.failed += 1,
+                2 => rec.failed += 1,
+                _ => {}
             }
         }
         Ok(())
@@ -669,7 +701,8 @@ impl Engine {
             up.stream.set_nonblocking(true).map_err(|e| format!("set_nonblocking: {e}"))?;
             let m = ws::splitmix(nonce ^ 0xA5A5).to_le_bytes();
             let mask = [m[0], m[1], m[2], m[3]];
-            let tmpl = FrameTemplate::new(&template.payload, template.id_at, template.stamp_at, mask);
+            let tmpl = FrameTemplate::new(&template.payload, template.id_at, template.stamp_at, mask)
+                .with_id_also_at(template.id_also_at);
             let mut rbuf = vec![0u8; READ_BUF.max(up.leftover.len().next_power_of_two())];
             rbuf[..up.leftover.len()].copy_from_slice(&up.leftover);
             let mut wbuf = Vec::with_capacity(tmpl.bytes.len() * 64);
@@ -695,6 +728,8 @@ impl Engine {
                 rng: Rng(ws::splitmix(nonce ^ 0x5A5A) | 1),
                 mask,
                 tmpl,
+                check_state: workload.state_precedes_reply(),
+                state_seen: [0; 4],
                 reads: 0,
                 writes: 0,
                 answers: 0,
@@ -707,11 +742,13 @@ impl Engine {
             ep.ctl(libc::EPOLL_CTL_ADD, c.fd, i, false).map_err(|e| format!("epoll_ctl: {e}"))?;
         }
 
+        let win_start = cfg.warmup.as_nanos() as u64;
+        let win_end = win_start + cfg.duration.as_nanos() as u64;
+        // Before the clock starts: starting perf takes a while.
+        let mut window = Window::new(win_start, win_end, cfg.server_cpu.clone(), cfg.count_server_syscalls);
         let clock = Clock(Instant::now());
         let sec = 1_000_000_000u64;
         let spin_below = cfg.spin_below.as_nanos() as u64;
-        let win_start = cfg.warmup.as_nanos() as u64;
-        let win_end = win_start + cfg.duration.as_nanos() as u64;
         let drain_end = win_end + cfg.drain.as_nanos() as u64;
         let mut rec = Recorder {
             latency: new_hist(),
@@ -726,10 +763,14 @@ impl Engine {
             mismatched: 0,
             unknown: 0,
             incomplete: 0,
+            state_late: 0,
         };
+        // The offered rate is spread over the connections that send (fanout:
+        // only the emitter).
+        let senders = conns.iter().filter(|c| c.sends).count().max(1);
         let (closed_k, open) = match cfg.mode {
             Mode::Closed { in_flight } => (in_flight, None),
-            Mode::Open { rate, arrival } => (0, Some((cfg.connections as f64 * 1e9 / rate, arrival))),
+            Mode::Open { rate, arrival } => (0, Some((senders as f64 * 1e9 / rate, arrival))),
         };
         let n_conns = conns.len();
         if let Some((gap, arrival)) = open {
@@ -753,13 +794,6 @@ impl Engine {
         let mut srv_cpu_at_tick = cfg.server_cpu.read();
         let mut cores_at_tick = cpu::cores();
         let mut answers_at_tick = 0u64;
-        let mut cli_cpu_window: (Option<CpuTime>, Option<CpuTime>) = (None, None);
-        let mut srv_cpu_window: (Option<CpuTime>, Option<CpuTime>) = (None, None);
-        let mut cores_window: (Vec<CoreTimes>, Vec<CoreTimes>) = (Vec::new(), Vec::new());
-        let mut started_at = SystemTime::now();
-        let mut window_started = false;
-        let mut window_ended = false;
-        let mut window_end_at = win_end;
 
         // Closed loop: fill every connection.
         if open.is_none() {
@@ -781,26 +815,14 @@ impl Engine {
 
         loop {
             let now = clock.now();
-            if !window_started && now >= win_start {
-                window_started = true;
-                started_at = SystemTime::now();
-                cli_cpu_window.0 = Some(cpu::this_thread());
-                srv_cpu_window.0 = cfg.server_cpu.read();
-                cores_window.0 = cpu::cores();
+            if window.advance(now) == Edge::Opened {
                 interval_start = now;
-            }
-            if !window_ended && now >= win_end {
-                window_ended = true;
-                window_end_at = now;
-                cli_cpu_window.1 = Some(cpu::this_thread());
-                srv_cpu_window.1 = cfg.server_cpu.read();
-                cores_window.1 = cpu::cores();
             }
             if now >= next_tick {
                 let cli = cpu::this_thread();
                 let srv = cfg.server_cpu.read();
                 let span = (now - last_tick).max(1) as f64;
-                if window_started && (!window_ended || now < window_end_at + sec) {
+                if window.opened() && (!window.closed() || now < window.closed_at() + sec) {
                     let iv = std::mem::replace(&mut rec.interval, new_hist());
                     if !iv.is_empty() {
                         intervals.push(Interval {
@@ -812,9 +834,9 @@ impl Engine {
                     interval_start = now;
                 }
                 if cfg.progress {
-                    let phase = if !window_started {
+                    let phase = if !window.opened() {
                         "warmup"
-                    } else if !window_ended {
+                    } else if !window.closed() {
                         "measure"
                     } else {
                         "drain"
@@ -953,12 +975,7 @@ impl Engine {
         }
 
         let end = clock.now();
-        if !window_ended {
-            window_end_at = end.min(win_end);
-            cli_cpu_window.1 = Some(cpu::this_thread());
-            srv_cpu_window.1 = cfg.server_cpu.read();
-            cores_window.1 = cpu::cores();
-        }
+        let readings = window.finish(end);
         if !rec.interval.is_empty() {
             let iv = std::mem::replace(&mut rec.interval, new_hist());
             intervals.push(Interval {
@@ -994,35 +1011,27 @@ impl Engine {
         };
         Self::close_all(&mut conns, &mut ep);
 
-        let client_cpu = match cli_cpu_window {
-            (Some(a), Some(b)) => b.since(&a),
-            _ => CpuTime::default(),
-        };
-        let server_cpu = match srv_cpu_window {
-            (Some(a), Some(b)) => Some(b.since(&a)),
-            _ => None,
-        };
-        let cores = cores_window.1.iter().zip(cores_window.0.iter()).map(|(b, a)| b.since(a)).collect();
-        let measured = Duration::from_nanos(window_end_at.saturating_sub(win_start).max(1));
         Ok(RunOutcome {
             latency: rec.latency,
             service: rec.service,
             lateness: rec.lateness,
             intervals,
-            measured,
-            started_at,
+            measured: readings.measured,
+            started_at: readings.started_at,
             sent: rec.sent,
             completed: rec.completed,
             failed: rec.failed,
             mismatched: rec.mismatched,
             incomplete,
             unknown: rec.unknown,
+            state_late: rec.state_late,
             disconnects,
             disconnect_reason,
-            client_cpu,
-            server_cpu,
-            cores,
+            client_cpu: readings.client_cpu,
+            server_cpu: readings.server_cpu,
+            cores: readings.cores,
             syscalls,
+            server_syscalls: readings.server_syscalls,
             pinned,
             timer_slack_ns,
             connect_time,

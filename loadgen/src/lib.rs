@@ -7,7 +7,8 @@
 //! by side with a percentile plot ([`compare`]). The `bench` suite starts the
 //! glommio server in-process and, optionally, peer baseline servers
 //! ([`suite`], [`server`]). The machine's latency floor ([`floor`]) and
-//! both sides' CPU time ([`cpu`]) are measured with every run so a figure
+//! both sides' CPU time ([`cpu`]) and the server's system calls
+//! ([`syscount`]) over the same window ([`window`]) are measured with every run so a figure
 //! can be told apart from the machine and from the client itself.
 
 pub mod args;
@@ -15,8 +16,12 @@ pub mod compare;
 pub mod cpu;
 pub mod engine;
 pub mod floor;
+pub mod pushed;
 pub mod report;
 pub mod scenario;
 pub mod server;
 pub mod suite;
+pub mod syscount;
+pub mod table;
+pub mod window;
 pub mod ws;

@@ -20,30 +20,37 @@ loadgen: load generator for HardLight and plain WebSocket servers (loopback only
 USAGE
   loadgen bench [--quick] [--peers] [--peer-bin-dir DIR] [--client-cpu N] [--server-cpu N]
                 [--out DIR] [--name PREFIX] [--warmup S] [--duration S] [--floor-secs S] [--spin]
-                [--wait-quiet S] [--retries N] [--spin-below-us N] [--cases K1,K2]
+                [--wait-quiet S] [--retries N] [--spin-below-us N] [--cases K1,K2] [--no-server-syscalls]
       Starts the HardLight server in-process (pinned to --server-cpu, default 1), runs the standard
       suite from --client-cpu (default 0): closed loop 64x1 and 64x16 echo64, open loop 100k/s
       and 50k/s Poisson over 64 connections (--cases picks some: closed-64x1, closed-64x16,
       open-100k-64, open-50k-64); prints a table with the latency floor and writes results under
       --out (default results/). --quick: about 10 s instead of about 75 s. --peers: also runs
-      baseline-tokio (echo64) and echo-tokio-tungstenite (raw-echo 64 B) from --peer-bin-dir
-      (default target/release), pinned to the server CPU, with ratios against baseline-tokio.
+      baseline-tokio (echo64) and the echo peers echo-tokio-tungstenite, echo-fastwebsockets and
+      echo-tokio-websockets (raw-echo 64 B) from --peer-bin-dir (default target/release), pinned
+      to the server CPU, with ratios against baseline-tokio.
       --wait-quiet S: before every run, wait (at most S seconds) until both CPUs are under 10%
       busy, since other work on a shared machine contaminates every figure (each run reports
       it anyway); --retries N runs a contaminated run again, at most N times.
       --spin busy-polls instead of sleeping; --spin-below-us N busy-polls only when the next
       open-loop send is due within N us (waking from a sleep costs tens of us on a VM).
 
-  loadgen run [--url ws://127.0.0.1:PORT/] [--server-pid PID] [--scenario echo64|echo|add|raw-echo]
+  loadgen run [--url ws://127.0.0.1:PORT/] [--server-pid PID] [--scenario echo64|echo|add|raw-echo|state|fanout]
               [--size BYTES] [--mode closed|open|sweep] [--connections C] [--in-flight K]
               [--rate R] [--rates R1,R2,..] [--arrival poisson|constant] [--warmup S] [--duration S]
               [--drain S] [--client-cpu N] [--server-cpu N] [--spin] [--spin-below-us N]
               [--name NAME] [--out DIR] [--server-spin-us N]
-              [--floor-secs S] [--no-progress]
+              [--floor-secs S] [--no-progress] [--no-server-syscalls]
       One run (or a sweep of open-loop rates) against --url, or against the embedded server
       when --url is absent. Rates take k/M suffixes (100k, 1.5M). Defaults: echo64, closed,
       64 connections, 1 in flight, warmup 1 s, duration 10 s. --server-spin-us N: the embedded
       server's shard busy-polls N us before parking (glommio's spin_before_park).
+      state: every call changes the connection's state (the embedded server serves Stateful);
+      the client checks that each call's STATE message arrives before its response.
+      fanout: connection 0 emits (closed loop, or --rate emits/s), every other connection
+      receives each event (the embedded server serves Fan): calls/s counts deliveries.
+      Server syscalls/call are counted with perf on the server's threads (see loadgen/README.md);
+      --no-server-syscalls skips it (the tracepoint slows every syscall a little).
 
   loadgen serve [--listen 127.0.0.1:9000] [--cpu N] [--for S]
       Runs the embedded HardLight Bench server alone; prints `listening on ADDR`.
@@ -95,6 +102,7 @@ fn cmd_bench(mut args: Args) -> Result<(), String> {
     o.peers = args.flag("peers");
     o.spin = args.flag("spin");
     o.progress = !args.flag("no-progress");
+    o.count_server_syscalls = !args.flag("no-server-syscalls");
     if let Some(d) = args.opt_str("peer-bin-dir")? {
         o.peer_bin_dir = PathBuf::from(d);
     }
@@ -158,6 +166,7 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
     let floor_secs = args.opt_secs("floor-secs")?.unwrap_or(Duration::from_secs(1));
     let name = args.opt_str("name")?;
     let server_spin = args.opt::<u64>("server-spin-us")?.map(Duration::from_micros);
+    let count_syscalls = !args.flag("no-server-syscalls");
     args.finish()?;
 
     let floors = (!floor_secs.is_zero()).then(|| Floors::measure(client_cpu, floor_secs));
@@ -173,7 +182,8 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
         }
         None => {
             let placement = server_cpu.map(ShardPlacement::Cpu).unwrap_or(ShardPlacement::Unpinned);
-            let h = server::start_embedded_with("127.0.0.1:0".parse().unwrap(), placement, server_spin)?;
+            let service = server::EmbeddedService::for_scenario(&scenario);
+            let h = server::start_embedded_for("127.0.0.1:0".parse().unwrap(), placement, server_spin, service)?;
             let t = Target::at(h.local_addr())?;
             (t, server::embedded_cpu_source(), "hardlight".to_string(), Some(h))
         }
@@ -203,6 +213,7 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
     cfg.spin_below = spin_below;
     cfg.progress = progress;
     cfg.server_cpu = source;
+    cfg.count_server_syscalls = count_syscalls;
     let meta = RunMeta {
         run: name.clone(),
         server: server_label,

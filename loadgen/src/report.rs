@@ -391,6 +391,9 @@ pub struct Summary {
     pub mismatched: u64,
     /// Never answered by the end of the drain.
     pub incomplete: u64,
+    /// `state`: replies that arrived before their call's STATE message.
+    #[serde(default)]
+    pub state_late: u64,
     /// Connections lost.
     pub disconnects: u64,
     /// Why the first connection was lost.
@@ -441,6 +444,20 @@ pub struct Summary {
     pub server_cpu_per_call_ns: Option<f64>,
     /// How server CPU was read.
     pub server_cpu_source: String,
+    /// Server system calls per completed call over the window (perf's
+    /// `raw_syscalls:sys_enter` on the server's threads; `io_uring_enter`
+    /// included). None: see `server_syscalls_note`.
+    #[serde(default)]
+    pub server_syscalls_per_call: Option<f64>,
+    /// `io_uring_enter` calls per completed call (part of the above).
+    #[serde(default)]
+    pub server_io_uring_enter_per_call: Option<f64>,
+    /// Server system calls over the window.
+    #[serde(default)]
+    pub server_syscalls: Option<u64>,
+    /// Why the server's system calls were not counted.
+    #[serde(default)]
+    pub server_syscalls_note: Option<String>,
     /// Busy time of all CPUs together during the window minus the client's
     /// engine thread and the server (s): other work anywhere on the machine.
     /// Unknown (None) when the server's CPU time is not measured.
@@ -528,6 +545,12 @@ impl Summary {
                 out.failed, out.mismatched, out.unknown
             ));
         }
+        if out.state_late > 0 {
+            warnings.push(format!(
+                "{} replies arrived before the STATE message of their call (the protocol sends STATE first)",
+                out.state_late
+            ));
+        }
         if out.disconnects > 0 {
             warnings.push(format!(
                 "{} connections lost: {}",
@@ -582,6 +605,7 @@ impl Summary {
             failed: out.failed,
             mismatched: out.mismatched,
             incomplete: out.incomplete,
+            state_late: out.state_late,
             disconnects: out.disconnects,
             disconnect_reason: out.disconnect_reason.clone(),
             p50_us: lat.p50_us,
@@ -607,6 +631,10 @@ impl Summary {
             server_cpu_util: out.server_cpu.map(|c| c.total_ns as f64 / 1e9 / secs),
             server_cpu_per_call_ns: out.server_cpu.map(|c| per_call(c.total_ns)),
             server_cpu_source: cfg.server_cpu.describe(),
+            server_syscalls_per_call: out.server_syscalls.as_ref().ok().map(|n| per_call(n.total)),
+            server_io_uring_enter_per_call: out.server_syscalls.as_ref().ok().map(|n| per_call(n.io_uring_enter)),
+            server_syscalls: out.server_syscalls.as_ref().ok().map(|n| n.total),
+            server_syscalls_note: out.server_syscalls.as_ref().err().cloned(),
             other_cpu_s: other_cpu,
             client_core,
             server_core,

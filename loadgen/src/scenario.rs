@@ -7,24 +7,26 @@
 //! (and, for workloads that want it, an 8-byte send timestamp), so the hot
 //! path never serializes anything.
 //!
-//! # Adding a scenario (the `state` and `fanout` extension point)
+//! # Adding a scenario
 //!
 //! Adding a scenario is one new [`Scenario`] variant plus its arm in
-//! [`Scenario::workload`] returning a [`Workload`]. The engine already handles
-//! everything the two planned ones need:
+//! [`Scenario::workload`] returning a [`Workload`]. The two in
+//! `crate::pushed` use every hook the engine has:
 //!
-//! - **`state`** (a call that changes connection state): the template is a
-//!   call like any other; the server answers with a `KIND_STATE` message and
-//!   the result. Classify the state message as [`Delivery::Ignore`] (or as
-//!   [`Delivery::Stamped`] to time it) and the result as [`Delivery::Reply`].
-//! - **`fanout`** (one emit, N subscribers, latency to each delivery): return
-//!   `false` from [`Workload::sends`] for every connection but the emitter,
-//!   put subscribe messages in [`Workload::setup_messages`], set
-//!   [`RequestTemplate::stamp_at`] so every emit carries its intended send
-//!   time, and classify each pushed event as [`Delivery::Stamped`]: the
+//! - **`state`** (a call that changes connection state): the call's id is
+//!   patched into its input too ([`RequestTemplate::id_also_at`]); the server
+//!   puts it in the STATE message it sends before the result. The STATE
+//!   message classifies as [`Delivery::State`] and the result as
+//!   [`Delivery::Reply`]; with [`Workload::state_precedes_reply`] the engine
+//!   counts every reply whose STATE had not arrived first.
+//! - **`fanout`** (one emit, N subscribers, latency to each delivery):
+//!   [`Workload::sends`] is false for every connection but the emitter,
+//!   subscribe messages go in [`Workload::setup_messages`],
+//!   [`RequestTemplate::stamp_at`] makes every emit carry its intended send
+//!   time, and each pushed event classifies as [`Delivery::Stamped`]: the
 //!   engine records `now - stamp` for every delivery on every connection.
-//!   Latency then counts deliveries, not calls, and the emitter's own
-//!   result is a [`Delivery::Reply`].
+//!   Latency and the rate then count deliveries, not calls, and the
+//!   emitter's own result is a [`Delivery::Ack`] (frees the id, not timed).
 
 use hardlight::envelope::{self, ServerMessage};
 use hardlight::wire;
@@ -51,6 +53,12 @@ pub enum Scenario {
         /// Message size in bytes (at least 1: byte 0 carries the sequence id).
         size: usize,
     },
+    /// `Stateful::touch`: every call changes the connection's state, so a
+    /// STATE message precedes every response (checked per call).
+    State,
+    /// `Fan::emit` on connection 0, delivered as an event to every other
+    /// connection (subscribed to the topic): deliveries/s and emit-to-delivery latency.
+    Fanout,
 }
 
 impl Scenario {
@@ -61,12 +69,9 @@ impl Scenario {
             "echo" => Self::Echo { size: size.unwrap_or(ECHO_SIZE) },
             "add" => Self::Add,
             "raw-echo" | "raw" => Self::RawEcho { size: size.unwrap_or(ECHO_SIZE) },
-            "state" | "fanout" => {
-                return Err(format!(
-                    "scenario `{name}` needs server features not built yet; see the extension point in loadgen/src/scenario.rs"
-                ))
-            }
-            other => return Err(format!("unknown scenario `{other}` (echo64, echo, add, raw-echo)")),
+            "state" => Self::State,
+            "fanout" => Self::Fanout,
+            other => return Err(format!("unknown scenario `{other}` (echo64, echo, add, raw-echo, state, fanout)")),
         };
         match s {
             Self::RawEcho { size: 0 } => Err("raw-echo needs --size of at least 1 (byte 0 carries the id)".into()),
@@ -84,6 +89,8 @@ impl Scenario {
             Self::Echo { size } => format!("echo-{size}"),
             Self::Add => "add".into(),
             Self::RawEcho { size } => format!("raw-echo-{size}"),
+            Self::State => "state".into(),
+            Self::Fanout => "fanout".into(),
         }
     }
 
@@ -108,6 +115,8 @@ impl Scenario {
                 Box::new(HlCall::new(BenchMethod::Add.id(), &input, &expected))
             }
             Self::RawEcho { size } => Box::new(RawEcho::new(*size)),
+            Self::State => Box::new(crate::pushed::StateCall::new()),
+            Self::Fanout => Box::new(crate::pushed::FanOut::new()),
         }
     }
 }
@@ -130,6 +139,9 @@ pub struct RequestTemplate {
     /// Offset of an 8-byte little-endian intended-send timestamp (ns since the
     /// run's start), for workloads whose answers arrive without an id.
     pub stamp_at: Option<usize>,
+    /// A second offset that gets the call id (`state`: the server echoes it
+    /// in the STATE message, so each STATE can be matched to its call).
+    pub id_also_at: Option<usize>,
 }
 
 /// What one received binary message means to the run.
@@ -151,6 +163,18 @@ pub enum Delivery {
         id: u8,
         /// The envelope's error code (0 for an application error).
         code: u8,
+    },
+    /// The answer to request `id`, to free the id without timing it (fanout:
+    /// the emitter's result; the deliveries are what is timed).
+    Ack {
+        /// Call id.
+        id: u8,
+    },
+    /// A STATE message naming call `id`, which must arrive before that
+    /// call's reply (see [`Workload::state_precedes_reply`]).
+    State {
+        /// Call id.
+        id: u8,
     },
     /// A delivery that carries its own intended send time (fanout events).
     Stamped {
@@ -178,6 +202,11 @@ pub trait Workload: Send + Sync {
     fn sends(&self, index: usize, connections: usize) -> bool {
         let _ = (index, connections);
         true
+    }
+    /// Whether every reply must be preceded by a [`Delivery::State`] naming
+    /// its call; replies without one are counted as `state_late`.
+    fn state_precedes_reply(&self) -> bool {
+        false
     }
     /// Messages sent once on connection `index` right after the upgrade
     /// (fanout: subscribe). Their answers must classify as `Ignore`.
@@ -215,7 +244,7 @@ impl Workload for HlCall {
     }
 
     fn template(&self) -> RequestTemplate {
-        RequestTemplate { payload: self.payload.clone(), id_at: 1, stamp_at: None }
+        RequestTemplate { payload: self.payload.clone(), id_at: 1, stamp_at: None, id_also_at: None }
     }
 
     #[inline]
@@ -259,7 +288,7 @@ impl Workload for RawEcho {
     }
 
     fn template(&self) -> RequestTemplate {
-        RequestTemplate { payload: self.payload.clone(), id_at: 0, stamp_at: None }
+        RequestTemplate { payload: self.payload.clone(), id_at: 0, stamp_at: None, id_also_at: None }
     }
 
     #[inline]
@@ -283,8 +312,8 @@ mod tests {
         assert_eq!(Scenario::parse("echo", Some(1024)).unwrap().name(), "echo-1024");
         assert_eq!(Scenario::parse("raw-echo", None).unwrap().name(), "raw-echo-64");
         assert!(Scenario::parse("raw-echo", Some(0)).is_err());
-        let e = Scenario::parse("fanout", None).unwrap_err();
-        assert!(e.contains("extension point"), "{e}");
+        assert_eq!(Scenario::parse("state", None).unwrap().name(), "state");
+        assert_eq!(Scenario::parse("fanout", None).unwrap(), Scenario::Fanout);
         assert!(Scenario::parse("nope", None).is_err());
     }
 

@@ -9,9 +9,12 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use hardlight::server::{ConnectContext, Refusal, Server, ServerHandle};
+use hardlight_bench::fan::{FanHandler, FanService};
+use hardlight_bench::stateful::{LastCall, StatefulHandler, StatefulService};
 use hardlight_bench::{BenchHandler, BenchService};
 
 use crate::cpu::{ServerCpuSource, SHARD_THREAD_PREFIX};
+use crate::scenario::Scenario;
 
 /// Installs a stderr logger (warnings and up unless `RUST_LOG` says
 /// otherwise), so that glommio's warnings (memlock, io memory) are visible.
@@ -41,6 +44,38 @@ pub fn start_embedded_with(
     placement: ShardPlacement,
     spin: Option<Duration>,
 ) -> Result<ServerHandle, String> {
+    start_embedded_for(listen, placement, spin, EmbeddedService::Bench)
+}
+
+/// The service the embedded server runs: the one a scenario calls.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EmbeddedService {
+    /// `Bench` (echo64, echo, add; raw-echo is refused for lack of `hl/1`).
+    Bench,
+    /// `Stateful` (`state`).
+    State,
+    /// `Fan` (`fanout`).
+    Fan,
+}
+
+impl EmbeddedService {
+    /// The service `scenario` calls.
+    pub fn for_scenario(scenario: &Scenario) -> Self {
+        match scenario {
+            Scenario::State => Self::State,
+            Scenario::Fanout => Self::Fan,
+            _ => Self::Bench,
+        }
+    }
+}
+
+/// [`start_embedded_with`], serving `service`.
+pub fn start_embedded_for(
+    listen: SocketAddr,
+    placement: ShardPlacement,
+    spin: Option<Duration>,
+    service: EmbeddedService,
+) -> Result<ServerHandle, String> {
     init_logging();
     let mut b = Server::builder(listen);
     if let Some(d) = spin {
@@ -50,8 +85,18 @@ pub fn start_embedded_with(
         ShardPlacement::Cpu(c) => b.cores(vec![c]),
         ShardPlacement::Unpinned => b.unpinned(1),
     };
-    b.serve(|_ctx: &ConnectContext<'_>| Ok::<_, Refusal>(BenchService::new(BenchHandler)))
-        .map_err(|e| format!("embedded server on {listen}: {e}"))
+    let served = match service {
+        EmbeddedService::Bench => {
+            b.serve(|_ctx: &ConnectContext<'_>| Ok::<_, Refusal>(BenchService::new(BenchHandler)))
+        }
+        EmbeddedService::State => b.serve(|ctx: &ConnectContext<'_>| {
+            Ok::<_, Refusal>(StatefulService::new(StatefulHandler { state: ctx.state(LastCall::default()) }))
+        }),
+        EmbeddedService::Fan => {
+            b.serve(|ctx: &ConnectContext<'_>| Ok::<_, Refusal>(FanService::new(FanHandler { events: ctx.events() })))
+        }
+    };
+    served.map_err(|e| format!("embedded server on {listen}: {e}"))
 }
 
 /// How the embedded server's CPU time is read.
@@ -68,9 +113,15 @@ pub struct PeerSpec {
     pub hardlight: bool,
 }
 
-/// The baselines `bench --peers` knows.
-pub const PEERS: [PeerSpec; 2] =
-    [PeerSpec { bin: "baseline-tokio", hardlight: true }, PeerSpec { bin: "echo-tokio-tungstenite", hardlight: false }];
+/// The baselines `bench --peers` knows: the HardLight protocol on tokio,
+/// the batching echo (tokio-tungstenite), and the two fastest per-message
+/// echoes (fastwebsockets, tokio-websockets; see platform-notes.md).
+pub const PEERS: [PeerSpec; 4] = [
+    PeerSpec { bin: "baseline-tokio", hardlight: true },
+    PeerSpec { bin: "echo-tokio-tungstenite", hardlight: false },
+    PeerSpec { bin: "echo-fastwebsockets", hardlight: false },
+    PeerSpec { bin: "echo-tokio-websockets", hardlight: false },
+];
 
 /// A running peer server (killed on drop).
 pub struct Peer {

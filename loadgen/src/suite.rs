@@ -5,13 +5,14 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::compare::{fmt_rate, fmt_us, markdown};
+use crate::compare::fmt_rate;
 use crate::cpu::ServerCpuSource;
 use crate::engine::{self, Arrival, Mode, RunConfig};
 use crate::floor::{self, Floor};
 use crate::report::{self, RunMeta, Summary};
 use crate::scenario::Scenario;
 use crate::server::{self, Peer, ShardPlacement, PEERS};
+pub use crate::table::runs_table;
 use crate::ws::Target;
 
 /// The latency floor, measured twice: with the engine's 1 ns timer slack
@@ -80,66 +81,6 @@ pub fn run_and_write(cfg: &RunConfig, out: &Path, meta: &RunMeta) -> Result<(Sum
         eprintln!("[{}] warning: {w}", meta.run);
     }
     Ok((summary, dir))
-}
-
-/// A table of runs: rate, latency percentiles, CPU.
-pub fn runs_table(rows: &[(String, &Summary)], base: Option<&Summary>) -> String {
-    let ratio = |v: f64, b: Option<f64>| match b {
-        Some(b) if b > 0.0 => format!(" ({:.2}x)", v / b),
-        _ => String::new(),
-    };
-    let mut t = vec![[
-        "run",
-        "offered",
-        "calls/s",
-        "p50",
-        "p90",
-        "p99",
-        "p99.9",
-        "p99.99",
-        "max",
-        "server CPU/call",
-        "client CPU/call",
-        "server CPU",
-        "client CPU",
-        "client syscalls/call",
-        "other work c/s/all",
-        "send late p99",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect::<Vec<_>>()];
-    for (name, s) in rows {
-        let b = base.filter(|b| !std::ptr::eq(*b, *s));
-        t.push(vec![
-            name.clone(),
-            s.offered_rate.map(fmt_rate).unwrap_or_else(|| "closed".into()),
-            format!("{}{}", fmt_rate(s.achieved_rate), ratio(s.achieved_rate, b.map(|b| b.achieved_rate))),
-            format!("{}{}", fmt_us(s.p50_us), ratio(s.p50_us, b.map(|b| b.p50_us))),
-            format!("{}{}", fmt_us(s.p90_us), ratio(s.p90_us, b.map(|b| b.p90_us))),
-            format!("{}{}", fmt_us(s.p99_us), ratio(s.p99_us, b.map(|b| b.p99_us))),
-            format!("{}{}", fmt_us(s.p99_9_us), ratio(s.p99_9_us, b.map(|b| b.p99_9_us))),
-            format!("{}{}", fmt_us(s.p99_99_us), ratio(s.p99_99_us, b.map(|b| b.p99_99_us))),
-            format!("{}{}", fmt_us(s.max_us), ratio(s.max_us, b.map(|b| b.max_us))),
-            match s.server_cpu_per_call_ns {
-                Some(c) => format!("{c:.0} ns{}", ratio(c, b.and_then(|b| b.server_cpu_per_call_ns))),
-                None => "-".into(),
-            },
-            format!("{:.0} ns", s.client_cpu_per_call_ns),
-            s.server_cpu_util.map(|u| format!("{:.0}%", u * 100.0)).unwrap_or_else(|| "-".into()),
-            format!("{:.0}%", s.client_cpu_util * 100.0),
-            format!("{:.2}", s.client_syscalls_per_call),
-            {
-                let o = |c: Option<crate::report::CoreLoad>| {
-                    c.map(|c| format!("{:.0}%", c.other * 100.0)).unwrap_or("-".into())
-                };
-                let all = s.other_cpu_s.map(|c| format!("{:.0}%", c / s.duration_s.max(1e-9) * 100.0));
-                format!("{}/{}/{}", o(s.client_core), o(s.server_core), all.unwrap_or("-".into()))
-            },
-            s.send_lateness_p99_us.map(fmt_us).unwrap_or_else(|| "-".into()),
-        ]);
-    }
-    markdown(&t)
 }
 
 /// One case of the standard suite.
@@ -229,6 +170,8 @@ pub struct BenchOptions {
     /// Runs again (waiting for quiet first) when a run reports contamination
     /// by other work, at most this many times.
     pub retries: usize,
+    /// Count the server's system calls with perf (`crate::syscount`).
+    pub count_server_syscalls: bool,
 }
 
 impl BenchOptions {
@@ -251,6 +194,7 @@ impl BenchOptions {
             cases: standard_cases(),
             wait_quiet: Duration::ZERO,
             retries: 0,
+            count_server_syscalls: true,
         }
     }
 }
@@ -362,6 +306,7 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
             cfg.spin_below = opts.spin_below;
             cfg.progress = opts.progress;
             cfg.server_cpu = source;
+            cfg.count_server_syscalls = opts.count_server_syscalls;
             if !opts.wait_quiet.is_zero() {
                 quiet();
             }

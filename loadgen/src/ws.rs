@@ -194,7 +194,10 @@ pub struct FrameTemplate {
     pub bytes: Vec<u8>,
     id_pos: usize,
     id_mask: u8,
+    id_also: Option<(usize, u8)>,
     stamp: Option<(usize, [u8; 8])>,
+    header_len: usize,
+    mask: [u8; 4],
 }
 
 impl FrameTemplate {
@@ -210,7 +213,14 @@ impl FrameTemplate {
             }
             (header_len + at, m)
         });
-        Self { bytes, id_pos: header_len + id_at, id_mask: mask[id_at & 3], stamp }
+        Self { bytes, id_pos: header_len + id_at, id_mask: mask[id_at & 3], id_also: None, stamp, header_len, mask }
+    }
+
+    /// Also patches the call id at `at` in the payload (see
+    /// `RequestTemplate::id_also_at`).
+    pub fn with_id_also_at(mut self, at: Option<usize>) -> Self {
+        self.id_also = at.map(|at| (self.header_len + at, self.mask[at & 3]));
+        self
     }
 
     /// Appends one request with call id `id` (and send stamp `stamp_ns`) to `out`.
@@ -219,6 +229,9 @@ impl FrameTemplate {
         let start = out.len();
         out.extend_from_slice(&self.bytes);
         out[start + self.id_pos] = id ^ self.id_mask;
+        if let Some((pos, m)) = self.id_also {
+            out[start + pos] = id ^ m;
+        }
         if let Some((pos, m)) = self.stamp {
             let s = stamp_ns.to_le_bytes();
             for i in 0..8 {
@@ -277,6 +290,15 @@ mod tests {
             assert_eq!(u64::from_le_bytes(body[5..13].try_into().unwrap()), 0x1122_3344_5566_7788);
             assert_eq!(&body[13..], &payload[13..]);
             assert_eq!(&body[2..5], &payload[2..5]);
+            // A second id position, as the `state` scenario asks for.
+            let t = FrameTemplate::new(&payload, 1, None, mask).with_id_also_at(Some(30));
+            let mut out = Vec::new();
+            t.push(&mut out, 99, 0);
+            let h = parse_header(&out, Role::Server, 1 << 20).unwrap().unwrap();
+            let mut body = out[h.header_len..].to_vec();
+            apply_mask(&mut body, h.mask.unwrap());
+            assert_eq!((body[1], body[30]), (99, 99));
+            assert_eq!(&body[2..30], &payload[2..30]);
         }
     }
 }

@@ -41,12 +41,14 @@ fn synthetic_run(dir: &Path, name: &str, scale: u64) {
         mismatched: 0,
         incomplete: 0,
         unknown: 0,
+        state_late: 0,
         disconnects: 0,
         disconnect_reason: None,
         client_cpu: CpuTime { total_ns: 100_000_000, user_ns: 0, sys_ns: 0 },
         server_cpu: Some(CpuTime { total_ns: 1_000_000 * scale, user_ns: 0, sys_ns: 0 }),
         cores: Vec::new(),
         syscalls: Default::default(),
+        server_syscalls: Err("synthetic run".into()),
         pinned: false,
         timer_slack_ns: 1,
         connect_time: Duration::ZERO,
@@ -125,8 +127,9 @@ fn bad_arguments_fail_with_a_message() {
     let out = loadgen().args(["run", "--typo", "3"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--typo"));
-    let out = loadgen().args(["run", "--scenario", "fanout"]).output().unwrap();
-    assert!(String::from_utf8_lossy(&out.stderr).contains("extension point"));
+    let out = loadgen().args(["run", "--scenario", "fanin"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("state, fanout"));
     let out = loadgen().arg("help").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stdout).contains("loadgen bench"));
 }

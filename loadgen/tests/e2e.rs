@@ -10,7 +10,7 @@ use hardlight_loadgen::cpu::ServerCpuSource;
 use hardlight_loadgen::engine::{self, Arrival, Mode};
 use hardlight_loadgen::report::{self, files, Hgrm, RunMeta, Summary};
 use hardlight_loadgen::scenario::Scenario;
-use hardlight_loadgen::server::embedded_cpu_source;
+use hardlight_loadgen::server::{embedded_cpu_source, EmbeddedService};
 use hardlight_loadgen::ws::Target;
 
 fn meta(run: &str) -> RunMeta {
@@ -199,4 +199,99 @@ fn sweep_runs_one_open_loop_step_per_rate() {
     assert!(table.contains("500/s") && table.contains("1.0k/s"), "{table}");
     assert!(dir.path().join("sweep/rate-500/summary.json").is_file());
     assert!(dir.path().join("sweep/rate-1000/latency.hgrm").is_file());
+}
+
+#[test]
+fn server_syscalls_are_counted_on_the_shard_threads_over_the_window() {
+    let server = hardlight();
+    let mut cfg = config(Target::at(server.local_addr()).unwrap(), Scenario::Echo64, 2, Mode::Closed { in_flight: 1 });
+    cfg.server_cpu = embedded_cpu_source();
+    let out = engine::run(&cfg).expect("run");
+    let n = match out.server_syscalls {
+        Ok(n) => n,
+        // Only a machine without perf may skip; any other failure fails.
+        Err(e) if e.contains("not installed") => return eprintln!("skipped: {e}"),
+        Err(e) => panic!("server syscalls not counted: {e}"),
+    };
+    assert!(out.completed > 100, "{}", out.completed);
+    // Ping-pong with one call in flight: the shard sleeps and wakes for
+    // every call, so it makes at least one system call per call; glommio's
+    // reactor makes io_uring_enter calls.
+    assert!(n.total >= out.completed, "{n:?} for {} calls", out.completed);
+    assert!(n.io_uring_enter > 0, "{n:?}");
+    let s = Summary::new(&cfg, &out, &meta("sys"));
+    assert_eq!(s.server_syscalls, Some(n.total));
+    assert!(s.server_syscalls_per_call.unwrap() >= 1.0);
+
+    // Turned off: n/a with the reason, and the run still works.
+    cfg.count_server_syscalls = false;
+    cfg.duration = Duration::from_millis(300);
+    let out = engine::run(&cfg).expect("run");
+    assert!(out.server_syscalls.unwrap_err().contains("turned off"));
+}
+
+#[test]
+fn state_scenario_sees_every_state_message_before_its_response() {
+    let server = hardlight_serving(EmbeddedService::State);
+    for in_flight in [1, 16] {
+        let mut cfg = config(Target::at(server.local_addr()).unwrap(), Scenario::State, 4, Mode::Closed { in_flight });
+        cfg.count_server_syscalls = false;
+        let out = engine::run(&cfg).expect("run");
+        assert!(out.completed > 100, "{}", out.completed);
+        assert_eq!(
+            (out.failed, out.mismatched, out.unknown, out.disconnects),
+            (0, 0, 0, 0),
+            "{:?}",
+            out.disconnect_reason
+        );
+        assert_eq!(out.state_late, 0, "every STATE arrived before its response");
+    }
+}
+
+/// `touch` answered without changing state: the protocol's order cannot be
+/// observed, so the engine must count every reply as late.
+struct Stateless;
+
+impl hardlight_bench::stateful::Stateful for Stateless {
+    async fn touch(&self, _call: u8) -> bool {
+        true
+    }
+}
+
+#[test]
+fn state_scenario_counts_responses_that_come_without_their_state_message() {
+    use hardlight::server::{ConnectContext, Refusal, Server};
+    let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .unpinned(1)
+        .serve(|_: &ConnectContext<'_>| Ok::<_, Refusal>(hardlight_bench::stateful::StatefulService::new(Stateless)))
+        .unwrap();
+    let mut cfg = config(Target::at(server.local_addr()).unwrap(), Scenario::State, 2, Mode::Closed { in_flight: 4 });
+    cfg.count_server_syscalls = false;
+    cfg.duration = Duration::from_millis(500);
+    let out = engine::run(&cfg).expect("run");
+    assert!(out.completed > 50, "{}", out.completed);
+    assert_eq!(out.state_late, out.completed, "no reply had its STATE first");
+    let s = Summary::new(&cfg, &out, &meta("late"));
+    assert!(s.warnings.iter().any(|w| w.contains("before the STATE message")), "{:?}", s.warnings);
+    server.shutdown();
+}
+
+#[test]
+fn fanout_scenario_delivers_every_emit_to_every_subscriber() {
+    let server = hardlight_serving(EmbeddedService::Fan);
+    let conns = 9; // the emitter and 8 subscribers
+    let mut cfg = config(
+        Target::at(server.local_addr()).unwrap(),
+        Scenario::Fanout,
+        conns,
+        Mode::Open { rate: 200.0, arrival: Arrival::Constant },
+    );
+    cfg.count_server_syscalls = false;
+    let out = engine::run(&cfg).expect("run");
+    assert_eq!((out.failed, out.mismatched, out.unknown, out.disconnects), (0, 0, 0, 0), "{:?}", out.disconnect_reason);
+    // 200 emits/s over a 1 s window, each delivered to the 8 subscribers.
+    assert!((190..=210).contains(&out.sent), "emits sent in the window: {}", out.sent);
+    assert_eq!(out.completed, out.sent * (conns as u64 - 1), "deliveries");
+    assert_eq!(out.latency.len(), out.completed, "every delivery is timed");
+    assert_eq!(out.incomplete, 0);
 }

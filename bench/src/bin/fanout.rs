@@ -8,6 +8,10 @@
 //! receipt, one process clock) goes into an HdrHistogram; for each emit it
 //! records the time until the last of the N deliveries arrived.
 //!
+//! The service (`hardlight_bench::fan`) is the one loadgen's `fanout`
+//! scenario drives; this binary differs in scale (10,000 connections in a
+//! second process) and in emitting from a thread outside the server.
+//!
 //! ```text
 //! cargo run --release -p hardlight-bench --bin fanout -- --connections 10000 --emits 20 --out results/fanout
 //! ```
@@ -20,37 +24,10 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hardlight::frame::{self, Opcode, Role};
-use hardlight::rkyv;
-use hardlight::server::{ConnectContext, ConnectionEvents, Refusal, Server};
+use hardlight::server::{ConnectContext, Refusal, Server};
+use hardlight_bench::fan::{FanHandler, FanMethod, FanService, FanSubscribeInput, Tick, FAN_TOPIC};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-/// The event: its sequence number and when it was emitted (ns since `EPOCH`).
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
-#[rkyv(crate = hardlight::rkyv)]
-struct Tick {
-    seq: u32,
-    emitted_ns: u64,
-}
-
-impl hardlight::Event for Tick {
-    const TYPE: u16 = 9;
-}
-
-#[hardlight::rpc]
-trait Fan {
-    async fn subscribe(&self, topic: String);
-}
-
-struct FanHandler {
-    events: ConnectionEvents,
-}
-
-impl Fan for FanHandler {
-    async fn subscribe(&self, topic: String) {
-        self.events.subscribe(&topic);
-    }
-}
 
 /// CLOCK_MONOTONIC in ns: comparable between the server process and the
 /// client process on one machine.
@@ -163,7 +140,7 @@ fn parent(args: &Args) {
     }
     for seq in 0..args.emits {
         std::thread::sleep(args.gap);
-        emitter.to_topic("all", &Tick { seq, emitted_ns: now_ns() }).expect("emit");
+        emitter.to_topic(FAN_TOPIC, &Tick { seq, emitted_ns: now_ns() }).expect("emit");
     }
     let summary: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
     let ok = child.wait().map(|s| s.success()).unwrap_or(false);
@@ -197,7 +174,7 @@ fn client(args: &Args, addr: std::net::SocketAddr) {
     }));
     let subscribed = Arc::new(AtomicU64::new(0));
     let local = tokio::task::LocalSet::new();
-    let input = hardlight::wire::encode(&FanSubscribeInput { topic: "all".into() }).unwrap().to_vec();
+    let input = hardlight::wire::encode(&FanSubscribeInput { topic: FAN_TOPIC.into() }).unwrap().to_vec();
     let emits = args.emits;
     let n = args.connections;
     let total_deliveries = local.block_on(&rt, async {

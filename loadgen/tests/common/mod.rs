@@ -12,12 +12,18 @@ use std::time::{Duration, Instant};
 use hardlight::frame::{apply_mask, parse_header, write_frame, Opcode, Role};
 use hardlight_loadgen::engine::{Mode, RunConfig};
 use hardlight_loadgen::scenario::Scenario;
-use hardlight_loadgen::server::{start_embedded, ShardPlacement};
+use hardlight_loadgen::server::{start_embedded, start_embedded_for, EmbeddedService, ShardPlacement};
 use hardlight_loadgen::ws::{accept_key, Target};
 
 /// The embedded HardLight server on a free port, one unpinned shard.
 pub fn hardlight() -> hardlight::server::ServerHandle {
     start_embedded("127.0.0.1:0".parse().unwrap(), ShardPlacement::Unpinned).expect("embedded server")
+}
+
+/// [`hardlight`] serving `service` (the `state` and `fanout` scenarios' services).
+pub fn hardlight_serving(service: EmbeddedService) -> hardlight::server::ServerHandle {
+    start_embedded_for("127.0.0.1:0".parse().unwrap(), ShardPlacement::Unpinned, None, service)
+        .expect("embedded server")
 }
 
 /// A short, unpinned, quiet run config.
