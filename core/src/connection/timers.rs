@@ -33,7 +33,8 @@ pub enum TimerAction {
     /// calls still in flight: their futures may be dropped).
     Closing(CloseCode),
     /// The peer did not answer our Close within `close_timeout`: the
-    /// connection is closed ([`super::Event::Closed`] follows).
+    /// connection is closed ([`super::Event::Closed`] follows) and its
+    /// unsent output dropped; the driver closes the socket.
     GaveUp,
 }
 
@@ -131,6 +132,11 @@ impl ServerConnection {
                 self.phase = Phase::Closed;
                 self.in_start = self.in_end;
                 self.data = None;
+                // A peer that neither answers nor reads must not keep the
+                // connection (and its unsent bytes) alive: nothing more
+                // will be written.
+                self.out.clear();
+                self.out_start = 0;
                 self.pending_close = Some(CloseReason::ByUs(code));
                 Some(TimerAction::GaveUp)
             }

@@ -145,6 +145,22 @@ fn our_close_gives_up_on_a_silent_peer_after_the_close_timeout() {
 }
 
 #[test]
+fn giving_up_drops_output_a_peer_never_read() {
+    let t0 = Instant::now();
+    let mut c = open_with(Limits::default());
+    c.handle_timeout(t0);
+    feed(&mut c, &call_frame(1, 0, &[]));
+    assert!(matches!(c.poll_event(), Some(Event::Call { .. })));
+    c.complete(1, &U64(1));
+    c.close(CloseCode::SlowConsumer, "too slow");
+    assert!(!c.outbound().is_empty(), "the peer reads nothing");
+    c.handle_timeout(t0);
+    assert_eq!(c.handle_timeout(t0 + 2 * S), Some(TimerAction::GaveUp));
+    assert!(c.outbound().is_empty(), "a driver may close the socket at once");
+    assert_eq!(c.held_bytes(), 0);
+}
+
+#[test]
 fn a_close_started_by_a_time_rule_is_timed_from_that_instant() {
     let t0 = Instant::now();
     let mut c = open_with(Limits { close_timeout: 500 * ms(1), ..Limits::default() });
