@@ -88,6 +88,12 @@ pub enum CloseCode {
     /// 4002: nothing arrived from the peer within the idle timeout, not
     /// even a pong to the server's keepalive pings.
     IdleTimeout,
+    /// 4003: a message (or frame) the peer began did not arrive in full
+    /// within the message timeout.
+    MessageTimeout,
+    /// 4004: the shard's budget for bytes held in partial messages and
+    /// outbound queues ran out, and this connection's growth took it there.
+    OverBudget,
     /// Any other code received from a peer.
     Other(u16),
 }
@@ -107,6 +113,8 @@ impl CloseCode {
             Self::MalformedEnvelope => 4000,
             Self::SlowConsumer => 4001,
             Self::IdleTimeout => 4002,
+            Self::MessageTimeout => 4003,
+            Self::OverBudget => 4004,
             Self::Other(c) => c,
         }
     }
@@ -125,6 +133,8 @@ impl CloseCode {
             4000 => Self::MalformedEnvelope,
             4001 => Self::SlowConsumer,
             4002 => Self::IdleTimeout,
+            4003 => Self::MessageTimeout,
+            4004 => Self::OverBudget,
             other => Self::Other(other),
         }
     }

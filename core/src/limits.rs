@@ -35,6 +35,20 @@ pub const DEFAULT_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
 /// bytes at all, not even a pong to its keepalive pings.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// Default time a message has to arrive in full once its first frame header
+/// has (close code 4003 otherwise).
+///
+/// Without it a peer could announce a message just under the size limit and
+/// trickle a byte now and then: never idle, never complete, holding up to
+/// `max_message_size` of server memory for as long as it likes. 30 s lets a
+/// full 1 MiB message through a link of about 35 KB/s.
+pub const DEFAULT_MESSAGE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Default time the server waits for the peer's Close after sending its own,
+/// before it closes TCP anyway (a peer that vanished must not hold a
+/// connection open).
+pub const DEFAULT_CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Default time in-flight calls get to finish during graceful shutdown.
 pub const DEFAULT_SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 
@@ -67,6 +81,10 @@ pub struct Limits {
     pub keepalive_interval: Duration,
     /// Silence before the connection is closed with 4002.
     pub idle_timeout: Duration,
+    /// Time a begun message (or frame) has to arrive in full; 4003 otherwise.
+    pub message_timeout: Duration,
+    /// Wait for the peer's Close after ours before closing TCP regardless.
+    pub close_timeout: Duration,
 }
 
 impl Default for Limits {
@@ -81,6 +99,8 @@ impl Default for Limits {
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
             keepalive_interval: DEFAULT_KEEPALIVE_INTERVAL,
             idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            message_timeout: DEFAULT_MESSAGE_TIMEOUT,
+            close_timeout: DEFAULT_CLOSE_TIMEOUT,
         }
     }
 }

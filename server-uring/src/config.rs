@@ -9,6 +9,17 @@ use hardlight_core::limits::{Limits, DEFAULT_SHUTDOWN_GRACE};
 /// Default cap on connections one shard holds; more are closed at accept.
 pub const DEFAULT_MAX_CONNECTIONS_PER_SHARD: usize = 16 * 1024;
 
+/// Default budget, per shard, for bytes held on peers' account: messages
+/// still arriving plus output not yet written, summed over the shard's
+/// connections. Past it, the connection whose growth crossed it is closed
+/// with 4004.
+///
+/// Without it each connection may hold up to the message size limit plus
+/// the outbound limit (5 MiB by default), 80 GiB over 16,384 connections.
+/// 256 MiB is 256 peers each mid-way through a maximal message; a
+/// well-behaved client holds nothing between rounds.
+pub const DEFAULT_SHARD_HELD_BYTES_BUDGET: usize = 256 << 20;
+
 /// Most io memory per executor the server asks for by default. Registered
 /// buffers only matter for glommio's DMA file I/O, which a network server
 /// does not use, so 1 MiB is plenty.
@@ -51,6 +62,9 @@ pub struct ServerConfig {
     pub shutdown_grace: Duration,
     /// Connections one shard holds at most.
     pub max_connections_per_shard: usize,
+    /// Bytes one shard's connections may hold in partial messages and
+    /// unsent output, together; see [`DEFAULT_SHARD_HELD_BYTES_BUDGET`].
+    pub shard_held_bytes_budget: usize,
     /// Busy-poll this long before parking an idle executor; trades CPU for
     /// wake-up latency. `None` parks at once.
     pub spin_before_park: Option<Duration>,
@@ -76,6 +90,7 @@ impl ServerConfig {
             io_memory: None,
             shutdown_grace: DEFAULT_SHUTDOWN_GRACE,
             max_connections_per_shard: DEFAULT_MAX_CONNECTIONS_PER_SHARD,
+            shard_held_bytes_budget: DEFAULT_SHARD_HELD_BYTES_BUDGET,
             spin_before_park: None,
             mesh_capacity: crate::events::DEFAULT_MESH_CAPACITY,
             event_limits: EventLimits::default(),

@@ -14,22 +14,19 @@ use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use futures::future::{select, Either, FutureExt};
 use futures::io::{AsyncRead, AsyncWrite};
 use glommio::timer::Timer;
-use hardlight_core::connection::{Event, ServerConnection};
+use hardlight_core::connection::{Event, ServerConnection, TimerAction};
 use hardlight_core::error::{CallErrorCode, CloseCode};
 use hardlight_core::{Outbox, Rejection, Reply, Service};
 
+use crate::clock::{ConnTimer, HeldBytes};
 use crate::events::ConnectionEvents;
 use crate::factory::{ConnectContext, ConnectionFactory};
 use crate::shard::Shard;
 use crate::slots::CallSlots;
-
-/// How long to wait for the peer's Close after sending ours.
-pub(crate) const CLOSE_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Serves one accepted TCP connection: TLS first when configured, then
 /// [`serve`]. The TLS handshake counts against the handshake timeout too.
@@ -202,22 +199,14 @@ where
         |method: u16, input: &[u8]| service.call(method, input, depth).map(|f| AssertUnwindSafe(f).catch_unwind());
     let signal_key = shard.shutdown.subscribe();
     let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
-    let mut draining = false;
-    let mut grace: Option<Timer> = None;
-    let mut close_timer: Option<Timer> = None;
+    let mut shutting_down = false;
     let mut eof = false;
-    // Keepalive: a ping after a quiet `keepalive_interval`, close 4002 if the
-    // quiet lasts `idle_timeout`. Reads only set a flag; the clock and the
-    // timer are looked at when the task is about to park, so the per-call
-    // path pays nothing for this (a glommio timer re-registers on every poll).
-    let keepalive = conn.limits().keepalive_interval;
-    let idle_timeout = conn.limits().idle_timeout;
-    let mut heard = false;
-    let mut pinged = false;
-    let mut quiet_since = std::time::Instant::now();
-    let mut due = quiet_since + keepalive.min(idle_timeout);
-    let mut idle_timer = Timer::new(keepalive.min(idle_timeout));
-    let mut timer_armed = false;
+    // Every time rule (keepalive, idle, message deadline, close handshake,
+    // shutdown grace) is the core's; this task only feeds it the clock
+    // before parking and arms the one timer it asks for.
+    let mut timer = ConnTimer::new();
+    let mut held = HeldBytes::new(&shard.held_bytes);
+    let budget = shard.config.shard_held_bytes_budget;
 
     let result = poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<()>> {
         loop {
@@ -238,20 +227,12 @@ where
             slots.register(cx.waker());
             slots.poll_ready(|id, out| finish(conn, outbox, id, out));
 
-            // Shutdown: stop starting calls, let running ones finish within the grace period.
-            if shard.shutdown.is_fired() && !draining {
-                draining = true;
-                conn.drain();
-                grace = Some(Timer::new(shard.config.shutdown_grace));
-            }
-            if draining && conn.is_open() {
-                let expired = grace.as_mut().is_some_and(|t| Pin::new(t).poll(cx).is_ready());
-                if slots.len() == 0 || expired {
-                    if expired {
-                        tracing::warn!(calls = slots.len(), "shutdown grace expired; dropping calls in flight");
-                        slots.clear();
-                    }
-                    conn.close(CloseCode::GoingAway, "server shutting down");
+            // Shutdown: the core stops starting calls and closes 1001 when
+            // the running ones are done or its grace period ends.
+            if shard.shutdown.is_fired() {
+                if !shutting_down {
+                    shutting_down = true;
+                    conn.shutdown(shard.config.shutdown_grace);
                 }
             } else {
                 shard.shutdown.register(signal_key, cx.waker());
@@ -263,21 +244,12 @@ where
                     Ok(Some(n)) => {
                         eof = n == 0;
                         progress = true;
-                        heard = true;
                     }
                     Ok(None) => {}
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
-            let mut closed = process_events(conn, outbox, names, &mut slots, &mut start);
-
-            // A close we started must be answered in bounded time.
-            if !conn.is_open() && !closed && !conn.is_closed() {
-                let t = close_timer.get_or_insert_with(|| Timer::new(CLOSE_TIMEOUT));
-                if Pin::new(t).poll(cx).is_ready() {
-                    closed = true;
-                }
-            }
+            let closed = process_events(conn, outbox, names, &mut slots, &mut start);
 
             // Write everything this round produced in one go.
             match poll_write_out(&mut *stream, conn, cx) {
@@ -289,33 +261,29 @@ where
                 return Poll::Ready(Ok(()));
             }
             if !progress {
-                // Keepalive and idle timeout, checked only before parking.
-                if conn.is_open() {
-                    let now = std::time::Instant::now();
-                    if now >= due {
-                        if heard {
-                            heard = false;
-                            pinged = false;
-                            quiet_since = now;
-                            due = now + keepalive.min(idle_timeout);
-                        } else if !pinged && keepalive < idle_timeout {
-                            conn.ping(b"hl");
-                            pinged = true;
-                            due = quiet_since + idle_timeout;
-                        } else {
-                            tracing::debug!(quiet = ?now - quiet_since, "closing idle connection");
-                            shard.stats.idle_closed.inc();
-                            conn.close(CloseCode::IdleTimeout, "idle timeout");
+                // About to park: the clock, the timer and the budget are
+                // looked at here only, never per call.
+                if let Some(action) = timer.before_park(conn, cx) {
+                    match action {
+                        TimerAction::Closing(CloseCode::IdleTimeout) => shard.stats.idle_closed.inc(),
+                        TimerAction::Closing(CloseCode::MessageTimeout) => shard.stats.message_timeouts.inc(),
+                        TimerAction::Closing(CloseCode::GoingAway) if slots.len() > 0 => {
+                            tracing::warn!(calls = slots.len(), "shutdown grace expired; dropping calls in flight");
+                            slots.clear();
                         }
-                        idle_timer.reset(due.saturating_duration_since(now).max(Duration::from_millis(1)));
-                        timer_armed = false;
-                        continue;
+                        _ => {}
                     }
-                    if !timer_armed {
-                        // Registers our waker; the timer fires at `due`.
-                        let _ = Pin::new(&mut idle_timer).poll(cx);
-                        timer_armed = true;
-                    }
+                    tracing::debug!(?action, "connection timer");
+                    continue;
+                }
+                if held.update(conn.held_bytes(), budget) && conn.is_open() {
+                    tracing::debug!(
+                        held = conn.held_bytes(),
+                        "shard over its held-bytes budget: closing the newest offender"
+                    );
+                    shard.stats.over_budget.inc();
+                    conn.close(CloseCode::OverBudget, "server over its memory budget");
+                    continue;
                 }
                 return Poll::Pending;
             }

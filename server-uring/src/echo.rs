@@ -18,21 +18,21 @@
 //! server.join();
 //! ```
 
-use std::future::{poll_fn, Future};
+use std::future::poll_fn;
 use std::io;
 use std::net::SocketAddr;
-use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures::future::{select, Either};
 use futures::io::{AsyncRead, AsyncWrite};
 use glommio::timer::Timer;
-use hardlight_core::connection::{Event, Mode, ServerConnection};
+use hardlight_core::connection::{Event, Mode, ServerConnection, TimerAction};
 use hardlight_core::error::CloseCode;
 use hardlight_core::limits::Limits;
 
-use crate::conn::{flush, Defer, CLOSE_TIMEOUT};
+use crate::clock::{ConnTimer, HeldBytes};
+use crate::conn::{flush, Defer};
 use crate::shard::Shard;
 use crate::{Server, ServerBuilder, ServerError, ServerHandle};
 
@@ -134,8 +134,11 @@ where
 {
     let signal_key = shard.shutdown.subscribe();
     let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
-    let mut close_timer: Option<Timer> = None;
     let mut eof = false;
+    // The same time rules and budget as the RPC driver (`crate::clock`).
+    let mut timer = ConnTimer::new();
+    let mut held = HeldBytes::new(&shard.held_bytes);
+    let budget = shard.config.shard_held_bytes_budget;
     // The echoed payload is copied out of the connection's message buffer
     // (borrowed by the event) before it is framed back; reused across messages.
     let mut echo = Vec::new();
@@ -145,9 +148,8 @@ where
             let mut progress = false;
 
             if shard.shutdown.is_fired() {
-                if conn.is_open() {
-                    conn.close(CloseCode::GoingAway, "server shutting down");
-                }
+                // No calls to wait for: the core closes 1001 at once.
+                conn.shutdown(shard.config.shutdown_grace);
             } else {
                 shard.shutdown.register(signal_key, cx.waker());
             }
@@ -179,14 +181,6 @@ where
                 }
             }
 
-            // A close we started must be answered in bounded time.
-            if !conn.is_open() && !closed && !conn.is_closed() {
-                let t = close_timer.get_or_insert_with(|| Timer::new(CLOSE_TIMEOUT));
-                if Pin::new(t).poll(cx).is_ready() {
-                    closed = true;
-                }
-            }
-
             match crate::conn::poll_write_out(&mut *stream, conn, cx) {
                 Ok(wrote) => progress |= wrote,
                 Err(e) => return Poll::Ready(Err(e)),
@@ -196,6 +190,19 @@ where
                 return Poll::Ready(Ok(()));
             }
             if !progress {
+                if let Some(action) = timer.before_park(conn, cx) {
+                    if action == TimerAction::Closing(CloseCode::IdleTimeout) {
+                        shard.stats.idle_closed.inc();
+                    } else if action == TimerAction::Closing(CloseCode::MessageTimeout) {
+                        shard.stats.message_timeouts.inc();
+                    }
+                    continue;
+                }
+                if held.update(conn.held_bytes(), budget) && conn.is_open() {
+                    shard.stats.over_budget.inc();
+                    conn.close(CloseCode::OverBudget, "server over its memory budget");
+                    continue;
+                }
                 return Poll::Pending;
             }
         }

@@ -32,6 +32,7 @@
 mod broker;
 #[cfg(test)]
 mod census;
+mod clock;
 mod config;
 mod conn;
 pub mod echo;
@@ -58,7 +59,7 @@ use hardlight_core::limits::Limits;
 pub use broker::{BrokerConfig, DEFAULT_BROKER_QUEUE, DEFAULT_CHANNEL_PREFIX};
 pub use config::{
     io_memory_rule, memlock_limit, online_cpus, Placement, ServerConfig, DEFAULT_MAX_CONNECTIONS_PER_SHARD,
-    MAX_IO_MEMORY, MIN_IO_MEMORY,
+    DEFAULT_SHARD_HELD_BYTES_BUDGET, MAX_IO_MEMORY, MIN_IO_MEMORY,
 };
 pub use error::ServerError;
 pub use events::{ConnectionEvents, EmitError, EmitStats, Emitter, DEFAULT_MESH_CAPACITY};
@@ -126,6 +127,14 @@ impl ServerBuilder {
     /// Time in-flight calls get to finish on shutdown.
     pub fn shutdown_grace(mut self, grace: Duration) -> Self {
         self.config.shutdown_grace = grace;
+        self
+    }
+
+    /// Bytes one shard's connections may hold in partial messages and
+    /// unsent output together; past it, the connection that grew is closed
+    /// with 4004 (default [`DEFAULT_SHARD_HELD_BYTES_BUDGET`]).
+    pub fn shard_held_bytes_budget(mut self, bytes: usize) -> Self {
+        self.config.shard_held_bytes_budget = bytes;
         self
     }
 

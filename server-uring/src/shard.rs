@@ -34,6 +34,10 @@ pub(crate) struct Shard<F> {
     pub(crate) shutdown: LocalSignal,
     pub(crate) registry: Rc<std::cell::RefCell<Registry>>,
     pub(crate) emitter: Emitter,
+    /// Bytes this shard's connections hold in partial messages and unsent
+    /// output (`crate::clock::HeldBytes`), against
+    /// `ServerConfig::shard_held_bytes_budget`.
+    pub(crate) held_bytes: Cell<usize>,
     open: Cell<usize>,
     all_closed: LocalSignal,
 }
@@ -72,6 +76,7 @@ pub(crate) async fn run<F, C, Fut>(
         shutdown: LocalSignal::default(),
         registry: registry.clone(),
         emitter,
+        held_bytes: Cell::new(0),
         open: Cell::new(0),
         all_closed: LocalSignal::default(),
     });

@@ -65,6 +65,12 @@ pub struct ServerStats {
     pub tls_failures: Counter,
     /// Connections closed for idleness (no bytes within the idle timeout).
     pub idle_closed: Counter,
+    /// Connections closed with 4003: a message begun was not complete
+    /// within the message timeout.
+    pub message_timeouts: Counter,
+    /// Connections closed with 4004: their growth took their shard over
+    /// its budget of held bytes.
+    pub over_budget: Counter,
 }
 
 /// Counters of the broker bridge (`ServerBuilder::broker`): what crossed to
