@@ -3,17 +3,17 @@
 //! handlers, the shard's event router and the connection's driver.
 //!
 //! Handlers hold `Rc`s to it (through [`crate::state::StateHandle`] and
-//! [`crate::features::Features`]) while the driver owns the
-//! [`crate::connection::ServerConnection`]; the driver moves the queue into
-//! the connection's outbound bytes before it writes any call response, which
-//! is what puts a state change made during a call on the wire before that
+//! [`crate::features::Features`]); the connection
+//! ([`crate::connection::ServerConnection::attach_outbox`]) moves the queue
+//! into its outbound bytes before it writes any call response, which is
+//! what puts a state change made during a call on the wire before that
 //! call's response. Everything leaves in the order it was queued.
 //!
 //! Events are the only items that can pile up without the client asking
 //! (calls are bounded by back-pressure on reads), so only they are bounded
 //! here ([`EventLimits`]): past the bound, the oldest queued event is dropped
 //! and counted, or the connection is marked for closing (4001), per policy.
-//! While the socket is backlogged past `max_outbound_bytes` the driver
+//! While the socket is backlogged past `max_outbound_bytes` the connection
 //! leaves events here, where the bound applies, instead of moving them into
 //! the connection's outbound bytes. Single-threaded: it lives on the shard.
 
@@ -21,7 +21,6 @@ use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::task::Waker;
 
-use crate::connection::ServerConnection;
 use crate::events::{write_events_dropped, EncodedEvent, EventLimits, SlowConsumerPolicy};
 use crate::features::FeatureSet;
 use crate::frame::{self, Opcode};
@@ -219,48 +218,37 @@ impl Outbox {
         self.queued.get()
     }
 
-    /// Moves everything queued into the connection's outbound bytes, in
-    /// order. Used before writing a call response, so nothing queued earlier
-    /// is overtaken by it.
-    pub fn drain_into(&self, conn: &mut ServerConnection) {
-        self.drain(conn, usize::MAX);
-    }
-
-    /// Moves queued messages into the connection's outbound bytes, in order,
-    /// while its backlog is under its `max_outbound_bytes`; the rest stays
-    /// here, where the event bound applies.
-    pub fn drain_within_limit(&self, conn: &mut ServerConnection) {
-        let limit = conn.limits().max_outbound_bytes;
-        self.drain(conn, limit);
-    }
-
-    fn drain(&self, conn: &mut ServerConnection, limit: usize) {
+    /// Appends queued messages (already framed) to `out`, in order, while
+    /// `pending` (the bytes already waiting in front of them) plus what was
+    /// appended stays under `limit`; the rest stays here, where the event
+    /// bound applies. The connection calls it: with no limit before every
+    /// call response (so nothing queued earlier is overtaken by it), and
+    /// within `max_outbound_bytes` once a round.
+    pub(crate) fn drain_to(&self, out: &mut Vec<u8>, pending: usize, limit: usize) {
+        let start = out.len();
+        let under = |out: &Vec<u8>| pending + (out.len() - start) < limit;
         let mut q = self.queue.borrow_mut();
-        while conn.outbound().len() < limit {
+        while under(out) {
             let Some(item) = q.items.pop_front() else {
                 break;
             };
             match item {
-                Item::Framed(bytes) => conn.send_framed(&bytes),
+                Item::Framed(bytes) => out.extend_from_slice(&bytes),
                 Item::Event(ev) => {
                     if q.dropped_unreported > 0 {
                         // The loss is reported where it happened: before the
                         // first event that survived it.
-                        let mut notice = Vec::with_capacity(8);
-                        write_events_dropped(&mut notice, q.dropped_unreported);
-                        conn.send_framed(&notice);
+                        write_events_dropped(out, q.dropped_unreported);
                         q.dropped_unreported = 0;
                     }
                     q.events -= 1;
                     q.event_bytes -= ev.frame().len();
-                    conn.send_framed(ev.frame());
+                    out.extend_from_slice(ev.frame());
                 }
             }
         }
-        if q.items.is_empty() && q.dropped_unreported > 0 && conn.outbound().len() < limit {
-            let mut notice = Vec::with_capacity(8);
-            write_events_dropped(&mut notice, q.dropped_unreported);
-            conn.send_framed(&notice);
+        if q.items.is_empty() && q.dropped_unreported > 0 && under(out) {
+            write_events_dropped(out, q.dropped_unreported);
             q.dropped_unreported = 0;
         }
     }
@@ -288,19 +276,6 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::limits::Limits;
-
-    fn open_conn(max_outbound: usize) -> ServerConnection {
-        let mut c = ServerConnection::new(Limits { max_outbound_bytes: max_outbound, ..Limits::default() });
-        let up = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: hl/1\r\n\r\n";
-        c.read_buf()[..up.len()].copy_from_slice(up);
-        c.on_read(up.len());
-        let Some(crate::connection::Event::Upgrade(req)) = c.poll_event() else { panic!() };
-        c.accept(&req);
-        let n = c.outbound().len();
-        c.advance_outbound(n);
-        c
-    }
 
     fn ev(n: u8) -> EncodedEvent {
         EncodedEvent::from_archive(7, &[n; 8])
@@ -333,12 +308,12 @@ mod tests {
         }
         assert_eq!(o.events_queued(), 3);
         assert_eq!(o.events_dropped(), 2);
-        let mut c = open_conn(1 << 20);
-        o.drain_within_limit(&mut c);
-        let got = kinds_and_first_bytes(c.outbound());
+        let mut out = Vec::new();
+        o.drain_to(&mut out, 0, 1 << 20);
+        let got = kinds_and_first_bytes(&out);
         // The state message is never dropped; the notice precedes the next item.
         assert_eq!(got, vec![(0x20, 0), (0x31, 0), (0x30, 3), (0x30, 4), (0x30, 5)]);
-        let notice = &c.outbound()[4 + 2..4 + 2 + 5];
+        let notice = &out[4 + 2..4 + 2 + 5];
         assert_eq!(notice, &[0x31, 2, 0, 0, 0]);
     }
 
@@ -361,18 +336,20 @@ mod tests {
     #[test]
     fn backlogged_socket_keeps_events_here_in_order() {
         let o = Outbox::new(0);
-        let mut c = open_conn(40);
         for n in 1..=6 {
             o.push_event(&ev(n));
         }
-        o.drain_within_limit(&mut c);
-        let first = kinds_and_first_bytes(c.outbound());
+        let mut out = Vec::new();
+        o.drain_to(&mut out, 0, 40);
+        let first = kinds_and_first_bytes(&out);
         assert!(first.len() < 6, "stops at the outbound limit");
         assert_eq!(o.events_queued(), 6 - first.len());
-        let n = c.outbound().len();
-        c.advance_outbound(n);
-        o.drain_into(&mut c);
-        let rest = kinds_and_first_bytes(c.outbound());
+        let mut none = Vec::new();
+        o.drain_to(&mut none, 40, 40);
+        assert!(none.is_empty(), "bytes already pending count against the limit");
+        let mut rest = Vec::new();
+        o.drain_to(&mut rest, 0, usize::MAX);
+        let rest = kinds_and_first_bytes(&rest);
         let all: Vec<u8> = first.iter().chain(rest.iter()).map(|x| x.1).collect();
         assert_eq!(all, vec![1, 2, 3, 4, 5, 6]);
     }

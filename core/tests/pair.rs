@@ -4,8 +4,10 @@
 //!
 //! The harness's server side is the smallest driver the core allows (the
 //! glommio driver does the same steps around a socket): feed bytes, run each
-//! call's future (polled once, then whenever the test releases it), drain the
-//! connection's outbox before each response, write.
+//! call's future (polled once, then whenever the test releases it), flush
+//! the outbox once a round, write. Every ordering rule under test (state
+//! before the response, refusal of disabled methods, drop notices) is the
+//! core's, not the harness's.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -13,6 +15,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::rc::Rc;
 use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use hardlight_core::client::{ClientConnection, ClientEvent, ClientRequest};
 use hardlight_core::connection::{Event, ServerConnection};
@@ -93,6 +96,10 @@ struct Pair {
     client: ClientConnection,
     /// Everything the client was told, in order.
     seen: RefCell<VecDeque<ClientEvent>>,
+    /// Simulated time: the driver hands it to the server before "parking".
+    now: Instant,
+    /// When set, bytes from the client are lost (a peer that died).
+    cut: bool,
 }
 
 impl Pair {
@@ -116,6 +123,8 @@ impl Pair {
             pending: Vec::new(),
             client,
             seen: RefCell::default(),
+            now: Instant::now(),
+            cut: false,
         };
         pair.drive();
         assert!(matches!(pair.next(), Some(ClientEvent::Connected)), "upgrade accepted");
@@ -127,6 +136,10 @@ impl Pair {
         for _ in 0..10_000 {
             let mut progress = false;
             self.client.flush_calls();
+            if self.cut {
+                let n = self.client.outbound().len();
+                self.client.advance_outbound(n);
+            }
             // Client to server, as much as the server's read buffer takes.
             while !self.client.outbound().is_empty() && self.server.wants_read() {
                 let buf = self.server.read_buf();
@@ -142,7 +155,7 @@ impl Pair {
             }
             self.serve_events();
             self.poll_pending();
-            self.outbox.drain_within_limit(&mut self.server);
+            self.server.flush_outbox();
             // Server to client.
             if !self.server.outbound().is_empty() {
                 let out = self.server.outbound().to_vec();
@@ -154,6 +167,11 @@ impl Pair {
                 self.seen.borrow_mut().push_back(e);
             }
             if !progress {
+                // About to park: the driver's duty is to hand the core the
+                // clock (it stamps arrivals and applies due time rules).
+                if self.server.handle_timeout(self.now).is_some() {
+                    continue;
+                }
                 return;
             }
         }
@@ -166,14 +184,10 @@ impl Pair {
                 Event::Upgrade(req) => {
                     self.server.accept(&req);
                     self.outbox.open();
-                    self.outbox.drain_into(&mut self.server);
+                    self.server.attach_outbox(self.outbox.clone(), TestService::METHOD_NAMES);
+                    self.server.flush_outbox();
                 }
                 Event::Call { id, method, input } => {
-                    if !self.outbox.is_enabled(method) {
-                        self.outbox.drain_into(&mut self.server);
-                        self.server.fail(id, CallErrorCode::MethodDisabled, "disabled");
-                        continue;
-                    }
                     let service = self.service;
                     match service.call(method, input, 64) {
                         Ok(fut) => {
@@ -196,13 +210,17 @@ impl Pair {
         while i < self.pending.len() {
             if let Poll::Ready(reply) = self.pending[i].1.as_mut().poll(&mut cx) {
                 let (id, _) = self.pending.swap_remove(i);
-                // State changes a call made go out before its response.
-                self.outbox.drain_into(&mut self.server);
                 self.server.complete(id, &reply);
             } else {
                 i += 1;
             }
         }
+    }
+
+    /// Moves simulated time forward and lets both sides react.
+    fn advance(&mut self, d: Duration) {
+        self.now += d;
+        self.drive();
     }
 
     fn call(&mut self, method: u16, input: &[u8]) -> CallToken {
@@ -366,4 +384,45 @@ fn closing_fails_every_open_call_and_later_calls_at_once() {
     assert!(
         matches!(pair.client.session_mut().start_call(0, b""), Err(CallError::Disconnected(r)) if r.contains("1001"))
     );
+}
+
+fn short_timers() -> Limits {
+    Limits { keepalive_interval: Duration::from_secs(20), idle_timeout: Duration::from_secs(60), ..Limits::default() }
+}
+
+#[test]
+fn a_client_that_answers_pings_stays_connected_however_long_it_is_quiet() {
+    let mut pair = Pair::with(short_timers(), EventLimits::default());
+    pair.names();
+    let start = pair.now;
+    assert_eq!(pair.server.poll_timeout(), Some(start + Duration::from_secs(20)), "first ping due");
+    for _ in 0..30 {
+        pair.advance(Duration::from_secs(10));
+    }
+    assert!(pair.client.is_open(), "pongs count as activity");
+    assert!(pair.server.stats().calls_received == 0);
+    let c = pair.call(0, b"still here");
+    pair.drive();
+    assert_eq!(pair.replies(), vec![(c, Ok(b"still here".to_vec()))]);
+}
+
+#[test]
+fn a_peer_that_stops_answering_is_closed_4002_at_the_idle_timeout() {
+    let mut pair = Pair::with(short_timers(), EventLimits::default());
+    pair.names();
+    pair.cut = true;
+    pair.advance(Duration::from_secs(20));
+    assert!(pair.client.is_open(), "pinged at 20 s, not closed");
+    assert_eq!(
+        pair.server.poll_timeout(),
+        Some(pair.now + Duration::from_secs(40)),
+        "close due 60 s after the last byte"
+    );
+    pair.advance(Duration::from_millis(39_999));
+    assert!(pair.client.is_open(), "not a moment early");
+    pair.advance(Duration::from_millis(1));
+    assert!(pair.client.is_closed());
+    let names = pair.names();
+    assert_eq!(names, vec!["closed"]);
+    assert!(pair.client.session().close_reason().unwrap().contains("4002"));
 }

@@ -127,9 +127,11 @@ where
                         Ok(Ok(service)) => {
                             conn.accept(&req);
                             // Initial state (queued by the factory) and feature set go
-                            // out right behind the 101, before any response.
+                            // out right behind the 101, before any response; from
+                            // here on the core orders the outbox against responses.
                             outbox.open();
-                            outbox.drain_into(conn);
+                            conn.attach_outbox(outbox.clone(), <F::Service as Service>::METHOD_NAMES);
+                            conn.flush_outbox();
                             Some((service, outbox, registration))
                         }
                         Ok(Err(refusal)) => {
@@ -193,7 +195,6 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let depth = conn.limits().max_validation_depth;
-    let names = <F::Service as Service>::METHOD_NAMES;
     let mut slots = CallSlots::new();
     let mut start =
         |method: u16, input: &[u8]| service.call(method, input, depth).map(|f| AssertUnwindSafe(f).catch_unwind());
@@ -216,16 +217,12 @@ where
             // that were pending and are now done, each behind the state
             // changes it made.
             outbox.register(cx.waker());
-            if outbox.overflowed() && conn.is_open() {
-                tracing::debug!("event queue over its bound: closing slow consumer");
-                conn.close(CloseCode::SlowConsumer, "too slow reading events");
-            }
-            outbox.drain_within_limit(conn);
+            conn.flush_outbox();
             // Calls woken since the last pass (each call slot has a waker of
             // its own; see slots.rs for why the task's waker is never
             // handed to a call).
             slots.register(cx.waker());
-            slots.poll_ready(|id, out| finish(conn, outbox, id, out));
+            slots.poll_ready(|id, out| finish(conn, id, out));
 
             // Shutdown: the core stops starting calls and closes 1001 when
             // the running ones are done or its grace period ends.
@@ -249,7 +246,7 @@ where
                     Err(e) => return Poll::Ready(Err(e)),
                 }
             }
-            let closed = process_events(conn, outbox, names, &mut slots, &mut start);
+            let closed = process_events(conn, &mut slots, &mut start);
 
             // Write everything this round produced in one go.
             match poll_write_out(&mut *stream, conn, cx) {
@@ -300,8 +297,6 @@ where
 /// I/O happens here, which is what lets the allocation test drive it alone.
 pub(crate) fn process_events<F, R>(
     conn: &mut ServerConnection,
-    outbox: &Outbox,
-    names: &[&str],
     slots: &mut CallSlots<F>,
     start: &mut impl FnMut(u16, &[u8]) -> Result<F, Rejection>,
 ) -> bool
@@ -313,31 +308,17 @@ where
     while let Some(ev) = conn.poll_event() {
         match ev {
             Event::Call { id, method, input } => {
-                // Disabled methods are refused before their input is even decoded.
-                if !outbox.is_enabled(method) {
-                    let name = names.get(method as usize).copied();
-                    outbox.drain_into(conn);
-                    match name {
-                        Some(name) => conn.fail(
-                            id,
-                            CallErrorCode::MethodDisabled,
-                            &format!("method `{name}` is not enabled for this connection"),
-                        ),
-                        None => conn.fail(id, CallErrorCode::UnknownMethod, &format!("no method with id {method}")),
-                    }
-                    continue;
-                }
+                // Disabled methods never get here: the core refused them.
                 let started = std::panic::catch_unwind(AssertUnwindSafe(|| start(method, input)));
                 match started {
                     Ok(Ok(fut)) => {
                         if let Some(out) = slots.start(id, fut) {
-                            finish(conn, outbox, id, out);
+                            finish(conn, id, out);
                         }
                     }
                     Ok(Err(rejection)) => conn.fail(id, rejection.code(), &rejection.detail()),
                     Err(_) => {
                         tracing::error!(method, "service panicked while decoding a call");
-                        outbox.drain_into(conn);
                         conn.fail(id, CallErrorCode::HandlerPanicked, "handler panicked");
                     }
                 }
@@ -410,14 +391,8 @@ pub(crate) fn poll_write_out<S: AsyncWrite + Unpin>(
 }
 
 /// Sends a finished call's reply, or the panic as a call error.
-fn finish<R: Reply>(
-    conn: &mut ServerConnection,
-    outbox: &Outbox,
-    id: u8,
-    out: Result<R, Box<dyn std::any::Any + Send>>,
-) {
-    // State changes the call made go out before its response.
-    outbox.drain_into(conn);
+fn finish<R: Reply>(conn: &mut ServerConnection, id: u8, out: Result<R, Box<dyn std::any::Any + Send>>) {
+    // The core puts the state changes the call made before its response.
     match out {
         Ok(reply) => conn.complete(id, &reply),
         Err(panic) => {
@@ -534,7 +509,7 @@ mod alloc_tests {
             let buf = conn.read_buf();
             buf[..batch.len()].copy_from_slice(&batch);
             conn.on_read(batch.len());
-            assert!(!process_events(conn, &outbox, FixedMethod::NAMES, slots, &mut start));
+            assert!(!process_events(conn, slots, &mut start));
             let out = conn.outbound().len();
             assert!(out > 16 * 4, "16 replies framed");
             conn.advance_outbound(out);

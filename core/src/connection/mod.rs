@@ -162,6 +162,8 @@ pub struct ServerConnection {
     pending_close: Option<CloseReason>,
     stats: ConnectionStats,
     time: timers::Timers,
+    /// The queue of server-originated messages, once attached.
+    outbox: Option<ordering::Attached>,
 }
 
 impl ServerConnection {
@@ -194,6 +196,7 @@ impl ServerConnection {
             pending_close: None,
             stats: ConnectionStats::default(),
             time: timers::Timers::default(),
+            outbox: None,
         }
     }
 
@@ -386,6 +389,8 @@ impl ServerConnection {
         if self.phase != Phase::Open {
             return;
         }
+        // What the call queued (state, features) goes out before its answer.
+        self.drain_outbox_all();
         match reply.encode(&mut self.scratch) {
             Ok(ok) => {
                 frame::write_header(
@@ -413,6 +418,7 @@ impl ServerConnection {
             return;
         }
         if self.phase == Phase::Open {
+            self.drain_outbox_all();
             self.write_call_error(id, code, detail);
         }
         self.close_if_drained();
@@ -431,6 +437,7 @@ impl ServerConnection {
     }
 }
 
+mod ordering;
 mod parse;
 mod timers;
 mod upgrade;

@@ -63,6 +63,11 @@ impl ServerConnection {
                     self.fail(id, CallErrorCode::ShuttingDown, "server is shutting down");
                     return None;
                 }
+                // Refused before the input is even decoded.
+                if let Some((code, detail)) = self.refusal(method) {
+                    self.fail(id, code, &detail);
+                    return None;
+                }
                 Some((id, method))
             }
             Err(e) => {
