@@ -21,10 +21,12 @@ use futures::io::{AsyncRead, AsyncWrite};
 use glommio::timer::Timer;
 use hardlight_core::connection::{Event, ServerConnection};
 use hardlight_core::error::{CallErrorCode, CloseCode};
+use hardlight_core::handshake::UpgradeRequest;
 use hardlight_core::{Outbox, Rejection, Reply, Service};
 
 use crate::events::ConnectionEvents;
 use crate::factory::{ConnectContext, ConnectionFactory};
+use crate::keepalive::Keepalive;
 use crate::shard::Shard;
 use crate::slots::CallSlots;
 
@@ -86,8 +88,64 @@ where
     shard.stats.upgrades.inc();
     if let Err(e) = run(&mut stream, &mut conn, &service, &outbox, &shard).await {
         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
+        shard.stats.io_errors.inc();
     }
     let _ = futures::AsyncWriteExt::close(&mut stream).await;
+}
+
+/// What a connection's factory made of its upgrade: the service, the
+/// connection's outbox and its entry in the shard's event registry.
+pub(crate) type Upgraded<F> = (<F as ConnectionFactory>::Service, Rc<Outbox>, Registration);
+
+/// Decides an upgrade request: the origin rule, then the application's
+/// factory (a panic there refuses with 500). Queues the 101 (followed by
+/// the initial state and feature set) or the refusal on `conn`; returns the
+/// service if accepted. No I/O: shared by both backends.
+pub(crate) fn upgrade<F: ConnectionFactory>(
+    conn: &mut ServerConnection,
+    req: &UpgradeRequest,
+    peer: SocketAddr,
+    shard: &Shard<F>,
+) -> Option<Upgraded<F>> {
+    if !hardlight_core::handshake::origin_allowed(req, &shard.config.allowed_origins) {
+        tracing::debug!(%peer, origin = ?req.header("origin"), "origin not allowed");
+        shard.stats.handshake_failures.inc();
+        conn.refuse(403, "origin not allowed");
+        return None;
+    }
+    let outbox = Rc::new(Outbox::new(<F::Service as Service>::METHOD_NAMES.len()));
+    outbox.set_event_limits(shard.config.event_limits);
+    let key = shard.registry.borrow_mut().register(outbox.clone());
+    // Unregisters when the connection ends, or at once if refused.
+    let registration = Registration { registry: shard.registry.clone(), key };
+    let events = ConnectionEvents {
+        registry: shard.registry.clone(),
+        key,
+        outbox: outbox.clone(),
+        emitter: shard.emitter.clone(),
+    };
+    let ctx = ConnectContext { peer, request: req, shard: shard.index, outbox: &outbox, events: &events };
+    let made = std::panic::catch_unwind(AssertUnwindSafe(|| shard.factory.connect(&ctx)));
+    match made {
+        Ok(Ok(service)) => {
+            conn.accept(req);
+            // Initial state (queued by the factory) and feature set go
+            // out right behind the 101, before any response.
+            outbox.open();
+            outbox.drain_into(conn);
+            Some((service, outbox, registration))
+        }
+        Ok(Err(refusal)) => {
+            tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "connection refused by factory");
+            conn.refuse(refusal.status, &refusal.reason);
+            None
+        }
+        Err(_) => {
+            tracing::error!(%peer, "connection factory panicked");
+            conn.refuse(500, "internal error");
+            None
+        }
+    }
 }
 
 /// Reads the upgrade request and asks the factory for a service.
@@ -96,7 +154,7 @@ async fn handshake<F, S>(
     conn: &mut ServerConnection,
     peer: SocketAddr,
     shard: &Shard<F>,
-) -> io::Result<Option<(F::Service, Rc<Outbox>, Registration)>>
+) -> io::Result<Option<Upgraded<F>>>
 where
     F: ConnectionFactory,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -105,47 +163,7 @@ where
         if let Some(ev) = conn.poll_event() {
             match ev {
                 Event::Upgrade(req) => {
-                    if !hardlight_core::handshake::origin_allowed(&req, &shard.config.allowed_origins) {
-                        tracing::debug!(%peer, origin = ?req.header("origin"), "origin not allowed");
-                        shard.stats.handshake_failures.inc();
-                        conn.refuse(403, "origin not allowed");
-                        flush(stream, conn).await?;
-                        return Ok(None);
-                    }
-                    let outbox = Rc::new(Outbox::new(<F::Service as Service>::METHOD_NAMES.len()));
-                    outbox.set_event_limits(shard.config.event_limits);
-                    let key = shard.registry.borrow_mut().register(outbox.clone());
-                    // Unregisters when the connection ends, or at once if refused.
-                    let registration = Registration { registry: shard.registry.clone(), key };
-                    let events = ConnectionEvents {
-                        registry: shard.registry.clone(),
-                        key,
-                        outbox: outbox.clone(),
-                        emitter: shard.emitter.clone(),
-                    };
-                    let ctx =
-                        ConnectContext { peer, request: &req, shard: shard.index, outbox: &outbox, events: &events };
-                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| shard.factory.connect(&ctx)));
-                    let result = match made {
-                        Ok(Ok(service)) => {
-                            conn.accept(&req);
-                            // Initial state (queued by the factory) and feature set go
-                            // out right behind the 101, before any response.
-                            outbox.open();
-                            outbox.drain_into(conn);
-                            Some((service, outbox, registration))
-                        }
-                        Ok(Err(refusal)) => {
-                            tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "connection refused by factory");
-                            conn.refuse(refusal.status, &refusal.reason);
-                            None
-                        }
-                        Err(_) => {
-                            tracing::error!(%peer, "connection factory panicked");
-                            conn.refuse(500, "internal error");
-                            None
-                        }
-                    };
+                    let result = upgrade(conn, &req, peer, shard);
                     flush(stream, conn).await?;
                     return Ok(result);
                 }
@@ -206,17 +224,12 @@ where
     let mut grace: Option<Timer> = None;
     let mut close_timer: Option<Timer> = None;
     let mut eof = false;
-    // Keepalive: a ping after a quiet `keepalive_interval`, close 4002 if the
-    // quiet lasts `idle_timeout`. Reads only set a flag; the clock and the
-    // timer are looked at when the task is about to park, so the per-call
-    // path pays nothing for this (a glommio timer re-registers on every poll).
-    let keepalive = conn.limits().keepalive_interval;
-    let idle_timeout = conn.limits().idle_timeout;
-    let mut heard = false;
-    let mut pinged = false;
-    let mut quiet_since = std::time::Instant::now();
-    let mut due = quiet_since + keepalive.min(idle_timeout);
-    let mut idle_timer = Timer::new(keepalive.min(idle_timeout));
+    // Keepalive (crate::keepalive): reads only set a flag; the clock and
+    // the timer are looked at when the task is about to park, so the
+    // per-call path pays nothing for this (a glommio timer re-registers on
+    // every poll).
+    let mut keepalive = Keepalive::new(conn.limits(), std::time::Instant::now());
+    let mut idle_timer = Timer::new(keepalive.due().saturating_duration_since(std::time::Instant::now()));
     let mut timer_armed = false;
 
     let result = poll_fn(|cx: &mut Context<'_>| -> Poll<io::Result<()>> {
@@ -263,7 +276,7 @@ where
                     Ok(Some(n)) => {
                         eof = n == 0;
                         progress = true;
-                        heard = true;
+                        keepalive.heard();
                     }
                     Ok(None) => {}
                     Err(e) => return Poll::Ready(Err(e)),
@@ -292,22 +305,8 @@ where
                 // Keepalive and idle timeout, checked only before parking.
                 if conn.is_open() {
                     let now = std::time::Instant::now();
-                    if now >= due {
-                        if heard {
-                            heard = false;
-                            pinged = false;
-                            quiet_since = now;
-                            due = now + keepalive.min(idle_timeout);
-                        } else if !pinged && keepalive < idle_timeout {
-                            conn.ping(b"hl");
-                            pinged = true;
-                            due = quiet_since + idle_timeout;
-                        } else {
-                            tracing::debug!(quiet = ?now - quiet_since, "closing idle connection");
-                            shard.stats.idle_closed.inc();
-                            conn.close(CloseCode::IdleTimeout, "idle timeout");
-                        }
-                        idle_timer.reset(due.saturating_duration_since(now).max(Duration::from_millis(1)));
+                    if keepalive.check(conn, now, &shard.stats) {
+                        idle_timer.reset(keepalive.due().saturating_duration_since(now).max(Duration::from_millis(1)));
                         timer_armed = false;
                         continue;
                     }
@@ -442,7 +441,7 @@ pub(crate) fn poll_write_out<S: AsyncWrite + Unpin>(
 }
 
 /// Sends a finished call's reply, or the panic as a call error.
-fn finish<R: Reply>(
+pub(crate) fn finish<R: Reply>(
     conn: &mut ServerConnection,
     outbox: &Outbox,
     id: u8,

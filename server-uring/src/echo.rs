@@ -56,7 +56,7 @@ impl ServerBuilder {
     /// instead of HardLight RPC. The builder's limits, placement and shutdown
     /// settings apply; the message size limit is `limits.max_message_size`.
     pub fn serve_echo(self) -> Result<ServerHandle, ServerError> {
-        self.start(Echo, serve::<glommio::net::TcpStream>)
+        self.start(Echo, serve::<glommio::net::TcpStream>, (Mode::Echo, crate::ring::echo::serve))
     }
 }
 
@@ -126,6 +126,29 @@ where
     }
 }
 
+/// Echoes every complete message buffered in `conn`; returns whether the
+/// connection closed. `echo` is a reused copy buffer: the payload is
+/// borrowed from the connection's message buffer while the echo is framed.
+/// No I/O: shared by both backends.
+pub(crate) fn answer(conn: &mut ServerConnection, echo: &mut Vec<u8>) -> bool {
+    let mut closed = false;
+    while let Some(ev) = conn.poll_event() {
+        match ev {
+            Event::Message { text, payload } => {
+                echo.clear();
+                echo.extend_from_slice(payload);
+                conn.send_message(text, echo);
+            }
+            Event::Closed(reason) => {
+                tracing::trace!(?reason, "echo connection closed");
+                closed = true;
+            }
+            Event::Upgrade(_) | Event::HandshakeFailed(_) | Event::Call { .. } => {}
+        }
+    }
+    closed
+}
+
 /// The message loop: read, echo every complete message, write, in rounds,
 /// like the RPC driver's (`crate::conn`).
 async fn run<S>(stream: &mut S, conn: &mut ServerConnection, shard: &Shard<Echo>) -> io::Result<()>
@@ -163,21 +186,7 @@ where
                 }
             }
 
-            let mut closed = false;
-            while let Some(ev) = conn.poll_event() {
-                match ev {
-                    Event::Message { text, payload } => {
-                        echo.clear();
-                        echo.extend_from_slice(payload);
-                        conn.send_message(text, &echo);
-                    }
-                    Event::Closed(reason) => {
-                        tracing::trace!(?reason, "echo connection closed");
-                        closed = true;
-                    }
-                    Event::Upgrade(_) | Event::HandshakeFailed(_) | Event::Call { .. } => {}
-                }
-            }
+            let mut closed = answer(conn, &mut echo);
 
             // A close we started must be answered in bounded time.
             if !conn.is_open() && !closed && !conn.is_closed() {

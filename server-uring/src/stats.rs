@@ -65,6 +65,9 @@ pub struct ServerStats {
     pub tls_failures: Counter,
     /// Connections closed for idleness (no bytes within the idle timeout).
     pub idle_closed: Counter,
+    /// Connections closed because a socket operation failed (reset by the
+    /// peer, broken pipe, any error the kernel reported).
+    pub io_errors: Counter,
 }
 
 /// Counters of the broker bridge (`ServerBuilder::broker`): what crossed to
