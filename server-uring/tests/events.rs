@@ -2,6 +2,8 @@
 //! delivery, recipient selection, ordering, slow consumers, emits from
 //! outside the server, and the chat example's persistence.
 
+mod common;
+
 #[allow(dead_code)]
 #[path = "../examples/api/chat.rs"]
 mod api;
@@ -90,6 +92,7 @@ impl Hub for HubHandler {
 fn start_hub(limits: Limits) -> ServerHandle {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     Server::builder("127.0.0.1:0".parse().unwrap())
+        .backend(common::backend())
         .unpinned(2)
         .limits(limits)
         .serve(|ctx: &ConnectContext<'_>| {
@@ -361,7 +364,11 @@ async fn chat_messages_survive_a_server_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     let start = || {
         let store = chat_server::Store::open(&dir).unwrap();
-        Server::builder("127.0.0.1:0".parse().unwrap()).unpinned(2).serve(chat_server::factory(store)).unwrap()
+        Server::builder("127.0.0.1:0".parse().unwrap())
+            .backend(common::backend())
+            .unpinned(2)
+            .serve(chat_server::factory(store))
+            .unwrap()
     };
     let server = start();
     let alice = api::ChatClient::new(Connection::connect(&url(&server)).await.unwrap());
