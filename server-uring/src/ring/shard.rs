@@ -308,6 +308,9 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
         self.open += 1;
         shard.stats.open.inc();
         let fut = (self.serve)(io.clone(), shard);
+        // Unit tests count the connection task's live waker clones.
+        #[cfg(test)]
+        let fut = crate::census::Census::new(fut);
         self.spawn(Box::pin(fut), Some(io));
     }
 
