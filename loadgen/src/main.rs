@@ -21,6 +21,7 @@ USAGE
   loadgen bench [--quick] [--peers] [--peer-bin-dir DIR] [--client-cpu N] [--server-cpu N]
                 [--out DIR] [--name PREFIX] [--warmup S] [--duration S] [--floor-secs S] [--spin]
                 [--wait-quiet S] [--retries N] [--spin-below-us N] [--cases K1,K2] [--no-server-syscalls]
+                [--backend glommio|ring]
       Starts the HardLight server in-process (pinned to --server-cpu, default 1), runs the standard
       suite from --client-cpu (default 0): closed loop 64x1 and 64x16 echo64, open loop 100k/s
       and 50k/s Poisson over 64 connections (--cases picks some: closed-64x1, closed-64x16,
@@ -40,7 +41,7 @@ USAGE
               [--rate R] [--rates R1,R2,..] [--arrival poisson|constant] [--warmup S] [--duration S]
               [--drain S] [--client-cpu N] [--server-cpu N] [--spin] [--spin-below-us N]
               [--name NAME] [--out DIR] [--server-spin-us N]
-              [--floor-secs S] [--no-progress] [--no-server-syscalls]
+              [--floor-secs S] [--no-progress] [--no-server-syscalls] [--backend glommio|ring]
       One run (or a sweep of open-loop rates) against --url, or against the embedded server
       when --url is absent. Rates take k/M suffixes (100k, 1.5M). Defaults: echo64, closed,
       64 connections, 1 in flight, warmup 1 s, duration 10 s. --server-spin-us N: the embedded
@@ -52,8 +53,10 @@ USAGE
       Server syscalls/call are counted with perf on the server's threads (see loadgen/README.md);
       --no-server-syscalls skips it (the tracepoint slows every syscall a little).
 
-  loadgen serve [--listen 127.0.0.1:9000] [--cpu N] [--for S]
+  loadgen serve [--listen 127.0.0.1:9000] [--cpu N] [--for S] [--backend glommio|ring]
       Runs the embedded HardLight Bench server alone; prints `listening on ADDR`.
+      --backend (bench, run, serve): the embedded server's event loop, glommio (default) or
+      ring (HardLight's own io_uring loop).
 
   loadgen compare RUN_DIR_OR_HGRM... [--plot out.svg] [--title T] [--log-y]
       Percentiles side by side with ratios against the first run; --plot writes an SVG of the
@@ -135,6 +138,7 @@ fn cmd_bench(mut args: Args) -> Result<(), String> {
     if let Some(us) = args.opt::<u64>("spin-below-us")? {
         o.spin_below = Duration::from_micros(us);
     }
+    server::set_backend(&args.get("backend", "glommio".to_string())?)?;
     args.finish()?;
     o.command = command_line();
     let (_, text) = suite::bench(&o)?;
@@ -167,6 +171,7 @@ fn cmd_run(mut args: Args) -> Result<(), String> {
     let name = args.opt_str("name")?;
     let server_spin = args.opt::<u64>("server-spin-us")?.map(Duration::from_micros);
     let count_syscalls = !args.flag("no-server-syscalls");
+    server::set_backend(&args.get("backend", "glommio".to_string())?)?;
     args.finish()?;
 
     let floors = (!floor_secs.is_zero()).then(|| Floors::measure(client_cpu, floor_secs));
@@ -244,6 +249,7 @@ fn cmd_serve(mut args: Args) -> Result<(), String> {
     }
     let cpu = cpu_opt(&mut args, "cpu", 1)?;
     let for_secs = args.opt_secs("for")?;
+    server::set_backend(&args.get("backend", "glommio".to_string())?)?;
     args.finish()?;
     let placement = cpu.map(ShardPlacement::Cpu).unwrap_or(ShardPlacement::Unpinned);
     let h = server::start_embedded(listen, placement)?;

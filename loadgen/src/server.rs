@@ -8,7 +8,9 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-use hardlight::server::{ConnectContext, Refusal, Server, ServerHandle};
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use hardlight::server::{Backend, ConnectContext, Refusal, Server, ServerHandle};
 use hardlight_bench::fan::{FanHandler, FanService};
 use hardlight_bench::stateful::{LastCall, StatefulHandler, StatefulService};
 use hardlight_bench::{BenchHandler, BenchService};
@@ -22,6 +24,29 @@ pub fn init_logging() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+/// Whether the embedded server runs on the ring backend (`--backend ring`)
+/// instead of glommio; set once from the command line.
+static RING: AtomicBool = AtomicBool::new(false);
+
+/// Picks the embedded server's backend from a `--backend` value.
+pub fn set_backend(name: &str) -> Result<(), String> {
+    match name {
+        "glommio" => RING.store(false, Ordering::Relaxed),
+        "ring" => RING.store(true, Ordering::Relaxed),
+        o => return Err(format!("unknown --backend `{o}` (glommio, ring)")),
+    }
+    Ok(())
+}
+
+/// The embedded server's backend.
+pub fn backend() -> Backend {
+    if RING.load(Ordering::Relaxed) {
+        Backend::Ring
+    } else {
+        Backend::Glommio
+    }
 }
 
 /// Where the embedded server's shard runs.
@@ -77,7 +102,7 @@ pub fn start_embedded_for(
     service: EmbeddedService,
 ) -> Result<ServerHandle, String> {
     init_logging();
-    let mut b = Server::builder(listen);
+    let mut b = Server::builder(listen).backend(backend());
     if let Some(d) = spin {
         b = b.spin_before_park(d);
     }

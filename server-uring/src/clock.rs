@@ -1,11 +1,12 @@
-//! The one timer a connection task arms for its core, and the shard's budget
-//! for bytes held on peers' account. Shared by the RPC and echo drivers.
+//! What a connection task does before it parks: the core's time rules, the
+//! one timer the core asks for, and the shard's budget for bytes held on
+//! peers' account. Shared by the RPC and echo drivers of both backends
+//! ([`before_park`], [`must_rearm`]); [`ConnTimer`] is glommio's timer.
 //!
-//! Both run only when the task is about to park, never per call: the clock
-//! is read once per park, and the timer is re-armed only when the core's
-//! next deadline moves earlier than the armed one or the armed one has
-//! passed (a glommio timer re-registers with the reactor each time it is
-//! reset and polled, so re-arming on every round would cost every call).
+//! All of it runs only when the task is about to park, never per call: the
+//! clock is read once per park, and the timer is re-armed only when the
+//! core's next deadline moves earlier than the armed one or the armed one
+//! has passed.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -15,8 +16,63 @@ use std::time::{Duration, Instant};
 
 use glommio::timer::Timer;
 use hardlight_core::connection::{ServerConnection, TimerAction};
+use hardlight_core::error::CloseCode;
 
-/// A connection's single timer, armed at the instant the core asks for.
+use crate::stats::ServerStats;
+
+/// What a connection task does when it is about to park.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Parking {
+    /// Run another round instead (write, poll events): a time rule acted
+    /// (the action, for the driver's own bookkeeping), or the connection was
+    /// closed for the shard's budget (`None`).
+    Again(Option<TimerAction>),
+    /// Park, with the timer armed for this instant (none: no time rule is
+    /// pending).
+    Sleep(Option<Instant>),
+}
+
+/// The rules every driver applies, on every backend, when a connection's
+/// task is about to park: feed the core the clock (it stamps arrivals and
+/// applies what is due: keepalive, idle close, message deadline, close
+/// handshake, shutdown grace), count what it did, and charge the
+/// connection's held bytes to the shard's budget (closing it with 4004 if it
+/// grew past it). Runs once per park, never per call.
+pub(crate) fn before_park(
+    conn: &mut ServerConnection,
+    now: Instant,
+    held: &mut HeldBytes<'_>,
+    budget: usize,
+    stats: &ServerStats,
+) -> Parking {
+    if let Some(action) = conn.handle_timeout(now) {
+        match action {
+            TimerAction::Closing(CloseCode::IdleTimeout) => stats.idle_closed.inc(),
+            TimerAction::Closing(CloseCode::MessageTimeout) => stats.message_timeouts.inc(),
+            _ => {}
+        }
+        tracing::debug!(?action, "connection timer");
+        return Parking::Again(Some(action));
+    }
+    if held.update(conn.held_bytes(), budget) && conn.is_open() {
+        tracing::debug!(held = conn.held_bytes(), "shard over its held-bytes budget: closing the newest offender");
+        stats.over_budget.inc();
+        conn.close(CloseCode::OverBudget, "server over its memory budget");
+        return Parking::Again(None);
+    }
+    Parking::Sleep(conn.poll_timeout())
+}
+
+/// Whether a timer armed for `armed` must be re-armed for `due`: only when
+/// the deadline moved earlier or the armed one has passed. A later deadline
+/// keeps the armed timer: it fires early, the core says nothing is due, and
+/// the timer is armed again then (re-arming a glommio timer re-registers it
+/// with the reactor, so doing it every round would cost every call).
+pub(crate) fn must_rearm(armed: Option<Instant>, due: Instant, now: Instant) -> bool {
+    armed.is_none_or(|armed| due < armed || armed <= now)
+}
+
+/// A glommio connection's single timer, armed at the instant the core asks for.
 pub(crate) struct ConnTimer {
     timer: Timer,
     /// The deadline the timer is armed for; `None` before the first arming.
@@ -29,25 +85,15 @@ impl ConnTimer {
         Self { timer: Timer::new(Duration::from_secs(3600)), armed: None }
     }
 
-    /// Feeds the clock to the core before the task parks, and arms the
-    /// timer for the core's next deadline. Returns what the core did; on
-    /// `Some` the caller runs another round (write, poll events) instead
-    /// of parking.
-    pub(crate) fn before_park(&mut self, conn: &mut ServerConnection, cx: &mut Context<'_>) -> Option<TimerAction> {
-        let now = Instant::now();
-        if let Some(action) = conn.handle_timeout(now) {
-            return Some(action);
-        }
-        let due = conn.poll_timeout()?;
-        // A later deadline keeps the armed timer: it fires early, the core
-        // says nothing is due, and the timer is armed again then.
-        if self.armed.is_none_or(|armed| due < armed || armed <= now) {
+    /// Arms the timer for `due` (see [`must_rearm`]); it wakes the task.
+    pub(crate) fn arm(&mut self, due: Option<Instant>, now: Instant, cx: &mut Context<'_>) {
+        let Some(due) = due else { return };
+        if must_rearm(self.armed, due, now) {
             self.timer.reset(due.saturating_duration_since(now).max(Duration::from_millis(1)));
             // Registers the task's waker; the timer wakes it at `due`.
             let _ = Pin::new(&mut self.timer).poll(cx);
             self.armed = Some(due);
         }
-        None
     }
 }
 

@@ -28,6 +28,19 @@ pub const MAX_IO_MEMORY: usize = 1 << 20;
 /// glommio's floor for io memory per executor.
 pub const MIN_IO_MEMORY: usize = 64 * 1024;
 
+/// Which event loop runs the shards (see docs/ARCHITECTURE.md, "Backends").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Backend {
+    /// glommio 0.9 executors, one per shard (the default).
+    #[default]
+    Glommio,
+    /// HardLight's own minimal io_uring loop (`ring`), one per shard: one
+    /// `io_uring_enter` per pass, COOP_TASKRUN and SINGLE_ISSUER rings,
+    /// user-space timers. Serves plain ws:// only (TLS is refused at build
+    /// time with [`crate::ServerError::Config`]).
+    Ring,
+}
+
 /// Which CPUs run shards.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Placement {
@@ -77,6 +90,8 @@ pub struct ServerConfig {
     /// Browser origins allowed to connect (`Origin` header). Empty: any.
     /// A request without `Origin` (not from a browser) is always allowed.
     pub allowed_origins: Vec<String>,
+    /// The event loop the shards run on.
+    pub backend: Backend,
 }
 
 impl ServerConfig {
@@ -96,6 +111,7 @@ impl ServerConfig {
             event_limits: EventLimits::default(),
             tls: None,
             allowed_origins: Vec::new(),
+            backend: Backend::default(),
         }
     }
 }

@@ -20,9 +20,10 @@ use futures::io::{AsyncRead, AsyncWrite};
 use glommio::timer::Timer;
 use hardlight_core::connection::{Event, ServerConnection, TimerAction};
 use hardlight_core::error::{CallErrorCode, CloseCode};
+use hardlight_core::handshake::UpgradeRequest;
 use hardlight_core::{Outbox, Rejection, Reply, Service};
 
-use crate::clock::{ConnTimer, HeldBytes};
+use crate::clock::{before_park, ConnTimer, HeldBytes, Parking};
 use crate::events::ConnectionEvents;
 use crate::factory::{ConnectContext, ConnectionFactory};
 use crate::shard::Shard;
@@ -83,8 +84,66 @@ where
     shard.stats.upgrades.inc();
     if let Err(e) = run(&mut stream, &mut conn, &service, &outbox, &shard).await {
         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
+        shard.stats.io_errors.inc();
     }
     let _ = futures::AsyncWriteExt::close(&mut stream).await;
+}
+
+/// What a connection's factory made of its upgrade: the service, the
+/// connection's outbox and its entry in the shard's event registry.
+pub(crate) type Upgraded<F> = (<F as ConnectionFactory>::Service, Rc<Outbox>, Registration);
+
+/// Decides an upgrade request: the origin rule, then the application's
+/// factory (a panic there refuses with 500). Queues the 101 (followed by
+/// the initial state and feature set) or the refusal on `conn`; returns the
+/// service if accepted. No I/O: shared by both backends.
+pub(crate) fn upgrade<F: ConnectionFactory>(
+    conn: &mut ServerConnection,
+    req: &UpgradeRequest,
+    peer: SocketAddr,
+    shard: &Shard<F>,
+) -> Option<Upgraded<F>> {
+    if !hardlight_core::handshake::origin_allowed(req, &shard.config.allowed_origins) {
+        tracing::debug!(%peer, origin = ?req.header("origin"), "origin not allowed");
+        shard.stats.handshake_failures.inc();
+        conn.refuse(403, "origin not allowed");
+        return None;
+    }
+    let outbox = Rc::new(Outbox::new(<F::Service as Service>::METHOD_NAMES.len()));
+    outbox.set_event_limits(shard.config.event_limits);
+    let key = shard.registry.borrow_mut().register(outbox.clone());
+    // Unregisters when the connection ends, or at once if refused.
+    let registration = Registration { registry: shard.registry.clone(), key };
+    let events = ConnectionEvents {
+        registry: shard.registry.clone(),
+        key,
+        outbox: outbox.clone(),
+        emitter: shard.emitter.clone(),
+    };
+    let ctx = ConnectContext { peer, request: req, shard: shard.index, outbox: &outbox, events: &events };
+    let made = std::panic::catch_unwind(AssertUnwindSafe(|| shard.factory.connect(&ctx)));
+    match made {
+        Ok(Ok(service)) => {
+            conn.accept(req);
+            // Initial state (queued by the factory) and feature set go
+            // out right behind the 101, before any response; from here on
+            // the core orders the outbox against responses.
+            outbox.open();
+            conn.attach_outbox(outbox.clone(), <F::Service as Service>::METHOD_NAMES);
+            conn.flush_outbox();
+            Some((service, outbox, registration))
+        }
+        Ok(Err(refusal)) => {
+            tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "connection refused by factory");
+            conn.refuse(refusal.status, &refusal.reason);
+            None
+        }
+        Err(_) => {
+            tracing::error!(%peer, "connection factory panicked");
+            conn.refuse(500, "internal error");
+            None
+        }
+    }
 }
 
 /// Reads the upgrade request and asks the factory for a service.
@@ -93,7 +152,7 @@ async fn handshake<F, S>(
     conn: &mut ServerConnection,
     peer: SocketAddr,
     shard: &Shard<F>,
-) -> io::Result<Option<(F::Service, Rc<Outbox>, Registration)>>
+) -> io::Result<Option<Upgraded<F>>>
 where
     F: ConnectionFactory,
     S: AsyncRead + AsyncWrite + Unpin,
@@ -102,49 +161,7 @@ where
         if let Some(ev) = conn.poll_event() {
             match ev {
                 Event::Upgrade(req) => {
-                    if !hardlight_core::handshake::origin_allowed(&req, &shard.config.allowed_origins) {
-                        tracing::debug!(%peer, origin = ?req.header("origin"), "origin not allowed");
-                        shard.stats.handshake_failures.inc();
-                        conn.refuse(403, "origin not allowed");
-                        flush(stream, conn).await?;
-                        return Ok(None);
-                    }
-                    let outbox = Rc::new(Outbox::new(<F::Service as Service>::METHOD_NAMES.len()));
-                    outbox.set_event_limits(shard.config.event_limits);
-                    let key = shard.registry.borrow_mut().register(outbox.clone());
-                    // Unregisters when the connection ends, or at once if refused.
-                    let registration = Registration { registry: shard.registry.clone(), key };
-                    let events = ConnectionEvents {
-                        registry: shard.registry.clone(),
-                        key,
-                        outbox: outbox.clone(),
-                        emitter: shard.emitter.clone(),
-                    };
-                    let ctx =
-                        ConnectContext { peer, request: &req, shard: shard.index, outbox: &outbox, events: &events };
-                    let made = std::panic::catch_unwind(AssertUnwindSafe(|| shard.factory.connect(&ctx)));
-                    let result = match made {
-                        Ok(Ok(service)) => {
-                            conn.accept(&req);
-                            // Initial state (queued by the factory) and feature set go
-                            // out right behind the 101, before any response; from
-                            // here on the core orders the outbox against responses.
-                            outbox.open();
-                            conn.attach_outbox(outbox.clone(), <F::Service as Service>::METHOD_NAMES);
-                            conn.flush_outbox();
-                            Some((service, outbox, registration))
-                        }
-                        Ok(Err(refusal)) => {
-                            tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "connection refused by factory");
-                            conn.refuse(refusal.status, &refusal.reason);
-                            None
-                        }
-                        Err(_) => {
-                            tracing::error!(%peer, "connection factory panicked");
-                            conn.refuse(500, "internal error");
-                            None
-                        }
-                    };
+                    let result = upgrade(conn, &req, peer, shard);
                     flush(stream, conn).await?;
                     return Ok(result);
                 }
@@ -260,27 +277,16 @@ where
             if !progress {
                 // About to park: the clock, the timer and the budget are
                 // looked at here only, never per call.
-                if let Some(action) = timer.before_park(conn, cx) {
-                    match action {
-                        TimerAction::Closing(CloseCode::IdleTimeout) => shard.stats.idle_closed.inc(),
-                        TimerAction::Closing(CloseCode::MessageTimeout) => shard.stats.message_timeouts.inc(),
-                        TimerAction::Closing(CloseCode::GoingAway) if slots.len() > 0 => {
+                let now = std::time::Instant::now();
+                match before_park(conn, now, &mut held, budget, &shard.stats) {
+                    Parking::Again(action) => {
+                        if action == Some(TimerAction::Closing(CloseCode::GoingAway)) && slots.len() > 0 {
                             tracing::warn!(calls = slots.len(), "shutdown grace expired; dropping calls in flight");
                             slots.clear();
                         }
-                        _ => {}
+                        continue;
                     }
-                    tracing::debug!(?action, "connection timer");
-                    continue;
-                }
-                if held.update(conn.held_bytes(), budget) && conn.is_open() {
-                    tracing::debug!(
-                        held = conn.held_bytes(),
-                        "shard over its held-bytes budget: closing the newest offender"
-                    );
-                    shard.stats.over_budget.inc();
-                    conn.close(CloseCode::OverBudget, "server over its memory budget");
-                    continue;
+                    Parking::Sleep(due) => timer.arm(due, now, cx),
                 }
                 return Poll::Pending;
             }
@@ -391,7 +397,7 @@ pub(crate) fn poll_write_out<S: AsyncWrite + Unpin>(
 }
 
 /// Sends a finished call's reply, or the panic as a call error.
-fn finish<R: Reply>(conn: &mut ServerConnection, id: u8, out: Result<R, Box<dyn std::any::Any + Send>>) {
+pub(crate) fn finish<R: Reply>(conn: &mut ServerConnection, id: u8, out: Result<R, Box<dyn std::any::Any + Send>>) {
     // The core puts the state changes the call made before its response.
     match out {
         Ok(reply) => conn.complete(id, &reply),

@@ -27,11 +27,10 @@ use std::task::{Context, Poll};
 use futures::future::{select, Either};
 use futures::io::{AsyncRead, AsyncWrite};
 use glommio::timer::Timer;
-use hardlight_core::connection::{Event, Mode, ServerConnection, TimerAction};
-use hardlight_core::error::CloseCode;
+use hardlight_core::connection::{Event, Mode, ServerConnection};
 use hardlight_core::limits::Limits;
 
-use crate::clock::{ConnTimer, HeldBytes};
+use crate::clock::{before_park, ConnTimer, HeldBytes, Parking};
 use crate::conn::{flush, Defer};
 use crate::shard::Shard;
 use crate::{Server, ServerBuilder, ServerError, ServerHandle};
@@ -56,7 +55,7 @@ impl ServerBuilder {
     /// instead of HardLight RPC. The builder's limits, placement and shutdown
     /// settings apply; the message size limit is `limits.max_message_size`.
     pub fn serve_echo(self) -> Result<ServerHandle, ServerError> {
-        self.start(Echo, serve::<glommio::net::TcpStream>)
+        self.start(Echo, serve::<glommio::net::TcpStream>, (Mode::Echo, crate::ring::echo::serve))
     }
 }
 
@@ -126,6 +125,29 @@ where
     }
 }
 
+/// Echoes every complete message buffered in `conn`; returns whether the
+/// connection closed. `echo` is a reused copy buffer: the payload is
+/// borrowed from the connection's message buffer while the echo is framed.
+/// No I/O: shared by both backends.
+pub(crate) fn answer(conn: &mut ServerConnection, echo: &mut Vec<u8>) -> bool {
+    let mut closed = false;
+    while let Some(ev) = conn.poll_event() {
+        match ev {
+            Event::Message { text, payload } => {
+                echo.clear();
+                echo.extend_from_slice(payload);
+                conn.send_message(text, echo);
+            }
+            Event::Closed(reason) => {
+                tracing::trace!(?reason, "echo connection closed");
+                closed = true;
+            }
+            Event::Upgrade(_) | Event::HandshakeFailed(_) | Event::Call { .. } => {}
+        }
+    }
+    closed
+}
+
 /// The message loop: read, echo every complete message, write, in rounds,
 /// like the RPC driver's (`crate::conn`).
 async fn run<S>(stream: &mut S, conn: &mut ServerConnection, shard: &Shard<Echo>) -> io::Result<()>
@@ -165,21 +187,7 @@ where
                 }
             }
 
-            let mut closed = false;
-            while let Some(ev) = conn.poll_event() {
-                match ev {
-                    Event::Message { text, payload } => {
-                        echo.clear();
-                        echo.extend_from_slice(payload);
-                        conn.send_message(text, &echo);
-                    }
-                    Event::Closed(reason) => {
-                        tracing::trace!(?reason, "echo connection closed");
-                        closed = true;
-                    }
-                    Event::Upgrade(_) | Event::HandshakeFailed(_) | Event::Call { .. } => {}
-                }
-            }
+            let closed = answer(conn, &mut echo);
 
             match crate::conn::poll_write_out(&mut *stream, conn, cx) {
                 Ok(wrote) => progress |= wrote,
@@ -190,18 +198,10 @@ where
                 return Poll::Ready(Ok(()));
             }
             if !progress {
-                if let Some(action) = timer.before_park(conn, cx) {
-                    if action == TimerAction::Closing(CloseCode::IdleTimeout) {
-                        shard.stats.idle_closed.inc();
-                    } else if action == TimerAction::Closing(CloseCode::MessageTimeout) {
-                        shard.stats.message_timeouts.inc();
-                    }
-                    continue;
-                }
-                if held.update(conn.held_bytes(), budget) && conn.is_open() {
-                    shard.stats.over_budget.inc();
-                    conn.close(CloseCode::OverBudget, "server over its memory budget");
-                    continue;
+                let now = std::time::Instant::now();
+                match before_park(conn, now, &mut held, budget, &shard.stats) {
+                    Parking::Again(_) => continue,
+                    Parking::Sleep(due) => timer.arm(due, now, cx),
                 }
                 return Poll::Pending;
             }

@@ -39,6 +39,8 @@ pub mod echo;
 mod error;
 mod events;
 mod factory;
+mod ring;
+pub mod rt;
 mod shard;
 mod signal;
 mod slots;
@@ -58,7 +60,7 @@ use hardlight_core::limits::Limits;
 #[cfg(feature = "broker")]
 pub use broker::{BrokerConfig, DEFAULT_BROKER_QUEUE, DEFAULT_CHANNEL_PREFIX};
 pub use config::{
-    io_memory_rule, memlock_limit, online_cpus, Placement, ServerConfig, DEFAULT_MAX_CONNECTIONS_PER_SHARD,
+    io_memory_rule, memlock_limit, online_cpus, Backend, Placement, ServerConfig, DEFAULT_MAX_CONNECTIONS_PER_SHARD,
     DEFAULT_SHARD_HELD_BYTES_BUDGET, MAX_IO_MEMORY, MIN_IO_MEMORY,
 };
 pub use error::ServerError;
@@ -83,7 +85,7 @@ impl Server {
     }
 }
 
-type ShardHook = Arc<dyn Fn(usize) + Send + Sync>;
+pub(crate) type ShardHook = Arc<dyn Fn(usize) + Send + Sync>;
 
 /// Configures and starts a server.
 pub struct ServerBuilder {
@@ -144,7 +146,14 @@ impl ServerBuilder {
         self
     }
 
-    /// Busy-poll before parking an idle executor.
+    /// The event loop the shards run on (default: [`Backend::Glommio`]).
+    pub fn backend(mut self, backend: Backend) -> Self {
+        self.config.backend = backend;
+        self
+    }
+
+    /// Busy-poll before parking an idle executor (glommio only; the ring
+    /// backend parks at once).
     pub fn spin_before_park(mut self, spin: Duration) -> Self {
         self.config.spin_before_park = Some(spin);
         self
@@ -208,22 +217,36 @@ impl ServerBuilder {
 
     /// Binds every shard and starts serving. Returns once all shards listen.
     pub fn serve<F: ConnectionFactory>(self, factory: F) -> Result<ServerHandle, ServerError> {
-        self.start(factory, conn::serve_tcp::<F>)
+        self.start(factory, conn::serve_tcp::<F>, (hardlight_core::connection::Mode::Rpc, ring::rpc::serve::<F>))
     }
 
     /// Binds every shard and starts serving each accepted connection with
     /// `serve_conn` (the RPC driver, or the echo driver), on its shard.
-    pub(crate) fn start<A, C, Fut>(self, app: A, serve_conn: C) -> Result<ServerHandle, ServerError>
+    /// `ring_conn` is the same driver for the ring backend, with the mode
+    /// of the core it drives.
+    pub(crate) fn start<A, C, Fut, RFut>(
+        self,
+        app: A,
+        serve_conn: C,
+        ring_conn: (hardlight_core::connection::Mode, ring::ServeConn<A, RFut>),
+    ) -> Result<ServerHandle, ServerError>
     where
         A: Send + Sync + 'static,
         C: Fn(glommio::net::TcpStream, SocketAddr, Rc<shard::Shard<A>>) -> Fut + Copy + Send + 'static,
         Fut: Future<Output = ()> + 'static,
+        RFut: Future<Output = ()> + 'static,
     {
         let factory = app;
         let config = Arc::new(self.config);
         let shards = config.placement.shards();
         if shards == 0 {
             return Err(ServerError::Config("at least one shard is required".into()));
+        }
+        if config.backend == Backend::Ring && config.tls.is_some() {
+            return Err(ServerError::Config(
+                "the ring backend serves plain ws:// only; use Backend::Glommio for TLS, or terminate TLS in front"
+                    .into(),
+            ));
         }
         // glommio binds with SO_REUSEPORT, so a stale server on the same port
         // would silently share it. A plain bind (no SO_REUSEPORT) fails if any
@@ -256,10 +279,34 @@ impl ServerBuilder {
         let bridge_link = None;
         let emitter = Emitter::new(inboxes, bridge_link);
         let mut receivers = receivers.into_iter();
-        let mut stops = Vec::with_capacity(shards);
-        let mut joins = Vec::with_capacity(shards);
+        let mut controls: Vec<ShardControl> = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ServerError>>();
         for index in 0..shards {
+            if config.backend == Backend::Ring {
+                let cpu = match &config.placement {
+                    Placement::Pinned(cpus) => Some(cpus[index]),
+                    Placement::Unpinned(_) => None,
+                };
+                let parts = shard::ShardParts {
+                    index,
+                    addr,
+                    config: config.clone(),
+                    factory: factory.clone(),
+                    stats: stats.clone(),
+                    emitter: emitter.clone(),
+                    inbox: receivers.next().expect("one inbox per shard"),
+                };
+                let (mode, serve) = ring_conn;
+                match ring::spawn(parts, cpu, self.on_shard_start.clone(), ready_tx.clone(), mode, serve) {
+                    Ok(r) => controls.push(ShardControl::Ring(Some(r))),
+                    Err(e) => {
+                        let mut handle = ServerHandle::new(addr, controls, stats, emitter.clone());
+                        handle.stop_and_join();
+                        return Err(e);
+                    }
+                }
+                continue;
+            }
             let placement = match &config.placement {
                 Placement::Pinned(cpus) => GlommioPlacement::Fixed(cpus[index]),
                 Placement::Unpinned(_) => GlommioPlacement::Unbound,
@@ -270,7 +317,6 @@ impl ServerBuilder {
                 builder = builder.spin_before_park(spin);
             }
             let (stop_tx, stop_rx) = oneshot::channel();
-            stops.push(stop_tx);
             let (config2, factory2, stats2, ready) = (config.clone(), factory.clone(), stats.clone(), ready_tx.clone());
             let hook = self.on_shard_start.clone();
             let inbox = receivers.next().expect("one inbox per shard");
@@ -306,16 +352,16 @@ impl ServerBuilder {
                 .await;
             });
             match spawned {
-                Ok(j) => joins.push(j),
+                Ok(j) => controls.push(ShardControl::Glommio { stop: Some(stop_tx), join: Some(j) }),
                 Err(e) => {
-                    let mut handle = ServerHandle::new(addr, stops, joins, stats, emitter.clone());
+                    let mut handle = ServerHandle::new(addr, controls, stats, emitter.clone());
                     handle.stop_and_join();
                     return Err(ServerError::ShardStart { shard: index, reason: e.to_string() });
                 }
             }
         }
         drop(ready_tx);
-        let mut handle = ServerHandle::new(addr, stops, joins, stats, emitter.clone());
+        let mut handle = ServerHandle::new(addr, controls, stats, emitter.clone());
         for index in 0..shards {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -332,7 +378,6 @@ impl ServerBuilder {
                 }
             }
         }
-        handle.stops.shrink_to_fit();
         #[cfg(feature = "broker")]
         if let Some(pending) = pending_bridge {
             match pending.start(emitter) {
@@ -347,11 +392,16 @@ impl ServerBuilder {
     }
 }
 
+/// How the handle stops and joins one shard.
+enum ShardControl {
+    Glommio { stop: Option<oneshot::Sender<()>>, join: Option<ExecutorJoinHandle<()>> },
+    Ring(Option<ring::RingShard>),
+}
+
 /// A running server. Dropping it shuts the server down gracefully.
 pub struct ServerHandle {
     addr: SocketAddr,
-    stops: Vec<oneshot::Sender<()>>,
-    joins: Vec<ExecutorJoinHandle<()>>,
+    shards: Vec<ShardControl>,
     stats: Arc<ServerStats>,
     emitter: Emitter,
     #[cfg(feature = "broker")]
@@ -359,17 +409,10 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    fn new(
-        addr: SocketAddr,
-        stops: Vec<oneshot::Sender<()>>,
-        joins: Vec<ExecutorJoinHandle<()>>,
-        stats: Arc<ServerStats>,
-        emitter: Emitter,
-    ) -> Self {
+    fn new(addr: SocketAddr, shards: Vec<ShardControl>, stats: Arc<ServerStats>, emitter: Emitter) -> Self {
         Self {
             addr,
-            stops,
-            joins,
+            shards,
             stats,
             emitter,
             #[cfg(feature = "broker")]
@@ -407,20 +450,39 @@ impl ServerHandle {
     /// Blocks until the server stops (it only stops through [`Self::shutdown`]
     /// from another handle holder or a shard failure).
     pub fn join(mut self) {
-        for j in self.joins.drain(..) {
-            let _ = j.join();
+        self.join_shards();
+    }
+
+    fn join_shards(&mut self) {
+        for shard in self.shards.drain(..) {
+            match shard {
+                ShardControl::Glommio { join, .. } => {
+                    if let Some(Err(e)) = join.map(|j| j.join()) {
+                        tracing::error!(error = %e, "shard exited with an error");
+                    }
+                }
+                ShardControl::Ring(r) => {
+                    if let Some(Err(_)) = r.map(|r| r.thread.join()) {
+                        tracing::error!("ring shard thread panicked");
+                    }
+                }
+            }
         }
     }
 
     fn stop_and_join(&mut self) {
-        for s in self.stops.drain(..) {
-            let _ = s.send(());
-        }
-        for j in self.joins.drain(..) {
-            if let Err(e) = j.join() {
-                tracing::error!(error = %e, "shard exited with an error");
+        for shard in &mut self.shards {
+            match shard {
+                ShardControl::Glommio { stop, .. } => {
+                    if let Some(s) = stop.take() {
+                        let _ = s.send(());
+                    }
+                }
+                ShardControl::Ring(Some(r)) => r.remote.stop(),
+                ShardControl::Ring(None) => {}
             }
         }
+        self.join_shards();
         // After the shards: events emitted while connections drained are
         // still published.
         #[cfg(feature = "broker")]

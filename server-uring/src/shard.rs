@@ -42,6 +42,31 @@ pub(crate) struct Shard<F> {
     all_closed: LocalSignal,
 }
 
+impl<F> Shard<F> {
+    /// A shard's shared state, with an empty event registry.
+    pub(crate) fn new(
+        index: usize,
+        config: Arc<ServerConfig>,
+        factory: Arc<F>,
+        stats: Arc<ServerStats>,
+        emitter: Emitter,
+    ) -> Rc<Self> {
+        let registry = Rc::new(std::cell::RefCell::new(Registry::new(emitter.bridge())));
+        Rc::new(Shard {
+            index,
+            config,
+            factory,
+            stats,
+            shutdown: LocalSignal::default(),
+            registry,
+            emitter,
+            held_bytes: Cell::new(0),
+            open: Cell::new(0),
+            all_closed: LocalSignal::default(),
+        })
+    }
+}
+
 /// What a shard is built from.
 pub(crate) struct ShardParts<F> {
     pub(crate) index: usize,
@@ -67,19 +92,8 @@ pub(crate) async fn run<F, C, Fut>(
     Fut: Future<Output = ()> + 'static,
 {
     let ShardParts { index, addr, config, factory, stats, emitter, inbox } = parts;
-    let registry = Rc::new(std::cell::RefCell::new(Registry::new(emitter.bridge())));
-    let shard = Rc::new(Shard {
-        index,
-        config,
-        factory,
-        stats,
-        shutdown: LocalSignal::default(),
-        registry: registry.clone(),
-        emitter,
-        held_bytes: Cell::new(0),
-        open: Cell::new(0),
-        all_closed: LocalSignal::default(),
-    });
+    let shard = Shard::new(index, config, factory, stats, emitter);
+    let registry = shard.registry.clone();
     let router_stopped = Rc::new(Cell::new(false));
     let wake_router = inbox.waker();
     let router = glommio::spawn_local(crate::events::route(inbox, registry, router_stopped.clone()));

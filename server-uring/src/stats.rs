@@ -71,6 +71,9 @@ pub struct ServerStats {
     /// Connections closed with 4004: their growth took their shard over
     /// its budget of held bytes.
     pub over_budget: Counter,
+    /// Connections closed because a socket operation failed (reset by the
+    /// peer, broken pipe, any error the kernel reported).
+    pub io_errors: Counter,
 }
 
 /// Counters of the broker bridge (`ServerBuilder::broker`): what crossed to

@@ -1,6 +1,8 @@
 //! The plain WebSocket echo server (the Autobahn target) over real sockets,
 //! with tokio-tungstenite as an ordinary WebSocket client: no subprotocol.
 
+mod common;
+
 use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
@@ -14,7 +16,11 @@ fn start() -> hardlight::server::ServerHandle {
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "warn".into()))
         .with_test_writer()
         .try_init();
-    EchoServer::builder("127.0.0.1:0".parse().unwrap()).unpinned(1).serve_echo().expect("echo server starts")
+    EchoServer::builder("127.0.0.1:0".parse().unwrap())
+        .unpinned(1)
+        .backend(common::backend())
+        .serve_echo()
+        .expect("echo server starts")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

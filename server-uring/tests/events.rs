@@ -2,6 +2,8 @@
 //! delivery, recipient selection, ordering, slow consumers, emits from
 //! outside the server, and the chat example's persistence.
 
+mod common;
+
 #[allow(dead_code)]
 #[path = "../examples/api/chat.rs"]
 mod api;
@@ -90,6 +92,7 @@ impl Hub for HubHandler {
 fn start_hub(limits: Limits) -> ServerHandle {
     let _ = tracing_subscriber::fmt().with_test_writer().try_init();
     Server::builder("127.0.0.1:0".parse().unwrap())
+        .backend(common::backend())
         .unpinned(2)
         .limits(limits)
         .serve(|ctx: &ConnectContext<'_>| {
@@ -244,7 +247,7 @@ async fn stalled_subscriber(server: &ServerHandle, disconnect: bool) -> tokio::n
     }
 }
 
-/// Emits `total` 1 KiB events to "flood" at about 20,000 per second (a rate
+/// Emits `total` 1 KiB events to "flood" at about 5,000 per second (a rate
 /// a reading client keeps up with), retrying when a shard inbox is full.
 fn flood(emitter: &Emitter, total: u64) {
     for n in 0..total {
@@ -347,7 +350,14 @@ async fn slow_reader_drop_oldest_loses_only_its_own_events_and_sees_the_count() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_under_disconnect_policy_is_closed_4001_and_others_keep_going() {
-    let server = start_hub(Limits { max_outbound_bytes: 256 * 1024, ..Limits::default() });
+    // The stalled client reads its backlog (and the Close behind it) only
+    // after the flood, which takes seconds: the server must not give up on
+    // the closing handshake before then.
+    let server = start_hub(Limits {
+        max_outbound_bytes: 256 * 1024,
+        close_timeout: Duration::from_secs(30),
+        ..Limits::default()
+    });
     let mut slow = stalled_subscriber(&server, true).await;
     let (_fast, reader) = fast_reader(&server).await;
     let emitter = server.emitter();
@@ -365,7 +375,11 @@ async fn chat_messages_survive_a_server_restart() {
     let _ = std::fs::remove_dir_all(&dir);
     let start = || {
         let store = chat_server::Store::open(&dir).unwrap();
-        Server::builder("127.0.0.1:0".parse().unwrap()).unpinned(2).serve(chat_server::factory(store)).unwrap()
+        Server::builder("127.0.0.1:0".parse().unwrap())
+            .backend(common::backend())
+            .unpinned(2)
+            .serve(chat_server::factory(store))
+            .unwrap()
     };
     let server = start();
     let alice = api::ChatClient::new(Connection::connect(&url(&server)).await.unwrap());

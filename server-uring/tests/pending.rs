@@ -1,5 +1,7 @@
-//! Many calls pending at once: handlers that wait on glommio's blocking pool
-//! and timers, 256 in flight per connection (the protocol's maximum), for
+//! Many calls pending at once: handlers that wait on the shard's blocking
+//! pool and timers (`rt::spawn_blocking`, `rt::sleep`: glommio's on a
+//! glommio shard, the ring's own on a ring shard; tests/ring.rs runs this
+//! file again on the ring backend), 256 in flight per connection (the protocol's maximum), for
 //! many rounds on several connections.
 //!
 //! Regression test for a wrapped task reference count: glommio 0.9 counts a
@@ -13,14 +15,17 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hardlight::client::Connection;
+use hardlight::server::rt;
 use hardlight::server::{ConnectContext, Refusal, Server};
+
+mod common;
 
 #[hardlight::rpc]
 pub trait Waits {
-    /// Runs a job of `ms` milliseconds on glommio's blocking pool, then
+    /// Runs a job of `ms` milliseconds on the blocking pool, then
     /// returns `v + 1`.
     async fn blocking(&self, ms: u32, v: u64) -> u64;
-    /// Sleeps 1 ms on a glommio timer `n` times (each wake-up is a pass of
+    /// Sleeps 1 ms on the shard's timers `n` times (each wake-up is a pass of
     /// the connection task while the other calls pend), then returns `v * 2`.
     async fn ticks(&self, n: u32, v: u64) -> u64;
     /// Both: a timer, then the blocking pool; returns `v`.
@@ -34,24 +39,23 @@ struct Handler {
 impl Waits for Handler {
     async fn blocking(&self, ms: u32, v: u64) -> u64 {
         self.ran.fetch_add(1, Ordering::Relaxed);
-        glommio::executor()
-            .spawn_blocking(move || {
-                std::thread::sleep(Duration::from_millis(ms as u64));
-                v + 1
-            })
-            .await
+        rt::spawn_blocking(move || {
+            std::thread::sleep(Duration::from_millis(ms as u64));
+            v + 1
+        })
+        .await
     }
     async fn ticks(&self, n: u32, v: u64) -> u64 {
         self.ran.fetch_add(1, Ordering::Relaxed);
         for _ in 0..n {
-            glommio::timer::sleep(Duration::from_millis(1)).await;
+            rt::sleep(Duration::from_millis(1)).await;
         }
         v * 2
     }
     async fn both(&self, v: u64) -> u64 {
         self.ran.fetch_add(1, Ordering::Relaxed);
-        glommio::timer::sleep(Duration::from_millis(1)).await;
-        glommio::executor().spawn_blocking(move || v).await
+        rt::sleep(Duration::from_millis(1)).await;
+        rt::spawn_blocking(move || v).await
     }
 }
 
@@ -66,6 +70,7 @@ async fn two_hundred_fifty_six_pending_calls_per_connection_all_answered() {
     let r = ran.clone();
     let server = Server::builder("127.0.0.1:0".parse().unwrap())
         .unpinned(2)
+        .backend(common::backend())
         .serve(move |_: &ConnectContext<'_>| Ok::<_, Refusal>(WaitsService::new(Handler { ran: r.clone() })))
         .expect("server starts");
     let url = format!("ws://{}", server.local_addr());

@@ -1,6 +1,8 @@
 //! Connection state and feature sets, end to end: the real server, the real
 //! client, an authentication flow.
 
+mod common;
+
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -51,7 +53,7 @@ impl Account for Handler {
     }
 
     async fn bump(&self, by: u64, ms: u32) -> u64 {
-        glommio::timer::sleep(Duration::from_millis(ms as u64)).await;
+        hardlight::server::rt::sleep(Duration::from_millis(ms as u64)).await;
         let mut s = self.state.lock();
         s.counter += by;
         s.counter
@@ -77,6 +79,7 @@ fn start() -> (ServerHandle, Arc<AtomicU64>) {
     let runs = Arc::new(AtomicU64::new(0));
     let r = runs.clone();
     let server = Server::builder("127.0.0.1:0".parse().unwrap())
+        .backend(common::backend())
         .unpinned(2)
         .serve(move |ctx: &ConnectContext<'_>| {
             let authed = ctx.request.cookie("token").as_deref() == Some(TOKEN);

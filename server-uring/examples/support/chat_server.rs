@@ -136,9 +136,8 @@ impl Chat for ChatHandler {
         };
         let store = self.store.clone();
         let t = thread.clone();
-        // File I/O and fsync run on glommio's blocking pool, not on the shard.
-        let msg = glommio::executor()
-            .spawn_blocking(move || store.append(&t, &user, &text))
+        // File I/O and fsync run on the shard's blocking pool, not on the shard.
+        let msg = hardlight::server::rt::spawn_blocking(move || store.append(&t, &user, &text))
             .await
             .map_err(|e| ChatError::Storage(e.to_string()))?;
         let seq = msg.seq;

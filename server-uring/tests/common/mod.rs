@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use hardlight::rkyv;
-use hardlight::server::{ConnectContext, Refusal, Server, ServerBuilder, ServerHandle};
+use hardlight::server::{Backend, ConnectContext, Refusal, Server, ServerBuilder, ServerHandle};
 
 #[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
 #[rkyv(crate = hardlight::rkyv)]
@@ -44,7 +44,7 @@ impl Probe for ProbeHandler {
         a.checked_div(b).ok_or(MathError::DivByZero)
     }
     async fn sleep_echo(&self, ms: u32, value: u64) -> u64 {
-        glommio::timer::sleep(Duration::from_millis(ms as u64)).await;
+        hardlight::server::rt::sleep(Duration::from_millis(ms as u64)).await;
         value
     }
     async fn boom(&self) -> u64 {
@@ -65,10 +65,23 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// A builder on a free loopback port, one unpinned shard unless changed.
+/// The backend the calling test binary runs on. The `ring` test binary
+/// (tests/ring.rs) includes the other suites as its modules, so everything
+/// compiled under its crate runs on `Backend::Ring`; every other binary
+/// runs on the default, glommio.
+pub fn backend() -> Backend {
+    if module_path!().starts_with("ring::") {
+        Backend::Ring
+    } else {
+        Backend::Glommio
+    }
+}
+
+/// A builder on a free loopback port, one unpinned shard unless changed,
+/// on this binary's [`backend`].
 pub fn builder() -> ServerBuilder {
     init_tracing();
-    Server::builder("127.0.0.1:0".parse().unwrap()).unpinned(1)
+    Server::builder("127.0.0.1:0".parse().unwrap()).unpinned(1).backend(backend())
 }
 
 pub fn start(builder: ServerBuilder) -> (ServerHandle, Arc<AtomicU64>) {

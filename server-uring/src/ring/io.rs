@@ -1,0 +1,227 @@
+//! One connection's socket on the ring: its descriptor, the core
+//! connection whose buffers the kernel reads into and writes from, and the
+//! state of its one receive and one send.
+//!
+//! # The buffer-lifetime rule
+//!
+//! A receive SQE points into `ServerConnection::read_buf()` (a fixed heap
+//! buffer inside the core that is never resized), and a send SQE into
+//! `send_buf` (owned here). The kernel may write to or read from them until
+//! the operation's completion is reaped, so:
+//!
+//! - an [`Io`] is owned by its shard's task slot (behind an `Rc` the task
+//!   shares) and the slot is freed only once neither operation is in
+//!   flight: a finished connection first cancels what is outstanding
+//!   (IORING_OP_ASYNC_CANCEL) and waits for the completions; if they never
+//!   come (forced shutdown), the `Io` is leaked, never freed;
+//! - while a receive is in flight nobody asks the core for events or for
+//!   its read buffer ([`Io::readable`] is false): those are the only calls
+//!   that touch the bytes past the parsed input;
+//! - the core's own outbound buffer may grow (and move) at any time, as
+//!   calls complete, so it is never handed to the kernel: its bytes are
+//!   copied into `send_buf`, which is not touched while a send is in
+//!   flight.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsRawFd, OwnedFd};
+
+use hardlight_core::connection::ServerConnection;
+use io_uring::{opcode, types};
+
+use super::reactor::{user_data, Op, Reactor};
+use super::wake::Token;
+
+/// `send_buf` capacity kept after a large message went out.
+const SEND_BUF_KEEP: usize = 64 * 1024;
+
+/// A connection's socket state on the ring.
+pub(crate) struct Io {
+    fd: OwnedFd,
+    pub(crate) peer: SocketAddr,
+    pub(crate) core: ServerConnection,
+    recv_in_flight: bool,
+    send_in_flight: bool,
+    send_buf: Vec<u8>,
+    send_off: usize,
+    /// The peer closed its side (a receive returned 0).
+    pub(crate) eof: bool,
+    /// A socket operation failed; the connection is over.
+    pub(crate) failed: bool,
+    /// Bytes arrived since the driver last looked (keepalive).
+    pub(crate) heard: bool,
+    /// The task is over: no new operations, outstanding ones cancelled.
+    finished: bool,
+}
+
+impl Io {
+    pub(crate) fn new(fd: OwnedFd, peer: SocketAddr, core: ServerConnection) -> Self {
+        Self {
+            fd,
+            peer,
+            core,
+            recv_in_flight: false,
+            send_in_flight: false,
+            send_buf: Vec::new(),
+            send_off: 0,
+            eof: false,
+            failed: false,
+            heard: false,
+            finished: false,
+        }
+    }
+
+    /// Whether the core may be asked for events: no receive is in flight
+    /// (see the module's buffer-lifetime rule).
+    pub(crate) fn readable(&self) -> bool {
+        !self.recv_in_flight
+    }
+
+    /// Everything queued has been handed to the kernel and acknowledged.
+    pub(crate) fn flushed(&self) -> bool {
+        !self.send_in_flight && self.send_off == self.send_buf.len() && self.core.outbound().is_empty()
+    }
+
+    /// No operation is in flight: the buffers may be freed.
+    pub(crate) fn idle(&self) -> bool {
+        !self.recv_in_flight && !self.send_in_flight
+    }
+
+    fn unsent(&self) -> usize {
+        self.send_buf.len() - self.send_off + self.core.outbound().len()
+    }
+
+    /// Starts the send and the receive the connection wants now (at most
+    /// one of each in flight).
+    pub(crate) fn submit(&mut self, r: &mut Reactor, token: Token) {
+        self.submit_send(r, token);
+        self.submit_recv(r, token);
+    }
+
+    /// Starts a send of what is queued, unless one is in flight. The loop
+    /// also calls this as soon as a send completes, before the task runs,
+    /// so that the task's next round fills an empty outbound buffer while
+    /// the kernel sends the previous one (double buffering).
+    pub(crate) fn submit_send(&mut self, r: &mut Reactor, token: Token) {
+        if self.finished || self.failed {
+            return;
+        }
+        if !self.send_in_flight {
+            if self.send_off == self.send_buf.len() && !self.core.outbound().is_empty() {
+                self.send_buf.clear();
+                self.send_off = 0;
+                self.send_buf.extend_from_slice(self.core.outbound());
+                let n = self.send_buf.len();
+                self.core.advance_outbound(n);
+            }
+            if self.send_off < self.send_buf.len() {
+                let rest = &self.send_buf[self.send_off..];
+                let len = rest.len().min(u32::MAX as usize) as u32;
+                let e = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), rest.as_ptr(), len)
+                    .flags(libc::MSG_NOSIGNAL)
+                    .build()
+                    .user_data(user_data(Op::Send, token));
+                // SAFETY: `send_buf` is not touched (so not reallocated)
+                // while `send_in_flight`, and the `Io` outlives the send
+                // (module doc).
+                unsafe { r.push(e) };
+                self.send_in_flight = true;
+            }
+        }
+    }
+
+    /// Arms a receive if the connection wants input and none is in flight.
+    fn submit_recv(&mut self, r: &mut Reactor, token: Token) {
+        if self.finished || self.failed {
+            return;
+        }
+        if !self.recv_in_flight
+            && !self.eof
+            && self.core.wants_read()
+            && self.unsent() < self.core.limits().max_outbound_bytes
+        {
+            let buf = self.core.read_buf();
+            if !buf.is_empty() {
+                let len = buf.len().min(u32::MAX as usize) as u32;
+                let e = opcode::Recv::new(types::Fd(self.fd.as_raw_fd()), buf.as_mut_ptr(), len)
+                    .build()
+                    .user_data(user_data(Op::Recv, token));
+                // SAFETY: the core's read buffer is a fixed allocation that
+                // nothing touches while `recv_in_flight` (module doc), and
+                // the `Io` outlives the receive.
+                unsafe { r.push(e) };
+                self.recv_in_flight = true;
+            }
+        }
+    }
+
+    /// A receive completed with `result` (bytes, 0 at end of stream, or a
+    /// negative errno). Returns an errno worth counting, if any.
+    pub(crate) fn on_recv(&mut self, result: i32) -> Option<i32> {
+        self.recv_in_flight = false;
+        if self.finished {
+            return None;
+        }
+        match result {
+            n if n > 0 => {
+                self.core.on_read(n as usize);
+                self.heard = true;
+                None
+            }
+            0 => {
+                self.core.on_read(0);
+                self.eof = true;
+                None
+            }
+            e if e == -libc::EINTR || e == -libc::EAGAIN => None,
+            e => {
+                self.failed = true;
+                Some(-e)
+            }
+        }
+    }
+
+    /// A send completed with `result` (bytes sent or a negative errno).
+    pub(crate) fn on_send(&mut self, result: i32) -> Option<i32> {
+        self.send_in_flight = false;
+        if self.finished {
+            return None;
+        }
+        match result {
+            n if n > 0 => {
+                self.send_off += n as usize;
+                if self.send_off == self.send_buf.len() {
+                    self.send_buf.clear();
+                    self.send_off = 0;
+                    if self.send_buf.capacity() > SEND_BUF_KEEP {
+                        self.send_buf.shrink_to(SEND_BUF_KEEP);
+                    }
+                }
+                None
+            }
+            e if e == -libc::EINTR || e == -libc::EAGAIN => None,
+            0 => {
+                self.failed = true;
+                Some(libc::EPIPE)
+            }
+            e => {
+                self.failed = true;
+                Some(-e)
+            }
+        }
+    }
+
+    /// The task is over: cancels what is in flight. The slot may be freed
+    /// once [`Self::idle`].
+    pub(crate) fn finish(&mut self, r: &mut Reactor, token: Token) {
+        if self.finished {
+            return;
+        }
+        self.finished = true;
+        if self.recv_in_flight {
+            r.cancel(Op::Recv, token);
+        }
+        if self.send_in_flight {
+            r.cancel(Op::Send, token);
+        }
+    }
+}

@@ -1,0 +1,194 @@
+//! The RPC driver on the ring: one task per connection, the same rounds as
+//! the glommio driver (`crate::conn`), sharing its upgrade decision
+//! (`conn::upgrade`), call dispatch (`conn::process_events`), reply
+//! framing (`conn::finish`) and park rules (`crate::clock::before_park`:
+//! the core's time rules and the shard's held-bytes budget).
+//!
+//! The task never performs I/O itself: it reads what the loop received
+//! into the core, leaves its output in the core's outbound bytes, and the
+//! loop submits the receive and send the connection then wants
+//! (`super::io::Io::submit`). Completions wake the task.
+
+use std::cell::RefCell;
+use std::future::poll_fn;
+use std::panic::AssertUnwindSafe;
+use std::rc::Rc;
+use std::task::{Context, Poll};
+
+use futures::FutureExt;
+use hardlight_core::connection::{Event, TimerAction};
+use hardlight_core::error::CloseCode;
+use hardlight_core::Service;
+
+use super::io::Io;
+use super::timers::{self, Timer};
+use crate::clock::{before_park, must_rearm, HeldBytes, Parking};
+use crate::conn::{finish, process_events, upgrade, Defer, Upgraded};
+use crate::factory::ConnectionFactory;
+use crate::shard::Shard;
+use crate::slots::CallSlots;
+
+/// Serves one accepted connection to the end.
+pub(crate) async fn serve<F: ConnectionFactory>(io: Rc<RefCell<Io>>, shard: Rc<Shard<F>>) {
+    let mut deadline = Timer::after(shard.config.limits.handshake_timeout);
+    let outcome = handshake(&io, &shard, &mut deadline).await;
+    let Some(Some((service, outbox, _registration))) = outcome else {
+        if outcome.is_some() {
+            // Refused: the response goes out, within the handshake deadline.
+            flushed(&io, &mut deadline).await;
+        }
+        return;
+    };
+    shard.stats.upgrades.inc();
+    run(&io, &service, &outbox, &shard).await;
+}
+
+/// Reads the upgrade request and asks the factory for a service. `None`:
+/// the connection ended or timed out; `Some(None)`: refused (the response
+/// is queued).
+async fn handshake<F: ConnectionFactory>(
+    io: &RefCell<Io>,
+    shard: &Shard<F>,
+    deadline: &mut Timer,
+) -> Option<Option<Upgraded<F>>> {
+    poll_fn(|cx| {
+        let mut io = io.borrow_mut();
+        let io = &mut *io;
+        if io.failed {
+            return Poll::Ready(None);
+        }
+        if io.readable() {
+            if let Some(ev) = io.core.poll_event() {
+                return Poll::Ready(match ev {
+                    Event::Upgrade(req) => Some(upgrade(&mut io.core, &req, io.peer, shard)),
+                    Event::HandshakeFailed(e) => {
+                        tracing::debug!(peer = %io.peer, error = %e, "upgrade refused");
+                        shard.stats.handshake_failures.inc();
+                        Some(None)
+                    }
+                    Event::Closed(_) => Some(None),
+                    Event::Call { .. } | Event::Message { .. } => None,
+                });
+            }
+            if io.eof {
+                return Poll::Ready(None);
+            }
+        }
+        if deadline.poll_at(timers::now(), cx).is_ready() {
+            tracing::debug!(peer = %io.peer, "handshake timed out");
+            shard.stats.handshake_timeouts.inc();
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Waits until everything queued was sent, the socket failed, or `deadline`.
+pub(crate) async fn flushed(io: &RefCell<Io>, deadline: &mut Timer) {
+    poll_fn(|cx| {
+        let io = io.borrow();
+        if io.flushed() || io.failed || deadline.poll_at(timers::now(), cx).is_ready() {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    })
+    .await
+}
+
+/// The message loop of an upgraded connection: one round per wake-up.
+async fn run<F: ConnectionFactory>(
+    io: &RefCell<Io>,
+    service: &F::Service,
+    outbox: &hardlight_core::Outbox,
+    shard: &Shard<F>,
+) {
+    let depth = shard.config.limits.max_validation_depth;
+    let mut slots = CallSlots::new();
+    let mut start =
+        |method: u16, input: &[u8]| service.call(method, input, depth).map(|f| AssertUnwindSafe(f).catch_unwind());
+    let signal_key = shard.shutdown.subscribe();
+    let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
+    let mut shutting_down = false;
+    let mut closed = false;
+    // Every time rule is the core's (crate::clock::before_park); this task
+    // feeds it the loop's clock before parking and arms the one timer it
+    // asks for.
+    let mut timer = RingConnTimer::new();
+    let mut held = HeldBytes::new(&shard.held_bytes);
+    let budget = shard.config.shard_held_bytes_budget;
+
+    poll_fn(|cx| {
+        let mut io = io.borrow_mut();
+        let io = &mut *io;
+        loop {
+            if io.failed {
+                return Poll::Ready(());
+            }
+            let conn = &mut io.core;
+            // Messages queued from outside a call, then woken calls; the
+            // core puts each call's state changes before its response.
+            outbox.register(cx.waker());
+            conn.flush_outbox();
+            slots.register(cx.waker());
+            slots.poll_ready(|id, out| finish(conn, id, out));
+
+            // Shutdown: the core stops starting calls and closes 1001 when
+            // the running ones are done or its grace period ends.
+            if shard.shutdown.is_fired() {
+                if !shutting_down {
+                    shutting_down = true;
+                    conn.shutdown(shard.config.shutdown_grace);
+                }
+            } else {
+                shard.shutdown.register(signal_key, cx.waker());
+            }
+
+            // Parse what the loop received (never while a receive is in flight).
+            if io.readable() {
+                closed |= process_events(&mut io.core, &mut slots, &mut start);
+            }
+            if (closed || io.core.is_closed() || io.eof) && io.flushed() {
+                return Poll::Ready(());
+            }
+            let now = timers::now();
+            match before_park(&mut io.core, now, &mut held, budget, &shard.stats) {
+                Parking::Again(action) => {
+                    if action == Some(TimerAction::Closing(CloseCode::GoingAway)) && slots.len() > 0 {
+                        tracing::warn!(calls = slots.len(), "shutdown grace expired; dropping calls in flight");
+                        slots.clear();
+                    }
+                    continue;
+                }
+                Parking::Sleep(due) => timer.arm(due, now, cx),
+            }
+            return Poll::Pending;
+        }
+    })
+    .await;
+    slots.clear();
+}
+
+/// A ring connection's single timer, armed at the instant the core asks for
+/// (the same re-arming rule as glommio's, `crate::clock::must_rearm`).
+pub(crate) struct RingConnTimer {
+    timer: Timer,
+    armed: Option<std::time::Instant>,
+}
+
+impl RingConnTimer {
+    pub(crate) fn new() -> Self {
+        Self { timer: Timer::at(timers::now()), armed: None }
+    }
+
+    /// Arms the timer for `due`; it wakes the task.
+    pub(crate) fn arm(&mut self, due: Option<std::time::Instant>, now: std::time::Instant, cx: &mut Context<'_>) {
+        let Some(due) = due else { return };
+        if must_rearm(self.armed, due, now) {
+            self.timer.reset_at(due);
+            let _ = self.timer.poll_at(now, cx);
+            self.armed = Some(due);
+        }
+    }
+}

@@ -1,0 +1,19 @@
+//! The end-to-end suites again, on the ring backend (`Backend::Ring`): real
+//! sockets on 127.0.0.1, the real client. This binary includes the other
+//! suites as its modules; `common::backend()` sees the `ring` crate in its
+//! module path and every server they start runs on the ring.
+
+// Each included suite declares its own `mod common`, as it does in its own
+// binary; the copies are identical.
+#![allow(clippy::duplicate_mod)]
+
+#[path = "e2e.rs"]
+mod e2e;
+#[path = "echo.rs"]
+mod echo;
+#[path = "events.rs"]
+mod events;
+#[path = "pending.rs"]
+mod pending;
+#[path = "session.rs"]
+mod session;
