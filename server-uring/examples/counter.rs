@@ -68,5 +68,9 @@ fn main() {
         server.local_addr(),
         cores.unwrap_or_else(|| hardlight::server::online_cpus().len())
     );
-    server.join();
+    // SIGTERM/SIGINT: stop accepting, let calls in flight finish, Close 1001, exit 0.
+    if let Err(e) = server.run_until_signal() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

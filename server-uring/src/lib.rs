@@ -39,6 +39,7 @@ mod error;
 mod events;
 mod factory;
 mod shard;
+mod shutdown;
 mod signal;
 mod slots;
 mod stats;
@@ -64,6 +65,7 @@ pub use error::ServerError;
 pub use events::{ConnectionEvents, EmitError, EmitStats, Emitter, DEFAULT_MESH_CAPACITY};
 pub use factory::{ConnectContext, ConnectionFactory, Refusal};
 pub use hardlight_core::events::{EventLimits, SlowConsumerPolicy};
+pub use shutdown::{ShutdownTrigger, SHUTDOWN_SIGNALS};
 pub use stats::{BrokerStats, Counter, Gauge, ServerStats};
 pub use tls::{TlsConfig, TlsError};
 
@@ -299,14 +301,15 @@ impl ServerBuilder {
             match spawned {
                 Ok(j) => joins.push(j),
                 Err(e) => {
-                    let mut handle = ServerHandle::new(addr, stops, joins, stats, emitter.clone());
+                    let mut handle =
+                        ServerHandle::new(addr, stops, joins, stats, emitter.clone(), config.shutdown_grace);
                     handle.stop_and_join();
                     return Err(ServerError::ShardStart { shard: index, reason: e.to_string() });
                 }
             }
         }
         drop(ready_tx);
-        let mut handle = ServerHandle::new(addr, stops, joins, stats, emitter.clone());
+        let mut handle = ServerHandle::new(addr, stops, joins, stats, emitter.clone(), config.shutdown_grace);
         for index in 0..shards {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -323,7 +326,6 @@ impl ServerBuilder {
                 }
             }
         }
-        handle.stops.shrink_to_fit();
         #[cfg(feature = "broker")]
         if let Some(pending) = pending_bridge {
             match pending.start(emitter) {
@@ -339,9 +341,15 @@ impl ServerBuilder {
 }
 
 /// A running server. Dropping it shuts the server down gracefully.
+///
+/// To stop from another thread (a signal, an admin call) while this handle
+/// waits in [`Self::join`], use a [`ShutdownTrigger`] from
+/// [`Self::shutdown_trigger`]; [`Self::run_until_signal`] does that for
+/// SIGTERM and SIGINT.
 pub struct ServerHandle {
     addr: SocketAddr,
-    stops: Vec<oneshot::Sender<()>>,
+    trigger: ShutdownTrigger,
+    grace: Duration,
     joins: Vec<ExecutorJoinHandle<()>>,
     stats: Arc<ServerStats>,
     emitter: Emitter,
@@ -356,10 +364,12 @@ impl ServerHandle {
         joins: Vec<ExecutorJoinHandle<()>>,
         stats: Arc<ServerStats>,
         emitter: Emitter,
+        grace: Duration,
     ) -> Self {
         Self {
             addr,
-            stops,
+            trigger: ShutdownTrigger::new(stops),
+            grace,
             joins,
             stats,
             emitter,
@@ -389,24 +399,31 @@ impl ServerHandle {
         self.emitter.clone()
     }
 
+    /// A cloneable, `Send` trigger that starts this server's graceful
+    /// shutdown from any thread without waiting for it; [`Self::join`]
+    /// then returns once the server has drained.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
     /// Graceful shutdown: stop accepting, let in-flight calls finish within
     /// the grace period, send Close 1001 to every client, then return.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
 
-    /// Blocks until the server stops (it only stops through [`Self::shutdown`]
-    /// from another handle holder or a shard failure).
+    /// Blocks until the server stops: after a [`ShutdownTrigger`] fired (the
+    /// drain included), or a shard failed.
     pub fn join(mut self) {
-        for j in self.joins.drain(..) {
-            let _ = j.join();
-        }
+        self.join_all();
     }
 
     fn stop_and_join(&mut self) {
-        for s in self.stops.drain(..) {
-            let _ = s.send(());
-        }
+        self.trigger.shutdown();
+        self.join_all();
+    }
+
+    fn join_all(&mut self) {
         for j in self.joins.drain(..) {
             if let Err(e) = j.join() {
                 tracing::error!(error = %e, "shard exited with an error");
