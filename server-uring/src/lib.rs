@@ -65,6 +65,7 @@ pub use error::ServerError;
 pub use events::{ConnectionEvents, EmitError, EmitStats, Emitter, DEFAULT_MESH_CAPACITY};
 pub use factory::{ConnectContext, ConnectionFactory, Refusal};
 pub use hardlight_core::events::{EventLimits, SlowConsumerPolicy};
+pub use shard::ACCEPT_ERROR_LOG_INTERVAL;
 pub use shutdown::{ShutdownTrigger, SHUTDOWN_SIGNALS};
 pub use stats::{BrokerStats, Counter, Gauge, ServerStats};
 pub use tls::{TlsConfig, TlsError};
