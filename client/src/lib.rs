@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use futures::{SinkExt, StreamExt};
 use hardlight_core::calls::IdAllocator;
-use hardlight_core::envelope::{self, ServerMessage};
+use hardlight_core::envelope::{self, AnnouncedLimits, ServerMessage};
 use hardlight_core::features::FeatureSet;
 use hardlight_core::handshake::{self, SUBPROTOCOL};
 use hardlight_core::limits::MAX_CALLS_IN_FLIGHT;
@@ -154,6 +154,9 @@ struct Shared {
     /// One permit per free call id.
     permits: Semaphore,
     out: mpsc::UnboundedSender<Message>,
+    /// The server's message size limit from its `LIMITS` message; 0 until
+    /// announced (older servers never announce it).
+    server_max_message: std::sync::atomic::AtomicU32,
 }
 
 impl Shared {
@@ -285,6 +288,7 @@ impl Connection {
             }),
             permits: Semaphore::new(MAX_CALLS_IN_FLIGHT),
             out: tx.clone(),
+            server_max_message: std::sync::atomic::AtomicU32::new(0),
             session: Mutex::new(Session::default()),
             version: watch::channel(0).0,
         });
@@ -347,6 +351,16 @@ impl Connection {
         }
     }
 
+    /// The limits the server announced for this connection (`LIMITS`,
+    /// sent before the connection counts as open); `None` from a server
+    /// that predates the announcement.
+    pub fn server_limits(&self) -> Option<AnnouncedLimits> {
+        match self.shared.server_max_message.load(std::sync::atomic::Ordering::Relaxed) {
+            0 => None,
+            max_message_size => Some(AnnouncedLimits { max_message_size }),
+        }
+    }
+
     /// The methods the server currently lets this connection call.
     pub fn features(&self) -> Option<FeatureSet> {
         self.shared.session().features.clone()
@@ -389,7 +403,17 @@ impl Connection {
     /// counts against the timeout. A call that times out keeps its id
     /// reserved until the server's response arrives, because the server
     /// still considers the id live and would reject its reuse.
+    ///
+    /// A call larger than the server's announced message size limit fails
+    /// here with [`CallError::TooLarge`] without being sent: the server would
+    /// close the whole connection (1009) for it.
     pub async fn call(&self, method: u16, input: &[u8]) -> Result<RawReply, CallError> {
+        if let Some(limits) = self.server_limits() {
+            let size = envelope::CALL_HEADER_LEN + input.len();
+            if size > limits.max_message_size as usize {
+                return Err(CallError::TooLarge { size, limit: limits.max_message_size as usize });
+            }
+        }
         let timeout = self.call_timeout;
         let mut guard = Abandon { shared: &self.shared, id: None };
         let fut = async {
@@ -517,6 +541,13 @@ where
                         shared.bump();
                     }
                     Err(e) => tracing::warn!(error = %e, "server sent a malformed state message"),
+                },
+                Ok(ServerMessage::Other { kind: envelope::KIND_LIMITS, body }) => match AnnouncedLimits::parse(body) {
+                    // 0 would mean "no message fits"; treat it as not announced.
+                    Some(l) => {
+                        shared.server_max_message.store(l.max_message_size, std::sync::atomic::Ordering::Relaxed)
+                    }
+                    None => tracing::warn!("server sent a malformed limits message"),
                 },
                 Ok(ServerMessage::Other { kind: envelope::KIND_FEATURES, body }) => match FeatureSet::decode(body) {
                     Ok(set) => {

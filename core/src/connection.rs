@@ -271,11 +271,19 @@ impl ServerConnection {
         }
     }
 
-    /// Accepts the upgrade delivered by [`Event::Upgrade`].
+    /// Accepts the upgrade delivered by [`Event::Upgrade`]. In RPC mode the
+    /// `LIMITS` message follows the 101 at once, before anything else.
     pub fn accept(&mut self, req: &UpgradeRequest) {
         if self.phase == Phase::AwaitingAccept {
             req.write_accept(&mut self.out);
             self.phase = Phase::Open;
+            if self.mode == Mode::Rpc {
+                let limits = envelope::AnnouncedLimits {
+                    max_message_size: u32::try_from(self.limits.max_message_size).unwrap_or(u32::MAX),
+                };
+                frame::write_header(&mut self.out, true, Opcode::Binary, envelope::LIMITS_LEN, None);
+                self.out.extend_from_slice(&limits.encode());
+            }
         }
     }
 
@@ -759,8 +767,11 @@ mod tests {
         };
         assert_eq!(req.cookie("token").as_deref(), Some("t0k"));
         c.accept(&req);
-        let out = String::from_utf8(take_out(&mut c)).unwrap();
-        assert!(out.starts_with("HTTP/1.1 101"));
+        let out = take_out(&mut c);
+        let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+        assert!(out.starts_with(b"HTTP/1.1 101"));
+        // The LIMITS message follows the 101 at once, before anything else.
+        assert_eq!(frames(&out[end..]), vec![(Opcode::Binary, vec![0x22, 0x00, 0x00, 0x10, 0x00])]);
         c
     }
 

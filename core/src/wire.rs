@@ -222,6 +222,25 @@ mod tests {
         assert!(err.0.contains("too short"), "{err}");
     }
 
+    /// The rule PROTOCOL.md section 5 states: bytes before the objects the
+    /// root reaches are not read and do not change the value (rkyv reads the
+    /// root from the end and validates only what it reaches).
+    #[test]
+    fn bytes_no_object_covers_are_ignored_not_decoded() {
+        let p = Point { x: 41, name: "forty-one and some".into() };
+        let canonical = encode(&p).unwrap();
+        let mut buf = AlignedBuf::new();
+        for prefix_len in [16usize, 64, 65536] {
+            let mut padded = vec![0xA5u8; prefix_len];
+            padded.extend_from_slice(&canonical);
+            assert_eq!(Point::decode(align_into(&mut buf, &padded)).unwrap(), p, "{prefix_len}-byte prefix");
+        }
+        // Bytes after the root are not ignored: the root is read from the end.
+        let mut trailing = canonical.to_vec();
+        trailing.extend_from_slice(&[0; 16]);
+        assert_ne!(Point::decode(align_into(&mut buf, &trailing)).ok(), Some(p));
+    }
+
     /// `0x` followed by six or more hex digits: what a leaked address looks like.
     pub(crate) fn has_hex_address(text: &str) -> bool {
         let b = text.as_bytes();
