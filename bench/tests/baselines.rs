@@ -216,9 +216,13 @@ async fn baseline_closes_malformed_connections_with_the_real_servers_codes() {
     let (mut ws, _) = raw(&server, Some("hl/1")).await;
     ws.send(Message::Binary(vec![1u8; hardlight::limits::DEFAULT_MAX_MESSAGE_SIZE + 1].into())).await.unwrap();
     expect_close(&mut ws, 1009).await;
-    // A raw connection first gets FEATURES (3 methods, all enabled), then
-    // its call's result envelope.
+    // A raw connection first gets LIMITS (1 MiB), then FEATURES (3 methods,
+    // all enabled), then its call's result envelope.
     let (mut ws, _) = raw(&server, Some("hl/1")).await;
+    assert_eq!(
+        next_message(&mut ws).await,
+        Message::Binary(vec![hardlight::envelope::KIND_LIMITS, 0x00, 0x00, 0x10, 0x00].into())
+    );
     assert_eq!(
         next_message(&mut ws).await,
         Message::Binary(vec![hardlight::envelope::KIND_FEATURES, 3, 0, 0b111].into())

@@ -4,18 +4,32 @@
 //! cargo run --release -p hardlight-server --example counter -- --listen 127.0.0.1:9000
 //! cargo run --release -p hardlight-client --example counter -- ws://127.0.0.1:9000
 //! ```
+//!
+//! Over TLS with the server's development certificate (see the server example):
+//!
+//! ```text
+//! cargo run --release -p hardlight-client --example counter -- wss://localhost:9443 --trust /tmp/hl-dev-cert.pem
+//! ```
 
 #[allow(dead_code)] // the server half of the API is unused here
 #[path = "../../server-uring/examples/api/counter.rs"]
 mod api;
 
 use api::CounterClient;
-use hardlight::client::Connection;
+use hardlight::client::{ClientConfig, Connection};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9000".to_string());
-    let counter = CounterClient::new(Connection::connect(&url).await?);
+    let mut args = std::env::args().skip(1);
+    let url = args.next().unwrap_or_else(|| "ws://127.0.0.1:9000".to_string());
+    let mut config = ClientConfig::default();
+    match (args.next().as_deref(), args.next()) {
+        (None, _) => {}
+        // wss:// with a certificate the public roots do not cover (a dev one).
+        (Some("--trust"), Some(pem_file)) => config = config.trust_pem(&std::fs::read_to_string(pem_file)?)?,
+        _ => return Err("usage: counter [URL] [--trust CERT.pem]".into()),
+    }
+    let counter = CounterClient::new(Connection::connect_with(&url, config).await?);
     println!("increment(5) -> {}", counter.increment(5).await?);
     println!("increment(3) -> {}", counter.increment(3).await?);
     match counter.decrement(2).await? {

@@ -159,6 +159,14 @@ impl Connection {
         }
     }
 
+    /// The limits the server announced for this connection (`LIMITS`, sent
+    /// before the connection counts as open); `None` from a server that
+    /// predates the announcement. A call larger than its message size limit
+    /// fails with `CallError::TooLarge` without being sent.
+    pub fn server_limits(&self) -> Option<hardlight_core::envelope::AnnouncedLimits> {
+        self.shared.lock().session.server_limits()
+    }
+
     /// The methods the server currently lets this connection call.
     pub fn features(&self) -> Option<FeatureSet> {
         self.shared.lock().session.features().cloned()

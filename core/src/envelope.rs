@@ -21,6 +21,9 @@ pub const KIND_CALL_ERROR: u8 = 0x12;
 pub const KIND_STATE: u8 = 0x20;
 /// Server to client: the connection's enabled methods changed.
 pub const KIND_FEATURES: u8 = 0x21;
+/// Server to client: the limits this server enforces on the connection,
+/// sent first after the 101. `[0x22, max_message_size u32 LE, ...]`.
+pub const KIND_LIMITS: u8 = 0x22;
 /// Server to client: a pushed event. `[0x30, type u16 LE, archive...]`.
 pub const KIND_EVENT: u8 = 0x30;
 /// Server to client: this many events for this connection were dropped
@@ -135,7 +138,7 @@ pub fn decode_server(msg: &[u8]) -> Result<ServerMessage<'_>, EnvelopeError> {
             }
             Ok(ServerMessage::CallError { id: msg[1], code: msg[2], detail: &msg[CALL_ERROR_HEADER_LEN..] })
         }
-        KIND_STATE | KIND_FEATURES | KIND_EVENT | KIND_EVENTS_DROPPED => {
+        KIND_STATE | KIND_FEATURES | KIND_LIMITS | KIND_EVENT | KIND_EVENTS_DROPPED => {
             Ok(ServerMessage::Other { kind, body: &msg[1..] })
         }
         other => Err(EnvelopeError::UnknownKind(other)),
@@ -162,6 +165,33 @@ pub fn call_error_header(id: u8, code: CallErrorCode) -> [u8; CALL_ERROR_HEADER_
 pub fn encode_call(out: &mut Vec<u8>, id: u8, method: u16, input: &[u8]) {
     out.extend_from_slice(&call_header(id, method));
     out.extend_from_slice(input);
+}
+
+/// The limits a server announces in its `LIMITS` message, so that a client
+/// can refuse a call the server would answer by closing the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AnnouncedLimits {
+    /// The largest WebSocket message (after reassembly) the server accepts;
+    /// a larger one closes the connection with 1009. Saturates at `u32::MAX`.
+    pub max_message_size: u32,
+}
+
+/// Length of a `LIMITS` message this version writes.
+pub const LIMITS_LEN: usize = 5;
+
+impl AnnouncedLimits {
+    /// The whole `LIMITS` message: kind, then each field little-endian.
+    pub fn encode(&self) -> [u8; LIMITS_LEN] {
+        let m = self.max_message_size.to_le_bytes();
+        [KIND_LIMITS, m[0], m[1], m[2], m[3]]
+    }
+
+    /// Parses a `LIMITS` body (after the kind byte). Bytes after the fields
+    /// this version knows are ignored: newer servers append fields there.
+    pub fn parse(body: &[u8]) -> Option<Self> {
+        let m = body.get(..4)?;
+        Some(Self { max_message_size: u32::from_le_bytes([m[0], m[1], m[2], m[3]]) })
+    }
 }
 
 #[cfg(test)]
@@ -195,5 +225,17 @@ mod tests {
         assert_eq!(decode_server(&m), Ok(ServerMessage::CallError { id: 9, code: 1, detail: b"no such method 7" }));
         assert_eq!(decode_server(&[0x12, 1]), Err(EnvelopeError::Truncated { kind: 0x12, len: 2, need: 3 }));
         assert_eq!(decode_server(&[0x01, 1, 0, 0]), Err(EnvelopeError::UnknownKind(0x01)));
+    }
+
+    #[test]
+    fn limits_message_bytes_and_forward_compatible_parse() {
+        let l = AnnouncedLimits { max_message_size: 1 << 20 };
+        assert_eq!(l.encode(), [0x22, 0x00, 0x00, 0x10, 0x00]);
+        let msg = l.encode();
+        assert_eq!(decode_server(&msg), Ok(ServerMessage::Other { kind: KIND_LIMITS, body: &msg[1..] }));
+        assert_eq!(AnnouncedLimits::parse(&msg[1..]), Some(l));
+        // A newer server's extra fields are ignored; a truncated body is not a limit.
+        assert_eq!(AnnouncedLimits::parse(&[0, 0, 0x10, 0, 9, 9, 9]), Some(l));
+        assert_eq!(AnnouncedLimits::parse(&[0, 0, 0x10]), None);
     }
 }

@@ -167,6 +167,16 @@ pub enum CallError {
     /// load more connections.
     #[error("too many calls waiting for a free call id (limit {0}); the call was not sent")]
     TooManyWaiting(usize),
+    /// The call would be larger than the message size limit the server
+    /// announced, so it was not sent (the server would have closed the
+    /// connection with 1009). The connection stays open; send less per call.
+    #[error("call of {size} bytes exceeds the server's message size limit of {limit} bytes; not sent")]
+    TooLarge {
+        /// The call message's size: envelope header plus input archive.
+        size: usize,
+        /// The server's announced limit.
+        limit: usize,
+    },
     /// The input could not be encoded.
     #[error("could not encode the call input: {0}")]
     Encode(String),

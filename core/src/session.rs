@@ -107,6 +107,9 @@ pub enum SessionError {
     /// A FEATURES message was malformed.
     #[error("malformed features message from the server: {0}")]
     Features(&'static str),
+    /// A LIMITS message was malformed.
+    #[error("malformed limits message from the server")]
+    Limits,
     /// An EVENT or EVENTS_DROPPED message was malformed.
     #[error("malformed event message from the server")]
     Event,
@@ -139,6 +142,8 @@ pub struct ClientSession {
     features: Option<FeatureSet>,
     events_dropped: u64,
     closed: Option<String>,
+    /// What the server announced in its LIMITS message, if it did.
+    limits: Option<envelope::AnnouncedLimits>,
 }
 
 impl Default for ClientSession {
@@ -167,6 +172,7 @@ impl ClientSession {
             features: None,
             events_dropped: 0,
             closed: None,
+            limits: None,
         }
     }
 
@@ -177,11 +183,18 @@ impl ClientSession {
     /// waits (in order) for one to be freed by a reply; the driver's
     /// timeout, if any, ends the wait through [`Self::abandon`].
     ///
-    /// Fails with `Disconnected` once the session has closed, and with
-    /// `TooManyWaiting` when the wait queue is full.
+    /// Fails with `Disconnected` once the session has closed, with
+    /// `TooLarge` when the call would exceed the message size limit the
+    /// server announced (the server would close the connection with 1009
+    /// for it; the call is not sent and the connection stays open), and
+    /// with `TooManyWaiting` when the wait queue is full.
     pub fn start_call(&mut self, method: u16, input: &[u8]) -> Result<CallToken, CallError> {
         if let Some(reason) = &self.closed {
             return Err(CallError::Disconnected(reason.clone()));
+        }
+        let size = envelope::CALL_HEADER_LEN + input.len();
+        if let Some(l) = self.limits.filter(|l| size > l.max_message_size as usize) {
+            return Err(CallError::TooLarge { size, limit: l.max_message_size as usize });
         }
         let call = CallToken(self.next_token);
         match self.ids.allocate() {
@@ -274,6 +287,11 @@ impl ClientSession {
                 let set = FeatureSet::decode(body).map_err(|e| SessionError::Features(e.0))?;
                 self.features = Some(set);
                 self.events.push_back(SessionEvent::FeaturesChanged);
+            }
+            ServerMessage::Other { kind: envelope::KIND_LIMITS, body } => {
+                let limits = envelope::AnnouncedLimits::parse(body).ok_or(SessionError::Limits)?;
+                // 0 would mean "no message fits": treat it as not announced.
+                self.limits = (limits.max_message_size > 0).then_some(limits);
             }
             ServerMessage::Other { kind: envelope::KIND_EVENT, body } => {
                 let (ty, archive) = crate::events::parse_event(body).ok_or(SessionError::Event)?;
@@ -370,6 +388,12 @@ impl ClientSession {
     /// (for tools and tests that do not have the state's Rust type).
     pub fn state_field(&self, index: u8) -> Option<&[u8]> {
         self.fields.get(index as usize)?.as_deref()
+    }
+
+    /// The limits the server announced (`LIMITS`, right after the 101);
+    /// `None` from a server that predates the announcement.
+    pub fn server_limits(&self) -> Option<envelope::AnnouncedLimits> {
+        self.limits
     }
 
     /// The methods the server lets this connection call, as last announced.
@@ -535,6 +559,20 @@ mod tests {
         assert!(s.features().unwrap().is_enabled(2) && !s.features().unwrap().is_enabled(1));
         assert_eq!(s.events_dropped(), 5);
         assert_eq!(s.fields[1].as_deref().map(|a| a.len()), Some(8));
+    }
+
+    #[test]
+    fn a_call_over_the_announced_limit_is_refused_without_being_sent() {
+        let mut s = ClientSession::new();
+        s.start_call(0, &[0; 100]).unwrap();
+        sent(&mut s);
+        s.handle_message(&envelope::AnnouncedLimits { max_message_size: 64 }.encode()).unwrap();
+        assert_eq!(s.server_limits().map(|l| l.max_message_size), Some(64));
+        assert_eq!(s.start_call(0, &[0; 61]), Err(CallError::TooLarge { size: 65, limit: 64 }));
+        assert!(s.poll_transmit().is_none(), "nothing sent");
+        s.start_call(0, &[0; 60]).unwrap();
+        assert_eq!(sent(&mut s).len(), 1, "a call at the limit goes out");
+        assert_eq!(s.handle_message(&[envelope::KIND_LIMITS, 1]), Err(SessionError::Limits));
     }
 
     #[test]

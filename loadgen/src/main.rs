@@ -259,7 +259,10 @@ fn cmd_serve(mut args: Args) -> Result<(), String> {
             std::thread::sleep(d);
             h.shutdown();
         }
-        None => h.join(),
+        // SIGTERM/SIGINT drain the server gracefully.
+        None => {
+            h.run_until_signal().map_err(|e| e.to_string())?;
+        }
     }
     Ok(())
 }

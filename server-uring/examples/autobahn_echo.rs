@@ -36,5 +36,9 @@ fn main() {
         std::process::exit(1);
     });
     println!("echo listening on ws://{}", server.local_addr());
-    server.join();
+    // SIGTERM/SIGINT: stop accepting, let calls in flight finish, Close 1001, exit 0.
+    if let Err(e) = server.run_until_signal() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -58,5 +58,9 @@ fn main() {
     if let Some(url) = &broker {
         println!("bridged to other chat servers through {url}");
     }
-    server.join();
+    // SIGTERM/SIGINT: stop accepting, let calls in flight finish, Close 1001, exit 0.
+    if let Err(e) = server.run_until_signal() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
 }

@@ -3,6 +3,15 @@
 //! ```text
 //! cargo run --release -p hardlight-server --example counter -- --listen 127.0.0.1:9000 [--cores N]
 //! ```
+//!
+//! Over TLS (wss://), in development mode: a fresh self-signed certificate
+//! for `localhost`, whose PEM is written to the given file for the client to
+//! trust (`--tls CERT.pem KEY.pem` serves real files instead):
+//!
+//! ```text
+//! cargo run --release -p hardlight-server --example counter -- --listen 127.0.0.1:9443 --tls-self-signed /tmp/hl-dev-cert.pem
+//! cargo run --release -p hardlight-client --example counter -- wss://localhost:9443 --trust /tmp/hl-dev-cert.pem
+//! ```
 
 #[path = "api/counter.rs"]
 mod api;
@@ -11,7 +20,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use api::{Counter, CounterError, CounterService};
-use hardlight::server::{ConnectContext, Refusal, Server};
+use hardlight::server::{ConnectContext, Refusal, Server, TlsConfig};
 
 /// Handler for one connection; the value itself is shared by all of them.
 struct Handler {
@@ -41,13 +50,28 @@ fn main() {
         .init();
     let mut listen = "127.0.0.1:9000".to_string();
     let mut cores: Option<usize> = None;
+    let mut tls: Option<TlsConfig> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
             "--listen" => listen = args.next().expect("--listen needs an address"),
             "--cores" => cores = Some(args.next().and_then(|n| n.parse().ok()).expect("--cores needs a number")),
+            "--tls-self-signed" => {
+                let out = args.next().expect("--tls-self-signed needs a file to write the certificate to");
+                let (config, cert_pem) = TlsConfig::self_signed(&["localhost"]).unwrap_or_else(|e| fail(e));
+                std::fs::write(&out, cert_pem).unwrap_or_else(|e| fail(format!("cannot write {out}: {e}")));
+                println!("development TLS: self-signed certificate for localhost written to {out}");
+                tls = Some(config);
+            }
+            "--tls" => {
+                let (cert, key) = (args.next(), args.next());
+                let (Some(cert), Some(key)) = (cert, key) else { fail("--tls needs CERT.pem KEY.pem") };
+                tls = Some(TlsConfig::from_pem_files(cert, key).unwrap_or_else(|e| fail(e)));
+            }
             other => {
-                eprintln!("unknown argument {other}\nusage: counter [--listen ADDR] [--cores N]");
+                eprintln!(
+                    "unknown argument {other}\nusage: counter [--listen ADDR] [--cores N] [--tls-self-signed CERT_OUT | --tls CERT KEY]"
+                );
                 std::process::exit(2);
             }
         }
@@ -57,6 +81,10 @@ fn main() {
     if let Some(n) = cores {
         builder = builder.shards(n);
     }
+    let scheme = if tls.is_some() { "wss" } else { "ws" };
+    if let Some(tls) = tls {
+        builder = builder.tls(tls);
+    }
     let server = builder
         .serve(move |_: &ConnectContext<'_>| Ok::<_, Refusal>(CounterService::new(Handler { value: value.clone() })))
         .unwrap_or_else(|e| {
@@ -64,9 +92,18 @@ fn main() {
             std::process::exit(1);
         });
     println!(
-        "counter listening on ws://{} ({} shards)",
+        "counter listening on {scheme}://{} ({} shards)",
         server.local_addr(),
         cores.unwrap_or_else(|| hardlight::server::online_cpus().len())
     );
-    server.join();
+    // SIGTERM/SIGINT: stop accepting, let calls in flight finish, Close 1001, exit 0.
+    if let Err(e) = server.run_until_signal() {
+        eprintln!("error: {e}");
+        std::process::exit(1);
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ! {
+    eprintln!("error: {e}");
+    std::process::exit(1);
 }

@@ -30,4 +30,8 @@ pub enum ServerError {
         /// What glommio reported.
         reason: String,
     },
+    /// The signal handlers of [`crate::ServerHandle::run_until_signal`]
+    /// could not be installed (or their thread could not start).
+    #[error("cannot install the SIGTERM/SIGINT handlers: {0}")]
+    Signals(std::io::Error),
 }

@@ -42,6 +42,7 @@ mod factory;
 mod ring;
 pub mod rt;
 mod shard;
+mod shutdown;
 mod signal;
 mod slots;
 mod stats;
@@ -67,6 +68,9 @@ pub use error::ServerError;
 pub use events::{ConnectionEvents, EmitError, EmitStats, Emitter, DEFAULT_MESH_CAPACITY};
 pub use factory::{ConnectContext, ConnectionFactory, Refusal};
 pub use hardlight_core::events::{EventLimits, SlowConsumerPolicy};
+pub use shard::ACCEPT_ERROR_LOG_INTERVAL;
+use shutdown::Stopper;
+pub use shutdown::{ShutdownTrigger, SHUTDOWN_SIGNALS};
 pub use stats::{BrokerStats, Counter, Gauge, ServerStats};
 pub use tls::{TlsConfig, TlsError};
 
@@ -298,9 +302,12 @@ impl ServerBuilder {
                 };
                 let (mode, serve) = ring_conn;
                 match ring::spawn(parts, cpu, self.on_shard_start.clone(), ready_tx.clone(), mode, serve) {
-                    Ok(r) => controls.push(ShardControl::Ring(Some(r))),
+                    Ok(r) => {
+                        controls.push(ShardControl { stop: Stopper::Ring(r.remote), join: ShardJoin::Ring(r.thread) })
+                    }
                     Err(e) => {
-                        let mut handle = ServerHandle::new(addr, controls, stats, emitter.clone());
+                        let mut handle =
+                            ServerHandle::new(addr, controls, stats, emitter.clone(), config.shutdown_grace);
                         handle.stop_and_join();
                         return Err(e);
                     }
@@ -352,16 +359,16 @@ impl ServerBuilder {
                 .await;
             });
             match spawned {
-                Ok(j) => controls.push(ShardControl::Glommio { stop: Some(stop_tx), join: Some(j) }),
+                Ok(j) => controls.push(ShardControl { stop: Stopper::Glommio(stop_tx), join: ShardJoin::Glommio(j) }),
                 Err(e) => {
-                    let mut handle = ServerHandle::new(addr, controls, stats, emitter.clone());
+                    let mut handle = ServerHandle::new(addr, controls, stats, emitter.clone(), config.shutdown_grace);
                     handle.stop_and_join();
                     return Err(ServerError::ShardStart { shard: index, reason: e.to_string() });
                 }
             }
         }
         drop(ready_tx);
-        let mut handle = ServerHandle::new(addr, controls, stats, emitter.clone());
+        let mut handle = ServerHandle::new(addr, controls, stats, emitter.clone(), config.shutdown_grace);
         for index in 0..shards {
             match ready_rx.recv() {
                 Ok(Ok(())) => {}
@@ -393,15 +400,28 @@ impl ServerBuilder {
 }
 
 /// How the handle stops and joins one shard.
-enum ShardControl {
-    Glommio { stop: Option<oneshot::Sender<()>>, join: Option<ExecutorJoinHandle<()>> },
-    Ring(Option<ring::RingShard>),
+struct ShardControl {
+    stop: Stopper,
+    join: ShardJoin,
+}
+
+/// What the handle waits on for one shard.
+enum ShardJoin {
+    Glommio(ExecutorJoinHandle<()>),
+    Ring(std::thread::JoinHandle<()>),
 }
 
 /// A running server. Dropping it shuts the server down gracefully.
+///
+/// To stop from another thread (a signal, an admin call) while this handle
+/// waits in [`Self::join`], use a [`ShutdownTrigger`] from
+/// [`Self::shutdown_trigger`]; [`Self::run_until_signal`] does that for
+/// SIGTERM and SIGINT.
 pub struct ServerHandle {
     addr: SocketAddr,
-    shards: Vec<ShardControl>,
+    trigger: ShutdownTrigger,
+    grace: Duration,
+    shards: Vec<ShardJoin>,
     stats: Arc<ServerStats>,
     emitter: Emitter,
     #[cfg(feature = "broker")]
@@ -409,9 +429,18 @@ pub struct ServerHandle {
 }
 
 impl ServerHandle {
-    fn new(addr: SocketAddr, shards: Vec<ShardControl>, stats: Arc<ServerStats>, emitter: Emitter) -> Self {
+    fn new(
+        addr: SocketAddr,
+        controls: Vec<ShardControl>,
+        stats: Arc<ServerStats>,
+        emitter: Emitter,
+        grace: Duration,
+    ) -> Self {
+        let (stops, shards) = controls.into_iter().map(|c| (c.stop, c.join)).unzip();
         Self {
             addr,
+            trigger: ShutdownTrigger::new(stops),
+            grace,
             shards,
             stats,
             emitter,
@@ -441,14 +470,21 @@ impl ServerHandle {
         self.emitter.clone()
     }
 
+    /// A cloneable, `Send` trigger that starts this server's graceful
+    /// shutdown from any thread without waiting for it; [`Self::join`]
+    /// then returns once the server has drained.
+    pub fn shutdown_trigger(&self) -> ShutdownTrigger {
+        self.trigger.clone()
+    }
+
     /// Graceful shutdown: stop accepting, let in-flight calls finish within
     /// the grace period, send Close 1001 to every client, then return.
     pub fn shutdown(mut self) {
         self.stop_and_join();
     }
 
-    /// Blocks until the server stops (it only stops through [`Self::shutdown`]
-    /// from another handle holder or a shard failure).
+    /// Blocks until the server stops: after a [`ShutdownTrigger`] fired (the
+    /// drain included), or a shard failed.
     pub fn join(mut self) {
         self.join_shards();
     }
@@ -456,39 +492,29 @@ impl ServerHandle {
     fn join_shards(&mut self) {
         for shard in self.shards.drain(..) {
             match shard {
-                ShardControl::Glommio { join, .. } => {
-                    if let Some(Err(e)) = join.map(|j| j.join()) {
+                ShardJoin::Glommio(j) => {
+                    if let Err(e) = j.join() {
                         tracing::error!(error = %e, "shard exited with an error");
                     }
                 }
-                ShardControl::Ring(r) => {
-                    if let Some(Err(_)) = r.map(|r| r.thread.join()) {
+                ShardJoin::Ring(t) => {
+                    if t.join().is_err() {
                         tracing::error!("ring shard thread panicked");
                     }
                 }
             }
         }
-    }
-
-    fn stop_and_join(&mut self) {
-        for shard in &mut self.shards {
-            match shard {
-                ShardControl::Glommio { stop, .. } => {
-                    if let Some(s) = stop.take() {
-                        let _ = s.send(());
-                    }
-                }
-                ShardControl::Ring(Some(r)) => r.remote.stop(),
-                ShardControl::Ring(None) => {}
-            }
-        }
-        self.join_shards();
         // After the shards: events emitted while connections drained are
         // still published.
         #[cfg(feature = "broker")]
         if let Some(mut bridge) = self.bridge.take() {
             bridge.stop();
         }
+    }
+
+    fn stop_and_join(&mut self) {
+        self.trigger.shutdown();
+        self.join_shards();
     }
 }
 

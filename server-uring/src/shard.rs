@@ -99,6 +99,8 @@ pub(crate) async fn run<F, C, Fut>(
     let router = glommio::spawn_local(crate::events::route(inbox, registry, router_stopped.clone()));
     tracing::info!(shard = index, %addr, "shard listening");
     let mut stop = stop;
+    let mut accept_log = LogLimiter::new(ACCEPT_ERROR_LOG_INTERVAL);
+    let mut capacity_log = LogLimiter::new(ACCEPT_ERROR_LOG_INTERVAL);
     loop {
         let accept = std::pin::pin!(listener.accept());
         match select(accept, &mut stop).await {
@@ -106,7 +108,9 @@ pub(crate) async fn run<F, C, Fut>(
                 shard.stats.accepted.inc();
                 if shard.open.get() >= shard.config.max_connections_per_shard {
                     shard.stats.over_capacity.inc();
-                    tracing::warn!(shard = index, "connection limit reached; closing new connection");
+                    if let Some(refused) = capacity_log.record(std::time::Instant::now()) {
+                        tracing::warn!(shard = index, refused, "connection limit reached; closing new connections");
+                    }
                     drop(stream);
                     continue;
                 }
@@ -132,8 +136,13 @@ pub(crate) async fn run<F, C, Fut>(
                 .detach();
             }
             Either::Left((Err(e), _)) => {
-                // EMFILE and friends: back off instead of spinning.
-                tracing::warn!(shard = index, error = %e, "accept failed");
+                // EMFILE and friends: back off instead of spinning, and log
+                // at most once per interval (at the fd limit this fires on
+                // every retry, ~100 times a second).
+                shard.stats.accept_errors.inc();
+                if let Some(failed) = accept_log.record(std::time::Instant::now()) {
+                    tracing::warn!(shard = index, error = %e, failed, "accept failed ({failed} times since the last report)");
+                }
                 Timer::new(Duration::from_millis(10)).await;
             }
             Either::Right(_) => break,
@@ -162,4 +171,56 @@ pub(crate) async fn run<F, C, Fut>(
     wake_router.wake();
     router.await;
     tracing::info!(shard = index, "shard stopped");
+}
+
+/// Accept failures are logged at most once per this interval, with the count
+/// since the last report: at the fd limit every retry fails, and one
+/// warning per retry would flood the log.
+pub const ACCEPT_ERROR_LOG_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Counts repeated events and says when one should be logged: the first at
+/// once, then at most one per interval, carrying how many happened.
+pub(crate) struct LogLimiter {
+    interval: Duration,
+    last: Option<std::time::Instant>,
+    count: u64,
+}
+
+impl LogLimiter {
+    pub(crate) fn new(interval: Duration) -> Self {
+        Self { interval, last: None, count: 0 }
+    }
+
+    /// Records one event at `now`; returns the number of events to report
+    /// (this one included) when it is time to log, `None` otherwise.
+    pub(crate) fn record(&mut self, now: std::time::Instant) -> Option<u64> {
+        self.count += 1;
+        match self.last {
+            Some(last) if now.duration_since(last) < self.interval => None,
+            _ => {
+                self.last = Some(now);
+                Some(std::mem::take(&mut self.count))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_burst_of_failures_is_logged_once_per_interval_with_its_count() {
+        let mut l = LogLimiter::new(Duration::from_secs(1));
+        let t0 = std::time::Instant::now();
+        assert_eq!(l.record(t0), Some(1), "the first failure is reported at once");
+        let mut reported = Vec::new();
+        // 150 failures a second for 3 seconds.
+        for i in 1..450u64 {
+            if let Some(n) = l.record(t0 + Duration::from_millis(i * 1000 / 150)) {
+                reported.push(n);
+            }
+        }
+        assert_eq!(reported, vec![150, 150], "one report per second, each with its count");
+    }
 }

@@ -61,6 +61,9 @@ pub struct ServerStats {
     pub handshake_timeouts: Counter,
     /// Connections refused because a shard was at its connection limit.
     pub over_capacity: Counter,
+    /// Failed accepts (EMFILE at the fd limit, ENFILE, ENOBUFS...); logged
+    /// at most once per `ACCEPT_ERROR_LOG_INTERVAL`, counted here always.
+    pub accept_errors: Counter,
     /// TLS handshakes that failed (bad client hello, untrusted cert on the client side, plain text on a TLS port).
     pub tls_failures: Counter,
     /// Connections closed for idleness (no bytes within the idle timeout).

@@ -171,11 +171,15 @@ async fn next_binary(
 ) -> Vec<u8> {
     loop {
         match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("reply in time") {
-            // Skip the connection's initial feature set and state announcements.
+            // Skip the connection's initial limits, feature set and state announcements.
             Some(Ok(Message::Binary(b)))
                 if matches!(
                     b.first(),
-                    Some(&hardlight::envelope::KIND_FEATURES | &hardlight::envelope::KIND_STATE)
+                    Some(
+                        &hardlight::envelope::KIND_LIMITS
+                            | &hardlight::envelope::KIND_FEATURES
+                            | &hardlight::envelope::KIND_STATE
+                    )
                 ) => {}
             Some(Ok(Message::Binary(b))) => return b.to_vec(),
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,

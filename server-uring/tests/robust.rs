@@ -265,3 +265,22 @@ async fn shutdown_under_load_loses_no_acknowledged_call() {
     assert!(*all.last().unwrap() <= final_value, "an acknowledged increment is in the server's state");
     assert!(acked <= final_value);
 }
+
+/// The server announces its message size limit; the client refuses an
+/// oversized call locally, and the connection stays open (it used to be
+/// sent and close the whole connection with 1009).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oversized_call_is_refused_by_the_client_and_the_connection_stays_open() {
+    let limits = Limits { max_message_size: 4096, ..Limits::default() };
+    let (server, _) = start(builder().limits(limits));
+    let conn = Connection::connect(&url(&server)).await.unwrap();
+    assert_eq!(conn.server_limits().map(|l| l.max_message_size), Some(4096));
+    let client = ProbeClient::new(conn.clone());
+    match client.echo(vec![7u8; 5000]).await {
+        Err(hardlight::CallError::TooLarge { size, limit: 4096 }) => assert!(size > 5000, "{size}"),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(!conn.is_closed(), "the connection stays open");
+    assert_eq!(client.echo(vec![7u8; 3000]).await.unwrap().len(), 3000, "calls under the limit still work");
+    assert_eq!(client.increment(2).await.unwrap(), 2);
+}

@@ -116,8 +116,13 @@ async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsE
         scratch: AlignedBuf::new(),
         closing: false,
     };
-    // As the real server does: the initial feature set goes out right behind
-    // the 101, before any response (the bench service has no state to send).
+    // As the real server does: the LIMITS announcement and then the initial
+    // feature set go out right behind the 101, before any response (the
+    // bench service has no state to send).
+    let announced = envelope::AnnouncedLimits {
+        max_message_size: u32::try_from(Limits::default().max_message_size).unwrap_or(u32::MAX),
+    };
+    ws.send(Message::binary(announced.encode().to_vec())).await?;
     let mut features = Vec::new();
     conn.features.encode(&mut features);
     ws.send(Message::binary(features)).await?;

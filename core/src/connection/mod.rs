@@ -404,8 +404,9 @@ impl ServerConnection {
                 self.out.extend_from_slice(&self.scratch);
                 self.stats.calls_completed += 1;
             }
-            Err(e) => {
-                self.write_call_error(id, CallErrorCode::EncodeFailed, &e.0);
+            Err(_) => {
+                // rkyv's serializer texts may name server types: not for the peer.
+                self.write_call_error(id, CallErrorCode::EncodeFailed, "the server could not encode the output");
             }
         }
         self.close_if_drained();

@@ -8,11 +8,19 @@
 use super::*;
 
 impl ServerConnection {
-    /// Accepts the upgrade delivered by [`Event::Upgrade`].
+    /// Accepts the upgrade delivered by [`Event::Upgrade`]. In RPC mode the
+    /// `LIMITS` message follows the 101 at once, before anything else.
     pub fn accept(&mut self, req: &UpgradeRequest) {
         if self.phase == Phase::AwaitingAccept {
             req.write_accept(&mut self.out);
             self.phase = Phase::Open;
+            if self.mode == Mode::Rpc {
+                let limits = envelope::AnnouncedLimits {
+                    max_message_size: u32::try_from(self.limits.max_message_size).unwrap_or(u32::MAX),
+                };
+                frame::write_header(&mut self.out, true, Opcode::Binary, envelope::LIMITS_LEN, None);
+                self.out.extend_from_slice(&limits.encode());
+            }
         }
     }
 

@@ -26,7 +26,7 @@ use std::sync::Arc;
 use hardlight_core::connection::Mode;
 
 pub(crate) use shard::ServeConn;
-use wake::Remote;
+pub(crate) use wake::Remote;
 
 use crate::error::ServerError;
 use crate::shard::ShardParts;

@@ -51,8 +51,11 @@ fn open() -> ServerConnection {
     };
     assert_eq!(req.cookie("token").as_deref(), Some("t0k"));
     c.accept(&req);
-    let out = String::from_utf8(take_out(&mut c)).unwrap();
-    assert!(out.starts_with("HTTP/1.1 101"));
+    let out = take_out(&mut c);
+    let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    assert!(out.starts_with(b"HTTP/1.1 101"));
+    // The LIMITS message follows the 101 at once, before anything else.
+    assert_eq!(frames(&out[end..]), vec![(Opcode::Binary, vec![0x22, 0x00, 0x00, 0x10, 0x00])]);
     c
 }
 
