@@ -78,6 +78,7 @@
 use proc_macro::TokenStream;
 
 mod expand;
+mod gen;
 mod model;
 mod state;
 
