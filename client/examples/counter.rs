@@ -9,13 +9,16 @@
 #[path = "../../server-uring/examples/api/counter.rs"]
 mod api;
 
-use api::CounterClient;
-use hardlight::client::Connection;
+use api::{CounterClient, CounterMethod};
+use hardlight::client::{ClientConfig, Connection};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::args().nth(1).unwrap_or_else(|| "ws://127.0.0.1:9000".to_string());
-    let counter = CounterClient::new(Connection::connect(&url).await?);
+    // The schema's fingerprint lets a server built from another version of
+    // the trait refuse this client at connect time, naming the mismatch.
+    let config = ClientConfig::default().schema(&CounterMethod::SCHEMA);
+    let counter = CounterClient::new(Connection::connect_with(&url, config).await?);
     println!("increment(5) -> {}", counter.increment(5).await?);
     println!("increment(3) -> {}", counter.increment(3).await?);
     match counter.decrement(2).await? {

@@ -21,6 +21,7 @@ use futures::io::{AsyncRead, AsyncWrite};
 use glommio::timer::Timer;
 use hardlight_core::connection::{Event, ServerConnection};
 use hardlight_core::error::{CallErrorCode, CloseCode};
+use hardlight_core::schema::SchemaMismatch;
 use hardlight_core::{Outbox, Rejection, Reply, Service};
 
 use crate::events::ConnectionEvents;
@@ -90,6 +91,13 @@ where
     let _ = futures::AsyncWriteExt::close(&mut stream).await;
 }
 
+/// The schema rule (`hardlight_core::schema::check_request`): a client that
+/// names a fingerprint must name the service's. Refused with HTTP 400 before
+/// the factory runs, like a wrong `hl/` version.
+fn schema_mismatch<S: Service>(req: &hardlight_core::handshake::UpgradeRequest) -> Option<SchemaMismatch> {
+    S::SCHEMA.and_then(|schema| hardlight_core::schema::check_request(req, schema).err())
+}
+
 /// Reads the upgrade request and asks the factory for a service.
 async fn handshake<F, S>(
     stream: &mut S,
@@ -105,6 +113,13 @@ where
         if let Some(ev) = conn.poll_event() {
             match ev {
                 Event::Upgrade(req) => {
+                    if let Some(mismatch) = schema_mismatch::<F::Service>(&req) {
+                        tracing::debug!(%peer, error = %mismatch, "client built from another service schema");
+                        shard.stats.handshake_failures.inc();
+                        conn.refuse(400, &mismatch.to_string());
+                        flush(stream, conn).await?;
+                        return Ok(None);
+                    }
                     if !hardlight_core::handshake::origin_allowed(&req, &shard.config.allowed_origins) {
                         tracing::debug!(%peer, origin = ?req.header("origin"), "origin not allowed");
                         shard.stats.handshake_failures.inc();

@@ -199,12 +199,19 @@ impl ServerBuilder {
 
     /// Binds every shard and starts serving. Returns once all shards listen.
     pub fn serve<F: ConnectionFactory>(self, factory: F) -> Result<ServerHandle, ServerError> {
-        self.start(factory, conn::serve_tcp::<F>)
+        self.start(factory, <F::Service as hardlight_core::Service>::SCHEMA, conn::serve_tcp::<F>)
     }
 
     /// Binds every shard and starts serving each accepted connection with
     /// `serve_conn` (the RPC driver, or the echo driver), on its shard.
-    pub(crate) fn start<A, C, Fut>(self, app: A, serve_conn: C) -> Result<ServerHandle, ServerError>
+    /// `schema` is the service's, if it has one: only its declared event
+    /// types may be emitted.
+    pub(crate) fn start<A, C, Fut>(
+        self,
+        app: A,
+        schema: Option<&'static hardlight_core::Schema>,
+        serve_conn: C,
+    ) -> Result<ServerHandle, ServerError>
     where
         A: Send + Sync + 'static,
         C: Fn(glommio::net::TcpStream, SocketAddr, Rc<shard::Shard<A>>) -> Fut + Copy + Send + 'static,
@@ -245,7 +252,7 @@ impl ServerBuilder {
         };
         #[cfg(not(feature = "broker"))]
         let bridge_link = None;
-        let emitter = Emitter::new(inboxes, bridge_link);
+        let emitter = Emitter::new(inboxes, bridge_link, schema);
         let mut receivers = receivers.into_iter();
         let mut stops = Vec::with_capacity(shards);
         let mut joins = Vec::with_capacity(shards);

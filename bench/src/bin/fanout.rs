@@ -20,24 +20,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hardlight::frame::{self, Opcode, Role};
-use hardlight::rkyv;
 use hardlight::server::{ConnectContext, ConnectionEvents, Refusal, Server};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// The event: its sequence number and when it was emitted (ns since `EPOCH`).
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug)]
-#[rkyv(crate = hardlight::rkyv)]
+#[hardlight::wire]
+#[derive(Debug)]
 struct Tick {
     seq: u32,
     emitted_ns: u64,
 }
 
-impl hardlight::Event for Tick {
-    const TYPE: u16 = 9;
-}
-
-#[hardlight::rpc]
+#[hardlight::rpc(events(Tick))]
 trait Fan {
     async fn subscribe(&self, topic: String);
 }

@@ -81,6 +81,7 @@ mod expand;
 mod gen;
 mod model;
 mod state;
+mod wire;
 
 /// Turns a trait of `async fn`s into a HardLight service definition.
 ///
@@ -119,6 +120,45 @@ mod state;
 #[proc_macro_attribute]
 pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::rpc(attr.into(), item.into()).into()
+}
+
+/// Makes a struct or enum a HardLight wire type: an argument, output, error,
+/// event or state field.
+///
+/// It adds rkyv's `Archive`, `Serialize` and `Deserialize` derives through
+/// HardLight's re-export of rkyv (so no `use hardlight::rkyv` and no
+/// `#[rkyv(crate = ...)]` line are needed) and keeps every other attribute
+/// and derive of the type as written. It also gives the type a shape (its
+/// name, its fields' names and types in order, and the size and alignment
+/// of its archived form) that `#[hardlight::rpc]` folds into the service's
+/// fingerprint, so a client built against a changed type is refused at
+/// connect time instead of misreading bytes.
+///
+/// ```ignore
+/// #[hardlight::wire]
+/// #[derive(Debug, Clone, PartialEq)]
+/// pub struct ChatMessage {
+///     pub user: String,
+///     pub text: String,
+/// }
+///
+/// #[hardlight::wire]
+/// #[derive(Debug)]
+/// pub enum CounterError {
+///     Underflow { value: u64 },
+///     Closed,
+/// }
+/// ```
+///
+/// Types that derive rkyv's traits by hand work everywhere too; they only
+/// contribute their name (as written in the trait) to the fingerprint.
+///
+/// # Arguments
+///
+/// - `crate = "path"`: where HardLight's items are, `::hardlight` by default.
+#[proc_macro_attribute]
+pub fn wire(attr: TokenStream, item: TokenStream) -> TokenStream {
+    wire::wire(attr.into(), item.into()).into()
 }
 
 /// Derives `hardlight::ConnectionState` for a struct with named fields.

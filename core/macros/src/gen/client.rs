@@ -41,7 +41,8 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
     });
     let doc = format!(
         "Calls `{tr_name}` methods over a HardLight connection (any `Caller`). Each method returns the declared \
-         output, or a `CallError` when the call itself failed."
+         output, or a `CallError` when the call itself failed. `Clone` when the caller is (a connection is: \
+         clones share the socket)."
     );
     quote! {
         #[doc = #doc]
@@ -58,6 +59,15 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
             /// The connection calls go through.
             pub fn caller(&self) -> &#caller {
                 &self.caller
+            }
+        }
+
+        // By hand, not derived: the same bound a derive would add (`C:
+        // Clone`), stated here so that a client over a non-`Clone` caller
+        // stays usable and a `Clone` one (a connection) clones cheaply.
+        impl<#caller: ::core::clone::Clone> ::core::clone::Clone for #client_struct<#caller> {
+            fn clone(&self) -> Self {
+                Self { caller: ::core::clone::Clone::clone(&self.caller) }
             }
         }
 

@@ -38,6 +38,9 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
 
             const METHOD_NAMES: &'static [&'static str] = #method_enum::NAMES;
 
+            const SCHEMA: ::core::option::Option<&'static #krate::Schema> =
+                ::core::option::Option::Some(&#method_enum::SCHEMA);
+
             fn call<'s>(
                 &'s self,
                 method: u16,
