@@ -36,25 +36,40 @@ fn parse_crate(attr: TokenStream) -> syn::Result<Path> {
 }
 
 /// Rejects what would clash with what the attribute adds: rkyv's own derives
-/// (conflicting impls) and `#[rkyv(crate = ...)]` (given twice).
-fn check_attrs(attrs: &[Attribute]) -> syn::Result<()> {
-    for attr in attrs {
+/// (conflicting impls) and `#[rkyv(crate = ...)]` (given twice). The
+/// offending derive path or attribute is removed from `attrs`, so that the
+/// expansion goes on and the user sees only this error.
+fn check_attrs(attrs: &mut Vec<Attribute>) -> syn::Result<()> {
+    let mut errors: Option<syn::Error> = None;
+    let mut push = |e: syn::Error| match &mut errors {
+        Some(all) => all.combine(e),
+        None => errors = Some(e),
+    };
+    let mut kept = Vec::with_capacity(attrs.len());
+    for attr in attrs.drain(..) {
         if attr.path().is_ident("derive") {
             let paths = attr.parse_args_with(syn::punctuated::Punctuated::<Path, syn::Token![,]>::parse_terminated)?;
+            let mut rest = Vec::new();
             for p in paths {
                 let text: String = p.to_token_stream().to_string().split_whitespace().collect();
                 let last = p.segments.last().map(|s| s.ident.to_string()).unwrap_or_default();
                 let is_rkyv = text.contains("rkyv") || last == "Archive";
                 if is_rkyv && matches!(last.as_str(), "Archive" | "Serialize" | "Deserialize") {
-                    return Err(syn::Error::new_spanned(
+                    push(syn::Error::new_spanned(
                         &p,
                         format!(
                             "#[hardlight::wire] already derives rkyv's `Archive`, `Serialize` and `Deserialize`; \
                              remove `{text}` from this derive"
                         ),
                     ));
+                } else {
+                    rest.push(p);
                 }
             }
+            if !rest.is_empty() {
+                kept.push(syn::parse_quote!(#[derive(#(#rest),*)]));
+            }
+            continue;
         }
         if attr.path().is_ident("rkyv") {
             let mut has_crate = false;
@@ -66,15 +81,18 @@ fn check_attrs(attrs: &[Attribute]) -> syn::Result<()> {
                 Ok(())
             });
             if has_crate {
-                return Err(syn::Error::new_spanned(
-                    attr,
+                push(syn::Error::new_spanned(
+                    &attr,
                     "#[hardlight::wire] already sets rkyv's crate path to HardLight's re-export; remove \
                      `crate = ...` from this #[rkyv(...)]",
                 ));
+                continue;
             }
         }
+        kept.push(attr);
     }
-    Ok(())
+    *attrs = kept;
+    errors.map_or(Ok(()), Err)
 }
 
 /// What the attribute sees of the type, as text: its name, kind, and every
@@ -112,10 +130,10 @@ fn describe(input: &DeriveInput) -> syn::Result<String> {
 
 fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     let krate = parse_crate(attr)?;
-    let input: DeriveInput = syn::parse2(item.clone()).map_err(|e| {
+    let mut input: DeriveInput = syn::parse2(item).map_err(|e| {
         syn::Error::new(e.span(), "#[hardlight::wire] goes on a struct or an enum (the type to send over HardLight)")
     })?;
-    check_attrs(&input.attrs)?;
+    let attr_errors = check_attrs(&mut input.attrs).err().map(|e| e.to_compile_error());
     let shape_text = describe(&input)?;
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in shape_text.as_bytes() {
@@ -138,7 +156,8 @@ fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
     Ok(quote! {
         #[derive(#krate::rkyv::Archive, #krate::rkyv::Serialize, #krate::rkyv::Deserialize)]
         #[rkyv(crate = #krate::rkyv)]
-        #item
+        #input
+        #attr_errors
 
         impl #impl_generics #name #ty_generics #bound {
             /// The type's shape for service fingerprints: its name, fields

@@ -2,10 +2,11 @@
 //! can travel, spanned on the type so that `Wire`'s message ("`X` cannot be
 //! sent over HardLight") points at it.
 //!
-//! Each type is checked once, as a field type of a struct whose parameter
-//! requires `Wire`. Such a bound is checked when items are checked, before
-//! any function body, so this message comes before the errors rustc then
-//! reports from the generated code that uses the type.
+//! Each type is checked once, as the argument of a function bounded by
+//! `Wire`: rustc reports such a call with `Wire`'s own message. (Checking it
+//! as a struct's bound instead puts the error first but under rkyv's
+//! message, so this form is kept; rustc still reports rkyv's errors from
+//! the generated input structs before it, see `tests/ui/not_archivable`.)
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned, ToTokens};
@@ -25,7 +26,7 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
             return;
         }
         seen.push(text);
-        fields.extend(quote_spanned! {ty.span()=> __AssertWire<#ty>, });
+        fields.extend(quote_spanned! {ty.span()=> __assert_wire::<#ty>(); });
     };
     for m in &cx.service.methods {
         for a in &m.args {
@@ -45,9 +46,11 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
     }
     quote! {
         const _: () = {
-            struct __AssertWire<T: #krate::Wire>(::core::marker::PhantomData<T>);
+            fn __assert_wire<T: #krate::Wire>() {}
             #[allow(dead_code)]
-            struct __Check(#fields);
+            fn __check() {
+                #fields
+            }
         };
     }
 }
