@@ -6,7 +6,6 @@
 //! through [`Fan::emit`] calls on one connection), so both measure the same
 //! service and the same event.
 
-use hardlight::rkyv;
 use hardlight::server::ConnectionEvents;
 
 /// The topic every subscriber joins.
@@ -15,8 +14,8 @@ pub const FAN_TOPIC: &str = "all";
 /// The event: its sequence number and when it was emitted (ns, on a clock
 /// the receiver shares: `CLOCK_MONOTONIC` in `fanout`, the load engine's own
 /// clock in loadgen, which patches it into each [`Fan::emit`] call).
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
-#[rkyv(crate = hardlight::rkyv)]
+#[hardlight::wire]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tick {
     /// Sequence number.
     pub seq: u32,
@@ -24,12 +23,9 @@ pub struct Tick {
     pub emitted_ns: u64,
 }
 
-impl hardlight::Event for Tick {
-    const TYPE: u16 = 9;
-}
-
-/// Subscribe, and emit to subscribers.
-#[hardlight::rpc]
+/// Subscribe, and emit to subscribers. `Tick` is the service's one event
+/// type (its wire id is its position in `events(...)`: 0).
+#[hardlight::rpc(events(Tick))]
 pub trait Fan {
     /// Subscribes this connection to `topic`.
     async fn subscribe(&self, topic: String);

@@ -9,8 +9,8 @@
 #[path = "../../server-uring/examples/api/chat.rs"]
 mod api;
 
-use api::{ChatClient, ChatMessage};
-use hardlight::client::Connection;
+use api::{ChatClient, ChatMessage, ChatMethod};
+use hardlight::client::{ClientConfig, Connection};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn print(m: &ChatMessage) {
@@ -31,7 +31,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             other => return Err(format!("unknown argument {other}").into()),
         }
     }
-    let conn = Connection::connect(&url).await?;
+    let conn = Connection::connect_with(&url, ClientConfig::default().schema(&ChatMethod::SCHEMA)).await?;
     // Listen before joining so nothing posted in between is missed.
     let mut incoming = conn.events::<ChatMessage>();
     let chat = ChatClient::new(conn.clone());

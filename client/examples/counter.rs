@@ -15,14 +15,16 @@
 #[path = "../../server-uring/examples/api/counter.rs"]
 mod api;
 
-use api::CounterClient;
+use api::{CounterClient, CounterMethod};
 use hardlight::client::{ClientConfig, Connection};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let url = args.next().unwrap_or_else(|| "ws://127.0.0.1:9000".to_string());
-    let mut config = ClientConfig::default();
+    // The schema's fingerprint lets a server built from another version of
+    // the trait refuse this client at connect time, naming the mismatch.
+    let mut config = ClientConfig::default().schema(&CounterMethod::SCHEMA);
     match (args.next().as_deref(), args.next()) {
         (None, _) => {}
         // wss:// with a certificate the public roots do not cover (a dev one).

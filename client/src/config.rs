@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use hardlight_core::handshake::SUBPROTOCOL;
+use hardlight_core::Schema;
 
 use crate::ConnectError;
 
@@ -34,6 +35,8 @@ pub struct ClientConfig {
     /// roots (for a private CA or a development self-signed certificate).
     /// There is no way to turn certificate verification off.
     pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The service schema this connection is for (see [`Self::schema`]).
+    pub schema: Option<&'static Schema>,
 }
 
 impl Default for ClientConfig {
@@ -46,6 +49,7 @@ impl Default for ClientConfig {
             headers: Vec::new(),
             subprotocol: SUBPROTOCOL.to_string(),
             extra_roots: Vec::new(),
+            schema: None,
         }
     }
 }
@@ -76,6 +80,18 @@ impl ClientConfig {
         }
         self.extra_roots.extend(certs);
         Ok(self)
+    }
+
+    /// Opens the connection for the service `schema`
+    /// (`<Trait>Method::SCHEMA`): its fingerprint goes to the server in the
+    /// `HardLight-Schema` upgrade header, and a server built from another
+    /// version of the trait refuses the upgrade
+    /// ([`ConnectError::Refused`] with status 400 and a body naming both
+    /// fingerprints), before any call. Event streams of this connection
+    /// then accept only the service's declared event types.
+    pub fn schema(mut self, schema: &'static Schema) -> Self {
+        self.schema = Some(schema);
+        self
     }
 
     /// Sets the connect timeout.

@@ -6,7 +6,7 @@ use std::time::Duration;
 use futures::StreamExt;
 use hardlight_core::handshake;
 use hardlight_core::session::{CallToken, ClientSession};
-use hardlight_core::{AlignedBuf, CallError, Caller, ConnectionState, FeatureSet, RawReply};
+use hardlight_core::{AlignedBuf, CallError, Caller, ConnectionState, FeatureSet, RawReply, Schema};
 use tokio::sync::{mpsc, oneshot};
 use tokio_tungstenite::tungstenite::{
     self, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig, Message,
@@ -14,7 +14,7 @@ use tokio_tungstenite::tungstenite::{
 
 use crate::config::tls_config;
 use crate::driver::{read_loop, write_loop};
-use crate::events::{EventStream, DEFAULT_EVENT_BUFFER};
+use crate::events::{EventError, EventStream, DEFAULT_EVENT_BUFFER};
 use crate::mirror::StateMirror;
 use crate::shared::Shared;
 use crate::{ClientConfig, ConnectError};
@@ -28,6 +28,7 @@ pub const CLIENT_READ_BUFFER: usize = 8 * 1024;
 pub struct Connection {
     shared: Arc<Shared>,
     call_timeout: Duration,
+    schema: Option<&'static Schema>,
     _closer: Arc<Closer>,
 }
 
@@ -61,6 +62,13 @@ impl Connection {
             "Sec-WebSocket-Protocol",
             HeaderValue::from_str(&config.subprotocol).map_err(|e| bad(e.to_string()))?,
         );
+        if let Some(schema) = config.schema {
+            let value = hardlight_core::schema::format_fingerprint(schema.fingerprint);
+            req.headers_mut().insert(
+                hardlight_core::schema::SCHEMA_HEADER,
+                HeaderValue::from_str(&value).map_err(|e| bad(e.to_string()))?,
+            );
+        }
         for (k, v) in &config.headers {
             let name = tungstenite::http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(e.to_string()))?;
             req.headers_mut().append(name, HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?);
@@ -104,7 +112,8 @@ impl Connection {
         let mut changes = shared.version.subscribe();
         tokio::spawn(write_loop(sink, rx));
         tokio::spawn(read_loop(stream, shared.clone()));
-        let conn = Self { shared, call_timeout: config.call_timeout, _closer: Arc::new(Closer(tx)) };
+        let conn =
+            Self { shared, call_timeout: config.call_timeout, schema: config.schema, _closer: Arc::new(Closer(tx)) };
         // The server sends the initial state and then the feature set right
         // behind the 101; return once they are in, so that the mirror is
         // populated from the first moment.
@@ -180,15 +189,24 @@ impl Connection {
     /// A typed stream of the events of type `E` the server pushes to this
     /// connection, from now on. Events arrive in order with state changes
     /// and call responses.
+    ///
+    /// On a connection opened for a schema ([`ClientConfig::schema`]), `E`
+    /// must be one of the service's declared event types, at its declared
+    /// id; otherwise the stream yields [`EventError::Undeclared`] instead of
+    /// decoding another type's events.
     pub fn events<E: hardlight_core::Event>(&self) -> EventStream<E> {
         let (tx, rx) = mpsc::channel(DEFAULT_EVENT_BUFFER);
+        if let Some(schema) = self.schema.filter(|s| !s.declares_event::<E>(E::TYPE)) {
+            let refused = EventError::Undeclared { event: std::any::type_name::<E>(), service: schema.service };
+            return EventStream { rx, refused: Some(refused), _event: std::marker::PhantomData };
+        }
         // Checked under the lock: closing clears the listeners under it too,
         // so a stream made here always ends.
         let mut inner = self.shared.lock();
         if inner.session.close_reason().is_none() {
             inner.listeners.entry(E::TYPE).or_default().push(tx);
         }
-        EventStream { rx, _event: std::marker::PhantomData }
+        EventStream { rx, refused: None, _event: std::marker::PhantomData }
     }
 
     /// Events the server dropped for this connection because it read too

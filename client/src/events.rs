@@ -20,17 +20,35 @@ pub enum EventError {
     /// An event did not validate as `E` (client and server disagree on it).
     #[error("event failed validation: {0}")]
     Invalid(String),
+    /// `E` is not an event type of the service the connection was opened
+    /// for (`ClientConfig::schema`), so no event is delivered as `E`.
+    #[error(
+        "event type `{event}` is not declared by service `{service}`; list it in \
+         #[hardlight::rpc(events(...))] or subscribe to one of the declared types"
+    )]
+    Undeclared {
+        /// The Rust type asked for.
+        event: &'static str,
+        /// The service's trait name.
+        service: &'static str,
+    },
 }
 
 /// Typed events of one type pushed by the server, in order.
 pub struct EventStream<E> {
     pub(crate) rx: mpsc::Receiver<Arc<[u8]>>,
+    /// Set when `E` is not declared by the connection's schema: every
+    /// receive answers it.
+    pub(crate) refused: Option<EventError>,
     pub(crate) _event: std::marker::PhantomData<fn() -> E>,
 }
 
 impl<E: hardlight_core::Event> EventStream<E> {
     /// Waits for the next event.
     pub async fn recv(&mut self) -> Result<E, EventError> {
+        if let Some(e) = &self.refused {
+            return Err(e.clone());
+        }
         match self.rx.recv().await {
             Some(bytes) => Self::decode(&bytes),
             None => Err(EventError::Closed),
@@ -40,6 +58,9 @@ impl<E: hardlight_core::Event> EventStream<E> {
     /// The next event if one is already here.
     pub fn try_recv(&mut self) -> Option<Result<E, EventError>> {
         use tokio::sync::mpsc::error::TryRecvError;
+        if let Some(e) = &self.refused {
+            return Some(Err(e.clone()));
+        }
         match self.rx.try_recv() {
             Ok(bytes) => Some(Self::decode(&bytes)),
             Err(TryRecvError::Empty) => None,

@@ -28,10 +28,16 @@ pub const DEFAULT_MAX_QUEUED_EVENTS: usize = 1024;
 /// Default bytes of events one connection may have queued.
 pub const DEFAULT_MAX_QUEUED_EVENT_BYTES: usize = 1 << 20;
 
-/// A type the server can push. Give each event type of an application a
-/// distinct `TYPE`; clients route by it.
-pub trait Event: Wire {
-    /// The event type id on the wire.
+/// A type the server can push.
+///
+/// Do not implement it by hand: declare the service's event types with the
+/// service, `#[hardlight::rpc(events(ChatMessage, Typing))]`, which gives
+/// each one its position in that list as `TYPE`, so two event types of one
+/// service can never share an id, and folds them into the service's schema
+/// fingerprint. The server emits only declared types (at their declared
+/// id), and a client built from the same trait routes by the same ids.
+pub trait Event: Wire + 'static {
+    /// The event type id on the wire: the type's position in `events(...)`.
     const TYPE: u16;
 }
 

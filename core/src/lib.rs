@@ -6,8 +6,8 @@
 //! call-id tracking ([`calls`]), archive encoding ([`wire`]), the
 //! server-side connection state machine ([`connection`]), the client side
 //! of a connection at message level ([`session`]) and at byte level
-//! ([`client`]), and every limit
-//! ([`limits`]), and the payload servers exchange through a broker
+//! ([`client`]), every limit ([`limits`]), service schemas and their
+//! fingerprint ([`schema`]), and the payload servers exchange through a broker
 //! ([`broker`]). The glommio server and the tokio client are thin drivers
 //! that move bytes between sockets and this crate.
 //!
@@ -27,6 +27,7 @@ pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod outbox;
+pub mod schema;
 pub mod service;
 pub mod session;
 pub mod state;
@@ -36,6 +37,7 @@ pub use error::{CallError, CallErrorCode, CloseCode, DecodeError, EncodeError};
 pub use events::{EncodedEvent, Event, EventLimits, SlowConsumerPolicy};
 pub use features::{FeatureSet, Features};
 pub use outbox::Outbox;
+pub use schema::Schema;
 pub use service::{Caller, RawReply, Rejection, Reply, Service};
 pub use state::{ConnectionState, StateGuard, StateHandle};
 pub use wire::{AlignedBuf, Wire};

@@ -79,6 +79,13 @@ pub trait Service {
     /// service exists.
     const METHOD_NAMES: &'static [&'static str];
 
+    /// The service's schema: its methods, declared event types and their
+    /// fingerprint (see [`crate::schema`]). The server refuses upgrades
+    /// from clients built from another schema, and emits only declared
+    /// event types. `None` (the default, for hand-written services) checks
+    /// nothing.
+    const SCHEMA: Option<&'static crate::schema::Schema> = None;
+
     /// Validates `input` (aligned archive bytes) for `method` and returns the
     /// future that runs the handler.
     ///

@@ -175,31 +175,36 @@ impl<S: ConnectionState> StateHandle<S> {
     /// (see `docs/ARCHITECTURE.md`).
     #[track_caller]
     pub fn lock(&self) -> StateGuard<'_, S> {
-        let value = self.inner.value.try_borrow_mut().unwrap_or_else(|_| {
-            panic!(
-                "connection state is already locked: a StateGuard is held across an .await; \
-                 drop the guard before awaiting"
-            )
-        });
+        let value = self.inner.value.try_borrow_mut().unwrap_or_else(|_| held_across_await());
         let before = value.clone();
         StateGuard { value: Some(value), before: Some(before), outbox: &self.inner.outbox }
     }
 
     /// A copy of the current value.
+    ///
+    /// # Panics
+    ///
+    /// If a guard from [`Self::lock`] is alive: some call holds it across
+    /// an `.await` (see [`Self::lock`]); the message says so.
+    #[track_caller]
     pub fn get(&self) -> S {
-        self.inner.value.borrow().clone()
+        self.read(S::clone)
     }
 
     /// Reads the current value without copying it.
     ///
     /// # Panics
     ///
-    /// If a guard from [`Self::lock`] is alive (see there).
+    /// If a guard from [`Self::lock`] is alive, with the same message as a
+    /// second `lock()` (see there).
+    #[track_caller]
     pub fn read<R>(&self, f: impl FnOnce(&S) -> R) -> R {
-        f(&self.inner.value.borrow())
+        f(&self.inner.value.try_borrow().unwrap_or_else(|_| held_across_await()))
     }
 
-    /// Reads the current value, or returns `None` while it is locked.
+    /// Reads the current value, or returns `None` while it is locked. For
+    /// code that must not panic when a guard is alive (event routing by
+    /// state skips such a connection); handlers want [`Self::read`].
     pub fn try_read<R>(&self, f: impl FnOnce(&S) -> R) -> Option<R> {
         self.inner.value.try_borrow().ok().map(|v| f(&v))
     }
@@ -238,6 +243,20 @@ impl<S: ConnectionState> Drop for StateGuard<'_, S> {
         });
         drop(value);
     }
+}
+
+/// The one message for every state access while a guard is alive. The only
+/// way a guard can be alive when another access runs (the state lives on
+/// one thread) is a call holding it across an `.await`, so that is what the
+/// message names, instead of `RefCell`'s "already mutably borrowed".
+#[track_caller]
+#[cold]
+fn held_across_await() -> ! {
+    panic!(
+        "connection state is already locked: a StateGuard is held across an .await; \
+         drop the guard before awaiting (list `hardlight_core::state::StateGuard` under \
+         `await-holding-invalid-types` in clippy.toml to catch this at compile time)"
+    )
 }
 
 fn tracing_log(e: &EncodeError) {
@@ -343,6 +362,33 @@ mod tests {
         let h = StateHandle::new(Chat::default(), Rc::new(Outbox::new(0)));
         let _a = h.lock();
         let _b = h.lock();
+    }
+
+    /// `read` and `get` while a guard is alive (a guard held across an
+    /// `.await` by another call) panic with the lock's message, naming the
+    /// cause, not `RefCell`'s; `try_read` answers `None`.
+    #[test]
+    fn read_and_get_under_a_live_guard_name_the_cause() {
+        let h = StateHandle::new(Chat::default(), Rc::new(Outbox::new(0)));
+        let guard = h.lock();
+        for (what, attempt) in [
+            ("read", Box::new(|| drop(h.read(|s| s.user.clone()))) as Box<dyn Fn()>),
+            ("get", Box::new(|| drop(h.get()))),
+            ("lock", Box::new(|| drop(h.lock()))),
+        ] {
+            let err = std::panic::catch_unwind(std::panic::AssertUnwindSafe(attempt)).unwrap_err();
+            let msg = err
+                .downcast_ref::<String>()
+                .map(String::as_str)
+                .or_else(|| err.downcast_ref::<&str>().copied())
+                .unwrap_or_default();
+            assert!(msg.contains("a StateGuard is held across an .await"), "{what}: {msg}");
+            assert!(!msg.contains("borrowed"), "{what}: {msg}");
+        }
+        assert_eq!(h.try_read(|s| s.unread), None);
+        drop(guard);
+        assert_eq!(h.read(|s| s.unread), 0);
+        assert_eq!(h.try_read(|s| s.unread), Some(0));
     }
 
     #[test]

@@ -31,12 +31,13 @@ pub type AlignedBuf = AlignedVec<ARCHIVE_ALIGN>;
 /// A type that can cross the wire as an rkyv archive.
 ///
 /// Implemented for every type that derives rkyv's `Archive`, `Serialize` and
-/// `Deserialize` (with bytecheck, which rkyv's derive adds by default). The
+/// `Deserialize` (with bytecheck, which rkyv's derive adds by default); put
+/// `#[hardlight::wire]` on a struct or enum to get all three. The
 /// bounds live here once, so generated code only has to say `T: Wire`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be sent over HardLight",
     label = "this type is not archivable",
-    note = "derive `rkyv::Archive`, `rkyv::Serialize` and `rkyv::Deserialize` for it (and keep HashMap, Rc and Arc out of wire types)"
+    note = "put `#[hardlight::wire]` on its definition (or derive rkyv's `Archive`, `Serialize` and `Deserialize` with `#[rkyv(crate = hardlight::rkyv)]`); keep HashMap, Rc and Arc out of wire types"
 )]
 pub trait Wire: Sized {
     /// Replaces the contents of `buf` with the archive of `self`. `buf` is

@@ -7,7 +7,7 @@
 //! `#[hardlight::rpc]` refers to items through this crate.
 
 pub use hardlight_core::*;
-pub use hardlight_macros::{rpc, ConnectionState};
+pub use hardlight_macros::{rpc, wire, ConnectionState};
 
 /// The glommio (io_uring) thread-per-core server.
 #[cfg(feature = "server")]

@@ -21,6 +21,7 @@ use glommio::timer::Timer;
 use hardlight_core::connection::{Event, ServerConnection, TimerAction};
 use hardlight_core::error::{CallErrorCode, CloseCode};
 use hardlight_core::handshake::UpgradeRequest;
+use hardlight_core::schema::SchemaMismatch;
 use hardlight_core::{Outbox, Rejection, Reply, Service};
 
 use crate::clock::{before_park, ConnTimer, HeldBytes, Parking};
@@ -103,6 +104,12 @@ pub(crate) fn upgrade<F: ConnectionFactory>(
     peer: SocketAddr,
     shard: &Shard<F>,
 ) -> Option<Upgraded<F>> {
+    if let Some(mismatch) = schema_mismatch::<F::Service>(req) {
+        tracing::debug!(%peer, error = %mismatch, "client built from another service schema");
+        shard.stats.handshake_failures.inc();
+        conn.refuse(400, &mismatch.to_string());
+        return None;
+    }
     if !hardlight_core::handshake::origin_allowed(req, &shard.config.allowed_origins) {
         tracing::debug!(%peer, origin = ?req.header("origin"), "origin not allowed");
         shard.stats.handshake_failures.inc();
@@ -144,6 +151,13 @@ pub(crate) fn upgrade<F: ConnectionFactory>(
             None
         }
     }
+}
+
+/// The schema rule (`hardlight_core::schema::check_request`): a client that
+/// names a fingerprint must name the service's. Refused with HTTP 400 before
+/// the factory runs, like a wrong `hl/` version.
+fn schema_mismatch<S: Service>(req: &hardlight_core::handshake::UpgradeRequest) -> Option<SchemaMismatch> {
+    S::SCHEMA.and_then(|schema| hardlight_core::schema::check_request(req, schema).err())
 }
 
 /// Reads the upgrade request and asks the factory for a service.

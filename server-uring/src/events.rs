@@ -33,7 +33,7 @@ use std::task::Poll;
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures::task::AtomicWaker;
 use hardlight_core::events::EventLimits;
-use hardlight_core::{ConnectionState, EncodeError, EncodedEvent, Event, Outbox, StateHandle};
+use hardlight_core::{ConnectionState, EncodeError, EncodedEvent, Event, Outbox, Schema, StateHandle};
 
 use crate::stats::BrokerStats;
 
@@ -100,6 +100,18 @@ pub enum EmitError {
     /// The server has shut down.
     #[error("server is shut down")]
     Closed,
+    /// The event's type is not one the service declares, so clients have
+    /// no id for it; nothing was sent.
+    #[error(
+        "event type `{event}` is not declared by service `{service}`: list it in \
+         #[hardlight::rpc(events(...))] so that server and clients agree on its id"
+    )]
+    Undeclared {
+        /// The Rust type emitted.
+        event: &'static str,
+        /// The service's trait name.
+        service: &'static str,
+    },
 }
 
 /// A topic event on its way to the broker.
@@ -191,6 +203,8 @@ pub struct Emitter {
     inboxes: Arc<[Inbox]>,
     stats: Arc<EmitStats>,
     bridge: Option<Arc<BridgeLink>>,
+    /// The service's schema: only its event types may be emitted.
+    schema: Option<&'static Schema>,
 }
 
 /// Counters for emits.
@@ -204,8 +218,20 @@ pub struct EmitStats {
 }
 
 impl Emitter {
-    pub(crate) fn new(inboxes: Arc<[Inbox]>, bridge: Option<Arc<BridgeLink>>) -> Self {
-        Self { inboxes, stats: Arc::default(), bridge }
+    pub(crate) fn new(inboxes: Arc<[Inbox]>, bridge: Option<Arc<BridgeLink>>, schema: Option<&'static Schema>) -> Self {
+        Self { inboxes, stats: Arc::default(), bridge, schema }
+    }
+
+    /// Encodes `event` if the service declares its type at its id: a type
+    /// it does not declare (or a hand-written `Event` impl whose id belongs
+    /// to another type) would reach clients as another type's bytes.
+    fn encode<E: Event>(&self, event: &E) -> Result<EncodedEvent, EmitError> {
+        if let Some(schema) = self.schema {
+            if !schema.declares_event::<E>(E::TYPE) {
+                return Err(EmitError::Undeclared { event: std::any::type_name::<E>(), service: schema.service });
+            }
+        }
+        Ok(EncodedEvent::new(event)?)
     }
 
     /// Sends `event` to every connection subscribed to `topic`: on this
@@ -214,8 +240,8 @@ impl Emitter {
     /// broker; the cross-server part is at-most-once (see `BrokerStats`).
     /// An error describes local delivery only.
     pub fn to_topic<E: Event>(&self, topic: &str, event: &E) -> Result<(), EmitError> {
+        let event = self.encode(event)?;
         let topic: Arc<str> = topic.into();
-        let event = EncodedEvent::new(event)?;
         let local = self.route(Target::Topic(topic.clone()), event.clone());
         if let Some(bridge) = &self.bridge {
             if !matches!(local, Err(EmitError::Closed)) {
@@ -228,7 +254,7 @@ impl Emitter {
     /// Sends `event` to every connection on this server (never to other
     /// servers, even with a broker: only topic events cross).
     pub fn to_all<E: Event>(&self, event: &E) -> Result<(), EmitError> {
-        self.route(Target::All, EncodedEvent::new(event)?)
+        self.route(Target::All, self.encode(event)?)
     }
 
     /// Sends `event` to every connection whose state (of type `S`, created
@@ -243,7 +269,7 @@ impl Emitter {
         let pred: Predicate = Arc::new(move |any: &dyn Any| {
             any.downcast_ref::<StateHandle<S>>().and_then(|h| h.try_read(|s| pred(s))).unwrap_or(false)
         });
-        self.route(Target::Matching(pred), EncodedEvent::new(event)?)
+        self.route(Target::Matching(pred), self.encode(event)?)
     }
 
     /// Counters.
@@ -481,9 +507,10 @@ impl ConnectionEvents {
     }
 
     /// Sends `event` to this connection only, in order with its state
-    /// changes and responses.
-    pub fn send<E: Event>(&self, event: &E) -> Result<(), EncodeError> {
-        self.outbox.push_event(&EncodedEvent::new(event)?);
+    /// changes and responses. Its type must be one the service declares
+    /// ([`EmitError::Undeclared`] otherwise).
+    pub fn send<E: Event>(&self, event: &E) -> Result<(), EmitError> {
+        self.outbox.push_event(&self.emitter.encode(event)?);
         Ok(())
     }
 

@@ -221,16 +221,23 @@ impl ServerBuilder {
 
     /// Binds every shard and starts serving. Returns once all shards listen.
     pub fn serve<F: ConnectionFactory>(self, factory: F) -> Result<ServerHandle, ServerError> {
-        self.start(factory, conn::serve_tcp::<F>, (hardlight_core::connection::Mode::Rpc, ring::rpc::serve::<F>))
+        self.start(
+            factory,
+            <F::Service as hardlight_core::Service>::SCHEMA,
+            conn::serve_tcp::<F>,
+            (hardlight_core::connection::Mode::Rpc, ring::rpc::serve::<F>),
+        )
     }
 
     /// Binds every shard and starts serving each accepted connection with
     /// `serve_conn` (the RPC driver, or the echo driver), on its shard.
     /// `ring_conn` is the same driver for the ring backend, with the mode
-    /// of the core it drives.
+    /// of the core it drives. `schema` is the service's, if it has one: only
+    /// its declared event types may be emitted.
     pub(crate) fn start<A, C, Fut, RFut>(
         self,
         app: A,
+        schema: Option<&'static hardlight_core::Schema>,
         serve_conn: C,
         ring_conn: (hardlight_core::connection::Mode, ring::ServeConn<A, RFut>),
     ) -> Result<ServerHandle, ServerError>
@@ -281,7 +288,7 @@ impl ServerBuilder {
         };
         #[cfg(not(feature = "broker"))]
         let bridge_link = None;
-        let emitter = Emitter::new(inboxes, bridge_link);
+        let emitter = Emitter::new(inboxes, bridge_link, schema);
         let mut receivers = receivers.into_iter();
         let mut controls: Vec<ShardControl> = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ServerError>>();

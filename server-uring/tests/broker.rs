@@ -19,21 +19,16 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hardlight::client::{Connection, EventStream};
-use hardlight::rkyv;
 use hardlight::server::{BrokerConfig, BrokerStats, ConnectContext, ConnectionEvents, Refusal, Server, ServerHandle};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
-#[rkyv(crate = hardlight::rkyv)]
+#[hardlight::wire]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Tick {
     pub topic: String,
     pub n: u64,
 }
 
-impl hardlight::Event for Tick {
-    const TYPE: u16 = 11;
-}
-
-#[hardlight::rpc]
+#[hardlight::rpc(events(Tick))]
 pub trait Relay {
     async fn subscribe(&self, topic: String);
     async fn unsubscribe(&self, topic: String);

@@ -19,20 +19,16 @@ use hardlight::client::Connection;
 use hardlight::events::EventLimits;
 use hardlight::limits::Limits;
 use hardlight::server::{ConnectContext, ConnectionEvents, EmitError, Emitter, Refusal, Server, ServerHandle};
-use hardlight::{rkyv, SlowConsumerPolicy, StateHandle};
+use hardlight::{SlowConsumerPolicy, StateHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
 
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
-#[rkyv(crate = hardlight::rkyv)]
+#[hardlight::wire]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Note {
     pub topic: String,
     pub n: u64,
     pub pad: Vec<u8>,
-}
-
-impl hardlight::Event for Note {
-    const TYPE: u16 = 7;
 }
 
 #[derive(Clone, Debug, Default, PartialEq, hardlight::ConnectionState)]
@@ -40,7 +36,7 @@ pub struct HubState {
     pub follows: Vec<String>,
 }
 
-#[hardlight::rpc]
+#[hardlight::rpc(events(Note))]
 pub trait Hub {
     async fn shard(&self) -> u32;
     /// Follows by state (recipients chosen by predicate).

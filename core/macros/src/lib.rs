@@ -65,6 +65,27 @@
 //!   are copied onto it. Its futures are `Send` whenever the argument types
 //!   are, because the `Caller`'s futures are.
 //!
+//! - **`CounterMethod::SCHEMA`** and **`CounterMethod::FINGERPRINT`**, the
+//!   service's schema computed at compile time: each method's position,
+//!   name, argument names and types and output type, and each event type,
+//!   hashed (FNV-1a, `const fn`) into one `u64`. Types are hashed as written
+//!   in the trait, plus the shape `#[hardlight::wire]` gives them (their
+//!   name, fields and archived size and alignment; rkyv's public API does
+//!   not expose an archived type's field layout, so a type that derives
+//!   rkyv's traits by hand contributes only its name). The generated
+//!   `Service` carries it (`Service::SCHEMA`); a client opened with
+//!   `ClientConfig::schema(&CounterMethod::SCHEMA)` sends the fingerprint in
+//!   the upgrade and a server of another schema refuses it with HTTP 400
+//!   naming both fingerprints (docs/PROTOCOL.md, section 2).
+//! - With **`#[rpc(events(ChatMessage, Typing))]`**, an `Event` impl for
+//!   each listed type whose `TYPE` is its position in the list
+//!   (`ChatMessage` is 0, `Typing` 1). Ids by position cannot collide within
+//!   a service, a type listed twice is a macro error, and the list is part
+//!   of the fingerprint, so client and server agree on every id. The server
+//!   emits only declared types. A type can be an event of one service per
+//!   crate (a second `events(...)` naming it is a conflicting `Event` impl);
+//!   append new event types at the end, as with methods.
+//!
 //! Every path in the generated code goes through one crate path, `::hardlight`
 //! by default; `#[rpc(crate = "::hardlight_core")]` (or any path where
 //! `hardlight_core`'s root items are reachable) overrides it.
@@ -78,14 +99,16 @@
 use proc_macro::TokenStream;
 
 mod expand;
+mod gen;
 mod model;
 mod state;
+mod wire;
 
 /// Turns a trait of `async fn`s into a HardLight service definition.
 ///
 /// Put it on a trait whose methods are all `async fn name(&self, arg: Type,
-/// ...) -> Output`, with owned, archivable argument and output types (derive
-/// rkyv's `Archive`, `Serialize` and `Deserialize` for your own types). The
+/// ...) -> Output`, with owned, archivable argument and output types (put
+/// `#[hardlight::wire]` on your own types). The
 /// trait is kept as written; alongside it the macro generates, for a trait
 /// `Name`, `NameMethod` (the method ids), `Name<Method>Input` structs and
 /// `Name<Method>Output` aliases, `NameReply`, `NameService<T>` (the server
@@ -112,12 +135,54 @@ mod state;
 ///
 /// # Arguments
 ///
+/// - `events(A, B, ...)`: the event types the server pushes for this
+///   service; each one's wire id is its position in the list. Only these
+///   types can be emitted, and they are part of the schema fingerprint.
 /// - `crate = "path"`: where HardLight's items are, `::hardlight` by default.
 ///   Use `#[rpc(crate = "::hardlight_core")]` when depending on the core
 ///   crate directly, or a re-exporting path of your own.
 #[proc_macro_attribute]
 pub fn rpc(attr: TokenStream, item: TokenStream) -> TokenStream {
     expand::rpc(attr.into(), item.into()).into()
+}
+
+/// Makes a struct or enum a HardLight wire type: an argument, output, error,
+/// event or state field.
+///
+/// It adds rkyv's `Archive`, `Serialize` and `Deserialize` derives through
+/// HardLight's re-export of rkyv (so no `use hardlight::rkyv` and no
+/// `#[rkyv(crate = ...)]` line are needed) and keeps every other attribute
+/// and derive of the type as written. It also gives the type a shape (its
+/// name, its fields' names and types in order, and the size and alignment
+/// of its archived form) that `#[hardlight::rpc]` folds into the service's
+/// fingerprint, so a client built against a changed type is refused at
+/// connect time instead of misreading bytes.
+///
+/// ```ignore
+/// #[hardlight::wire]
+/// #[derive(Debug, Clone, PartialEq)]
+/// pub struct ChatMessage {
+///     pub user: String,
+///     pub text: String,
+/// }
+///
+/// #[hardlight::wire]
+/// #[derive(Debug)]
+/// pub enum CounterError {
+///     Underflow { value: u64 },
+///     Closed,
+/// }
+/// ```
+///
+/// Types that derive rkyv's traits by hand work everywhere too; they only
+/// contribute their name (as written in the trait) to the fingerprint.
+///
+/// # Arguments
+///
+/// - `crate = "path"`: where HardLight's items are, `::hardlight` by default.
+#[proc_macro_attribute]
+pub fn wire(attr: TokenStream, item: TokenStream) -> TokenStream {
+    wire::wire(attr.into(), item.into()).into()
 }
 
 /// Derives `hardlight::ConnectionState` for a struct with named fields.

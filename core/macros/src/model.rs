@@ -4,20 +4,25 @@
 use proc_macro2::{Ident, TokenStream, TokenTree};
 use quote::{format_ident, quote, ToTokens};
 use syn::ext::IdentExt;
+use syn::punctuated::Punctuated;
 use syn::{
-    Attribute, FnArg, GenericArgument, ItemTrait, LitStr, Pat, Path, PathArguments, ReturnType, Signature, TraitItem,
-    TraitItemFn, Type,
+    Attribute, FnArg, GenericArgument, ItemTrait, LitStr, Pat, Path, PathArguments, ReturnType, Signature, Token,
+    TraitItem, TraitItemFn, Type,
 };
 
 /// What `#[rpc(...)]` was given.
 pub struct Args {
     /// Where HardLight's items are (`::hardlight` unless overridden).
     pub krate: Path,
+    /// The service's event types, `events(A, B)`: each one's wire id is its
+    /// position in this list.
+    pub events: Vec<Type>,
 }
 
 impl Args {
     pub fn parse(attr: TokenStream) -> syn::Result<Self> {
         let mut krate: Option<Path> = None;
+        let mut events: Option<Vec<Type>> = None;
         let parser = syn::meta::parser(|meta| {
             if meta.path.is_ident("crate") {
                 if krate.is_some() {
@@ -26,13 +31,51 @@ impl Args {
                 let value = meta.value()?;
                 krate = Some(if value.peek(LitStr) { value.parse::<LitStr>()?.parse()? } else { value.parse()? });
                 Ok(())
+            } else if meta.path.is_ident("events") {
+                if events.is_some() {
+                    return Err(meta.error("`events` given twice; list every event type in one `events(...)`"));
+                }
+                let content;
+                syn::parenthesized!(content in meta.input);
+                let list = Punctuated::<Type, Token![,]>::parse_terminated(&content)?;
+                events = Some(check_events(list.into_iter().collect())?);
+                Ok(())
             } else {
-                Err(meta.error("unknown #[rpc] argument; the only one is `crate = \"path::to::hardlight\"`"))
+                Err(meta.error(
+                    "unknown #[rpc] argument; the arguments are `events(EventType, ...)` and `crate = \"path::to::hardlight\"`",
+                ))
             }
         });
         syn::parse::Parser::parse2(parser, attr)?;
-        Ok(Self { krate: krate.unwrap_or_else(|| syn::parse_quote!(::hardlight)) })
+        Ok(Self { krate: krate.unwrap_or_else(|| syn::parse_quote!(::hardlight)), events: events.unwrap_or_default() })
     }
+}
+
+/// Event ids are positions in the list, so a type listed twice would have
+/// two ids; more than 65536 would not fit the u16 id.
+fn check_events(events: Vec<Type>) -> syn::Result<Vec<Type>> {
+    let mut errors = Errors::default();
+    for (i, ty) in events.iter().enumerate() {
+        let text = ty.to_token_stream().to_string();
+        if let Some(first) = events[..i].iter().position(|t| t.to_token_stream().to_string() == text) {
+            errors.spanned(
+                ty,
+                format!(
+                    "event type `{}` is listed twice in `events(...)` (positions {first} and {i}); an event type's \
+                     wire id is its position, so list each type once",
+                    text.replace(' ', "")
+                ),
+            );
+        }
+        if let Err(e) = check_owned_type(ty, "event") {
+            errors.push(e);
+        }
+    }
+    if events.len() > usize::from(u16::MAX) + 1 {
+        errors.spanned(&events[0], "a service can declare at most 65536 event types (event ids are u16)");
+    }
+    errors.finish()?;
+    Ok(events)
 }
 
 /// A validated service trait.

@@ -1,10 +1,8 @@
 //! The chat service shared by the chat server and client examples.
 
-use hardlight::rkyv;
-
 /// One chat message, as persisted and as pushed to subscribers.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
-#[rkyv(crate = hardlight::rkyv)]
+#[hardlight::wire]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChatMessage {
     /// Position in the server's log, from 1.
     pub seq: u64,
@@ -14,10 +12,6 @@ pub struct ChatMessage {
     pub user: String,
     /// The text.
     pub text: String,
-}
-
-impl hardlight::Event for ChatMessage {
-    const TYPE: u16 = 1;
 }
 
 /// Per-connection state: who the user is and which threads they joined
@@ -31,8 +25,8 @@ pub struct ChatState {
 }
 
 /// Why a chat call failed.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
-#[rkyv(crate = hardlight::rkyv)]
+#[hardlight::wire]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum ChatError {
     /// Post only to threads you joined.
     NotJoined,
@@ -53,7 +47,7 @@ impl std::fmt::Display for ChatError {
 }
 
 /// A multi-thread chat.
-#[hardlight::rpc]
+#[hardlight::rpc(events(ChatMessage))]
 pub trait Chat {
     /// Joins `thread` as `user`; returns the thread's persisted history.
     async fn join(&self, user: String, thread: String) -> Vec<ChatMessage>;

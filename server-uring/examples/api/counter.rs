@@ -1,10 +1,8 @@
 //! The counter service shared by the server and client examples.
 
-use hardlight::rkyv;
-
 /// Errors the counter reports to callers, typed on both sides.
-#[derive(rkyv::Archive, rkyv::Serialize, rkyv::Deserialize, Debug, Clone, PartialEq, Eq)]
-#[rkyv(crate = hardlight::rkyv)]
+#[hardlight::wire]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CounterError {
     /// The counter would go below zero.
     Underflow {

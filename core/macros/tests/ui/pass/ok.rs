@@ -2,11 +2,9 @@
 //! no missing docs, and the generated items have the documented shapes.
 #![deny(warnings, missing_docs)]
 
-use hardlight::rkyv::{Archive, Deserialize, Serialize};
-
-/// An application error.
-#[derive(Archive, Serialize, Deserialize, Debug)]
-#[rkyv(crate = hardlight::rkyv)]
+/// An application error: `#[hardlight::wire]`, nothing imported.
+#[hardlight::wire]
+#[derive(Debug)]
 pub enum MathError {
     /// Division by zero.
     DivByZero,
@@ -25,10 +23,28 @@ pub trait Counter {
     async fn r#type(&self, r#in: Vec<String>) -> std::result::Result<Option<u64>, String>;
 }
 
-/// A user type named `C` must not be shadowed by the client's type parameter.
-#[derive(Archive, Serialize, Deserialize)]
+/// A user type named `C` must not be shadowed by the client's type
+/// parameter. rkyv's derives written out still work.
+#[derive(hardlight::rkyv::Archive, hardlight::rkyv::Serialize, hardlight::rkyv::Deserialize)]
 #[rkyv(crate = hardlight::rkyv)]
 pub struct C(pub u8);
+
+/// An event with data.
+#[hardlight::wire]
+pub enum Change {
+    /// Something was added: its id. (A variant with named fields would
+    /// trip `missing_docs` on rkyv's generated resolver.)
+    Added(u64),
+    /// Everything was cleared.
+    Cleared,
+}
+
+/// A service with an event type.
+#[hardlight::rpc(events(Change))]
+pub trait Feed {
+    /// Follows the feed.
+    async fn follow(&self);
+}
 
 #[hardlight::rpc]
 trait Private {
@@ -55,4 +71,6 @@ fn main() {
     let _ = CounterTypeInput { r#in: vec![] };
     let _: CounterTypeOutput = Ok(None);
     let _: PrivateMethod = PrivateMethod::Nothing;
+    assert_eq!(<Change as hardlight::Event>::TYPE, 0);
+    assert_ne!(FeedMethod::FINGERPRINT, CounterMethod::FINGERPRINT);
 }
