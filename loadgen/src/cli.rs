@@ -20,8 +20,8 @@ pub const DEFAULT_OUT: &str = "target/loadgen";
 
 const EXAMPLES: &str = "\
 Examples:
-  loadgen bench                         the standard suite (about 80 s), results under target/loadgen/
-  loadgen bench --quick                 the same in about 12 s
+  loadgen bench                         the standard suite (about 110 s), results under target/loadgen/
+  loadgen bench --quick                 the same in about 13 s
   loadgen bench --peers --out results   also the peer servers; refreshes the committed results/
   loadgen run --mode open --rate 50k    one open-loop run against the embedded server
   loadgen compare DIR_A DIR_B --plot ab.svg
@@ -80,7 +80,7 @@ Inputs are run directories or bare .hgrm files (wrk2's too).";
 /// `loadgen bench`.
 #[derive(Debug, Args)]
 pub struct BenchArgs {
-    /// About 12 s instead of about 80 s (shorter warm-up, window and floor); names runs `quick-*`.
+    /// About 13 s instead of about 110 s (shorter warm-up, window and floor); names runs `quick-*`.
     #[arg(long)]
     pub quick: bool,
     /// Also run the peers: baseline-tokio (echo64) and the echo servers echo-tokio-tungstenite,

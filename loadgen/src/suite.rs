@@ -72,7 +72,7 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
-    /// Defaults: full (about 80 s) or quick (about 12 s).
+    /// Defaults: full (about 110 s) or quick (about 13 s).
     pub fn new(quick: bool) -> Self {
         Self {
             out: PathBuf::from(crate::cli::DEFAULT_OUT),
