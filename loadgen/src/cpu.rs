@@ -8,6 +8,7 @@
 
 use std::fs;
 use std::path::Path;
+use std::time::Duration;
 
 /// CPU time in nanoseconds.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -247,6 +248,36 @@ pub fn timer_slack_ns() -> u64 {
     // SAFETY: PR_GET_TIMERSLACK takes no pointer arguments.
     let r = unsafe { libc::prctl(libc::PR_GET_TIMERSLACK, 0, 0, 0, 0) };
     r.max(0) as u64
+}
+
+/// Waits until each of `cpus` has been less than `max_busy` busy for 3
+/// seconds in a row, at most `limit`. Returns the last busy fractions seen
+/// and whether the machine went quiet.
+pub fn wait_quiet(cpus: &[usize], max_busy: f64, limit: Duration) -> (Vec<f64>, bool) {
+    let start = std::time::Instant::now();
+    let mut quiet_for = 0;
+    loop {
+        let a = cores();
+        std::thread::sleep(Duration::from_secs(1));
+        let b = cores();
+        let last: Vec<f64> = cpus
+            .iter()
+            .map(|&c| match (b.get(c), a.get(c)) {
+                (Some(b), Some(a)) => {
+                    let d = b.since(a);
+                    d.busy_ns as f64 / (d.busy_ns + d.idle_ns + d.steal_ns).max(1) as f64
+                }
+                _ => 0.0,
+            })
+            .collect();
+        quiet_for = if last.iter().all(|&x| x < max_busy) { quiet_for + 1 } else { 0 };
+        if quiet_for >= 3 {
+            return (last, true);
+        }
+        if start.elapsed() >= limit {
+            return (last, false);
+        }
+    }
 }
 
 #[cfg(test)]

@@ -97,6 +97,32 @@ impl Floor {
     }
 }
 
+/// The latency floor, measured twice: with the engine's 1 ns timer slack
+/// and with the kernel's default.
+#[derive(Debug, Clone)]
+pub struct Floors {
+    /// Timer slack 1 ns (what the engine runs with).
+    pub tight: Floor,
+    /// Default timer slack.
+    pub default_slack: Floor,
+}
+
+impl Floors {
+    /// Measures both, `total` split evenly, on `cpu`.
+    pub fn measure(cpu: Option<usize>, total: Duration) -> Self {
+        let half = total / 2;
+        let sleep = Duration::from_micros(50);
+        let (tight, _) = measure(cpu, sleep, half, Some(1));
+        let (default_slack, _) = measure(cpu, sleep, half, None);
+        Self { tight, default_slack }
+    }
+
+    /// Two lines for reports.
+    pub fn lines(&self) -> String {
+        format!("{}\n{}", self.tight.line(), self.default_slack.line())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

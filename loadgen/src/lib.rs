@@ -11,11 +11,15 @@
 //! ([`syscount`]) over the same window ([`window`]) are measured with every run so a figure
 //! can be told apart from the machine and from the client itself.
 
-pub mod args;
+pub mod cases;
+pub mod cli;
 pub mod compare;
 pub mod cpu;
 pub mod engine;
 pub mod floor;
+pub mod hgrm;
+pub mod machine;
+pub mod plot;
 pub mod pushed;
 pub mod report;
 pub mod scenario;

@@ -5,71 +5,18 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::compare::fmt_rate;
+pub use crate::cases::{select_cases, standard_cases, Case};
+use crate::compare::{fmt_rate, Run};
+pub use crate::cpu::wait_quiet;
 use crate::cpu::ServerCpuSource;
 use crate::engine::{self, Arrival, Mode, RunConfig};
-use crate::floor::{self, Floor};
+pub use crate::floor::Floors;
+use crate::plot;
 use crate::report::{self, RunMeta, Summary};
 use crate::scenario::Scenario;
-use crate::server::{self, Peer, ShardPlacement, PEERS};
+use crate::server::{self, EmbeddedService, Peer, ShardPlacement, PEERS};
 pub use crate::table::runs_table;
 use crate::ws::Target;
-
-/// The latency floor, measured twice: with the engine's 1 ns timer slack
-/// and with the kernel's default.
-#[derive(Debug, Clone)]
-pub struct Floors {
-    /// Timer slack 1 ns (what the engine runs with).
-    pub tight: Floor,
-    /// Default timer slack.
-    pub default_slack: Floor,
-}
-
-impl Floors {
-    /// Measures both, `total` split evenly, on `cpu`.
-    pub fn measure(cpu: Option<usize>, total: Duration) -> Self {
-        let half = total / 2;
-        let sleep = Duration::from_micros(50);
-        let (tight, _) = floor::measure(cpu, sleep, half, Some(1));
-        let (default_slack, _) = floor::measure(cpu, sleep, half, None);
-        Self { tight, default_slack }
-    }
-
-    /// Two lines for reports.
-    pub fn lines(&self) -> String {
-        format!("{}\n{}", self.tight.line(), self.default_slack.line())
-    }
-}
-
-/// Waits until each of `cpus` has been less than `max_busy` busy for 3
-/// seconds in a row, at most `limit`. Returns the last busy fractions seen
-/// and whether the machine went quiet.
-pub fn wait_quiet(cpus: &[usize], max_busy: f64, limit: Duration) -> (Vec<f64>, bool) {
-    let start = std::time::Instant::now();
-    let mut quiet_for = 0;
-    loop {
-        let a = crate::cpu::cores();
-        std::thread::sleep(Duration::from_secs(1));
-        let b = crate::cpu::cores();
-        let last: Vec<f64> = cpus
-            .iter()
-            .map(|&c| match (b.get(c), a.get(c)) {
-                (Some(b), Some(a)) => {
-                    let d = b.since(a);
-                    d.busy_ns as f64 / (d.busy_ns + d.idle_ns + d.steal_ns).max(1) as f64
-                }
-                _ => 0.0,
-            })
-            .collect();
-        quiet_for = if last.iter().all(|&x| x < max_busy) { quiet_for + 1 } else { 0 };
-        if quiet_for >= 3 {
-            return (last, true);
-        }
-        if start.elapsed() >= limit {
-            return (last, false);
-        }
-    }
-}
 
 /// Runs `cfg`, writes its files under `out/name`, returns the summary.
 pub fn run_and_write(cfg: &RunConfig, out: &Path, meta: &RunMeta) -> Result<(Summary, PathBuf), String> {
@@ -83,60 +30,10 @@ pub fn run_and_write(cfg: &RunConfig, out: &Path, meta: &RunMeta) -> Result<(Sum
     Ok((summary, dir))
 }
 
-/// One case of the standard suite.
-#[derive(Debug, Clone)]
-pub struct Case {
-    /// Short key used in run names, e.g. `closed-64x1`.
-    pub key: String,
-    /// Connections.
-    pub connections: usize,
-    /// Mode.
-    pub mode: Mode,
-}
-
-/// The standard suite: closed 64x1, closed 64x16, open 100k/s Poisson over
-/// 64, and open 50k/s Poisson over 64.
-///
-/// On the 2-core VM this was written on, one TCP segment costs each side
-/// about 10 us of CPU (syscall plus the loopback receive path, which runs
-/// on the sender's core), and in open loop over 64 connections almost
-/// every call is its own segment both ways. So at 100k/s the client and
-/// the server each need about a whole core: that case measures a saturated
-/// pair. The 50k/s case is latency under load with headroom on both sides.
-pub fn standard_cases() -> Vec<Case> {
-    let open = |k: u32| Case {
-        key: format!("open-{k}k-64"),
-        connections: 64,
-        mode: Mode::Open { rate: k as f64 * 1000.0, arrival: Arrival::Poisson },
-    };
-    vec![
-        Case { key: "closed-64x1".into(), connections: 64, mode: Mode::Closed { in_flight: 1 } },
-        Case { key: "closed-64x16".into(), connections: 64, mode: Mode::Closed { in_flight: 16 } },
-        open(100),
-        open(50),
-    ]
-}
-
-/// Selects cases by key (comma-separated); empty selects all.
-pub fn select_cases(keys: &str) -> Result<Vec<Case>, String> {
-    let all = standard_cases();
-    if keys.trim().is_empty() {
-        return Ok(all);
-    }
-    keys.split(',')
-        .map(|k| {
-            all.iter().find(|c| c.key == k.trim()).cloned().ok_or_else(|| {
-                let names: Vec<&str> = all.iter().map(|c| c.key.as_str()).collect();
-                format!("unknown case `{k}` ({})", names.join(", "))
-            })
-        })
-        .collect()
-}
-
 /// Options of `loadgen bench`.
 #[derive(Debug, Clone)]
 pub struct BenchOptions {
-    /// Results directory (`results`).
+    /// Results directory (default [`crate::cli::DEFAULT_OUT`], git-ignored).
     pub out: PathBuf,
     /// Run name prefix (`bench`, or `quick` with `--quick`).
     pub prefix: String,
@@ -175,10 +72,10 @@ pub struct BenchOptions {
 }
 
 impl BenchOptions {
-    /// Defaults: full (about 60 s) or quick (about 10 s).
+    /// Defaults: full (about 110 s) or quick (about 13 s).
     pub fn new(quick: bool) -> Self {
         Self {
-            out: PathBuf::from("results"),
+            out: PathBuf::from(crate::cli::DEFAULT_OUT),
             prefix: if quick { "quick" } else { "bench" }.into(),
             client_cpu: Some(0),
             server_cpu: Some(1),
@@ -199,9 +96,6 @@ impl BenchOptions {
     }
 }
 
-/// Starts a server for the suite.
-type Starter = Box<dyn FnOnce() -> Result<Subject, String>>;
-
 /// A server the suite runs against.
 enum Subject {
     Embedded(hardlight::server::ServerHandle),
@@ -221,8 +115,24 @@ pub struct SuiteRun {
     pub dir: PathBuf,
 }
 
-/// Runs the suite, prints and writes the table. Returns the runs and the table text.
-pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
+/// What `bench` produced.
+#[derive(Debug)]
+pub struct BenchDone {
+    /// Every run that finished.
+    pub runs: Vec<SuiteRun>,
+    /// The printed report: a table per case, the floor, what was skipped.
+    pub text: String,
+    /// Where `text` was written.
+    pub table: PathBuf,
+    /// The plot of every case (or why there is none).
+    pub plot: Result<PathBuf, String>,
+}
+
+/// Runs the suite and writes its table and plot next to the runs.
+pub fn bench(opts: &BenchOptions) -> Result<BenchDone, String> {
+    // The commit, before anything is written: with `--out results` the runs
+    // overwrite tracked files, and a stamp taken afterwards would say `-dirty`.
+    let commit = report::git_commit();
     let quiet = || {
         if !opts.wait_quiet.is_zero() {
             let cpus: Vec<usize> = opts.client_cpu.iter().chain(opts.server_cpu.iter()).copied().collect();
@@ -241,60 +151,34 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
     let floors = Floors::measure(opts.client_cpu, opts.floor);
     eprintln!("{}", floors.lines());
 
-    let mut subjects: Vec<(String, Starter)> = Vec::new();
-    let server_cpu = opts.server_cpu;
-    subjects.push((
-        "hardlight".into(),
-        Box::new(move || {
-            let placement = server_cpu.map(ShardPlacement::Cpu).unwrap_or(ShardPlacement::Unpinned);
-            server::start_embedded("127.0.0.1:0".parse().unwrap(), placement).map(Subject::Embedded)
-        }),
-    ));
-    let mut skipped = Vec::new();
-    if opts.peers {
-        for spec in PEERS.iter() {
-            let path = Peer::path(&opts.peer_bin_dir, spec.bin);
-            if !path.is_file() {
-                let msg = format!(
-                    "peer {} skipped: {} does not exist (build it with `cargo build --release -p hardlight-bench --bins`)",
-                    spec.bin,
-                    path.display()
-                );
-                eprintln!("{msg}");
-                skipped.push(msg);
-                continue;
-            }
-            let hl = spec.hardlight;
-            subjects.push((
-                spec.bin.to_string(),
-                Box::new(move || Peer::spawn(&path, server_cpu).map(|p| Subject::Peer(p, hl))),
-            ));
-        }
-    }
-
-    // Start every server first (idle ones cost nothing), then run each case
-    // against each server in turn, so that the figures compared side by side
-    // were measured within the same minute of a shared machine.
-    let mut started: Vec<(String, Subject)> = Vec::new();
-    for (name, start) in subjects {
-        match start() {
-            Ok(s) => started.push((name, s)),
-            Err(e) => {
-                let msg = format!("server {name} skipped: {e}");
-                eprintln!("{msg}");
-                skipped.push(msg);
-            }
-        }
-    }
+    let (started, mut skipped) = start_subjects(opts);
+    let placement = opts.server_cpu.map(ShardPlacement::Cpu).unwrap_or(ShardPlacement::Unpinned);
     let mut runs: Vec<SuiteRun> = Vec::new();
     for case in &opts.cases {
+        // A case on a service other than Bench gets an embedded server of
+        // its own for its duration (the Bench one idles meanwhile).
+        let own = match case.scenario.as_ref().map(EmbeddedService::for_scenario) {
+            Some(service) if service != EmbeddedService::Bench => {
+                match server::start_embedded_for("127.0.0.1:0".parse().unwrap(), placement, None, service) {
+                    Ok(h) => Some(h),
+                    Err(e) => {
+                        skipped.push(format!("case {} skipped: {e}", case.key));
+                        continue;
+                    }
+                }
+            }
+            _ => None,
+        };
         for (name, subject) in &started {
             let (addr, source, hl) = match subject {
-                Subject::Embedded(h) => (h.local_addr(), server::embedded_cpu_source(), true),
+                Subject::Embedded(h) => (own.as_ref().unwrap_or(h).local_addr(), server::embedded_cpu_source(), true),
+                // Peers serve Bench or a plain echo: not this case (the table says so).
+                Subject::Peer(..) if case.hardlight_only() => continue,
                 Subject::Peer(p, hl) => (p.addr, ServerCpuSource::Pid(p.pid()), *hl),
             };
             let target = Target::at(addr)?;
-            let scenario = if hl { Scenario::Echo64 } else { Scenario::RawEcho { size: 64 } };
+            let scenario =
+                case.scenario.clone().unwrap_or(if hl { Scenario::Echo64 } else { Scenario::RawEcho { size: 64 } });
             let run = format!("{}-{}-{}-{}", opts.prefix, name, case.key, scenario.name());
             let mut cfg = RunConfig::new(run.clone(), target, scenario);
             cfg.connections = case.connections;
@@ -317,6 +201,7 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
                 floor: Some(floors.tight.clone()),
                 floor_default_slack: Some(floors.default_slack.clone()),
                 command: opts.command.clone(),
+                git_commit: commit.clone(),
             };
             for attempt in 0..=opts.retries {
                 if attempt > 0 {
@@ -340,6 +225,9 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
                 break;
             }
         }
+        if let Some(h) = own {
+            h.shutdown();
+        }
     }
     for (_, subject) in started {
         match subject {
@@ -348,28 +236,98 @@ pub fn bench(opts: &BenchOptions) -> Result<(Vec<SuiteRun>, String), String> {
         }
     }
 
-    let text = suite_report(opts, &runs, &floors, &skipped);
+    let text = suite_report(opts, &runs, &floors, &skipped, commit.as_deref());
     fs::create_dir_all(&opts.out).map_err(|e| format!("{}: {e}", opts.out.display()))?;
-    let table_path = opts.out.join(format!("{}-table.md", opts.prefix));
-    fs::write(&table_path, &text).map_err(|e| format!("{}: {e}", table_path.display()))?;
-    Ok((runs, text))
+    let table = opts.out.join(format!("{}-table.md", opts.prefix));
+    fs::write(&table, &text).map_err(|e| format!("{}: {e}", table.display()))?;
+    let plot = plot_suite(opts, &runs);
+    Ok(BenchDone { runs, text, table, plot })
+}
+
+/// Starts the embedded server and, with `--peers`, every peer binary found.
+/// Idle servers cost nothing, so all are started first and each case then
+/// runs against each in turn: figures side by side are from the same minute
+/// of a shared machine. Returns the servers and what was skipped, and why.
+fn start_subjects(opts: &BenchOptions) -> (Vec<(String, Subject)>, Vec<String>) {
+    let server_cpu = opts.server_cpu;
+    let placement = server_cpu.map(ShardPlacement::Cpu).unwrap_or(ShardPlacement::Unpinned);
+    let mut started = Vec::new();
+    let mut skipped = Vec::new();
+    match server::start_embedded("127.0.0.1:0".parse().unwrap(), placement) {
+        Ok(h) => started.push(("hardlight".to_string(), Subject::Embedded(h))),
+        Err(e) => {
+            let msg = format!("server hardlight skipped: {e}");
+            eprintln!("{msg}");
+            skipped.push(msg);
+        }
+    }
+    if !opts.peers {
+        return (started, skipped);
+    }
+    for spec in PEERS.iter() {
+        let path = Peer::path(&opts.peer_bin_dir, spec.bin);
+        if !path.is_file() {
+            let msg = format!(
+                "peer {} skipped: {} does not exist (build it with `cargo build --release -p hardlight-bench --bins`)",
+                spec.bin,
+                path.display()
+            );
+            eprintln!("{msg}");
+            skipped.push(msg);
+            continue;
+        }
+        match Peer::spawn(&path, server_cpu) {
+            Ok(p) => started.push((spec.bin.to_string(), Subject::Peer(p, spec.hardlight))),
+            Err(e) => {
+                let msg = format!("server {} skipped: {e}", spec.bin);
+                eprintln!("{msg}");
+                skipped.push(msg);
+            }
+        }
+    }
+    (started, skipped)
+}
+
+/// One panel per case, one curve per server: `OUT/PREFIX-plot.svg`.
+fn plot_suite(opts: &BenchOptions, runs: &[SuiteRun]) -> Result<PathBuf, String> {
+    let mut panels = Vec::new();
+    for case in &opts.cases {
+        let curves: Vec<Run> = runs
+            .iter()
+            .filter(|r| r.case == case.key)
+            .map(|r| Run::load(&r.dir).map(|run| Run { name: r.server.clone(), ..run }))
+            .collect::<Result<_, _>>()?;
+        if !curves.is_empty() {
+            panels.push((case.key.clone(), curves));
+        }
+    }
+    let path = opts.out.join(format!("{}-plot.svg", opts.prefix));
+    let title = format!("loadgen {}: latency from intended send time, by percentile", opts.prefix);
+    plot::panels(&panels, &path, &title)
 }
 
 /// The suite's printed report: one table per case, the floor beside it.
-pub fn suite_report(opts: &BenchOptions, runs: &[SuiteRun], floors: &Floors, skipped: &[String]) -> String {
+pub fn suite_report(
+    opts: &BenchOptions,
+    runs: &[SuiteRun],
+    floors: &Floors,
+    skipped: &[String],
+    commit: Option<&str>,
+) -> String {
     let mut out = String::new();
     let m = report::Machine::detect();
+    let cpu = |c: Option<usize>| c.map(|c| format!("CPU {c}")).unwrap_or_else(|| "no CPU (unpinned)".into());
     out.push_str(&format!(
-        "# loadgen {}: {} ({} cpus, {}), client cpu {:?}, server cpu {:?}, warmup {:?}, window {:?}, commit {}\n\n",
+        "# loadgen {}: {} ({} CPUs, {}), load generator pinned to {}, server to {}, warm-up {:?} and {:?} measured per run, commit {}\n\n",
         opts.prefix,
         m.cpu_model,
         m.cpus,
         m.kernel,
-        opts.client_cpu,
-        opts.server_cpu,
+        cpu(opts.client_cpu),
+        cpu(opts.server_cpu),
         opts.warmup,
         opts.duration,
-        report::git_commit().unwrap_or_else(|| "?".into())
+        commit.unwrap_or("unknown (not a git checkout)")
     ));
     for case in &opts.cases {
         let rows: Vec<&SuiteRun> = runs.iter().filter(|r| r.case == case.key).collect();
@@ -384,6 +342,13 @@ pub fn suite_report(opts: &BenchOptions, runs: &[SuiteRun], floors: &Floors, ski
             out.push_str("(ratios against baseline-tokio, measured in the same sitting)\n\n");
         }
         out.push_str(&runs_table(&named, base));
+        if case.hardlight_only() {
+            let service = case.scenario.as_ref().map(Scenario::name).unwrap_or_default();
+            let peers = if opts.peers { "the peers were not run here" } else { "--peers would not run them here" };
+            out.push_str(&format!(
+                "\n- HardLight only: no peer server serves the `{service}` scenario's service, so {peers}.\n"
+            ));
+        }
         for r in &rows {
             for w in &r.summary.warnings {
                 out.push_str(&format!("\n- {} warning: {w}", r.server));
@@ -391,7 +356,8 @@ pub fn suite_report(opts: &BenchOptions, runs: &[SuiteRun], floors: &Floors, ski
         }
         out.push_str("\n\n");
     }
-    out.push_str(&format!("{}\n", floors.lines()));
+    out.push_str(crate::table::LEGEND);
+    out.push_str(&format!("\n{}\n", floors.lines()));
     for s in skipped {
         out.push_str(&format!("\n{s}"));
     }

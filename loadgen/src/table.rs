@@ -4,26 +4,45 @@
 use crate::compare::{fmt_rate, fmt_us, markdown};
 use crate::report::{CoreLoad, Summary};
 
-/// The column heads, in order.
+/// The column heads, in order. Each says what it counts and in what unit,
+/// so the table reads without this crate's source; [`LEGEND`] says how.
 pub const COLUMNS: [&str; 17] = [
     "run",
-    "offered/s",
-    "calls/s",
-    "p50",
-    "p90",
-    "p99",
-    "p99.9",
-    "p99.99",
-    "max",
-    "server CPU/call (us)",
-    "client CPU/call (us)",
-    "server core used",
-    "client core used",
-    "server syscalls/call",
-    "client syscalls/call",
-    "other work on client/server/all CPUs",
-    "send lateness p99",
+    "offered calls/s",
+    "completed calls/s",
+    "latency p50",
+    "latency p90",
+    "latency p99",
+    "latency p99.9",
+    "latency p99.99",
+    "latency max",
+    "server CPU per call (us)",
+    "client CPU per call (us)",
+    "server core busy",
+    "client core busy",
+    "server syscalls per call",
+    "client syscalls per call",
+    "CPU taken by other work: client core / server core / whole machine",
+    "client send delay p99",
 ];
+
+/// What the columns mean, printed once under the tables of `bench`.
+pub const LEGEND: &str = "\
+How to read the tables:
+- offered calls/s: the open-loop schedule (`closed loop`: each connection keeps a fixed number of calls
+  in flight, sending the next when an answer comes). completed calls/s: answers in the measured window.
+- latency pNN: from the time each request was due to be sent (not when it was sent) to its answer, so
+  a client or server that falls behind is charged for the wait (no coordinated omission). `(1.23x)`:
+  ratio to baseline-tokio in the same sitting.
+- server/client CPU per call: CPU time of the server's threads and of the load generator's thread over
+  the window, divided by completed calls. core busy: that CPU time as a share of one core.
+- syscalls per call: the server's counted by perf on its threads (`io_uring_enter` among them shown
+  apart), the client's are its read, write and epoll_pwait2 calls.
+- CPU taken by other work: busy time on the client's core and the server's core that was not ours,
+  and on the whole machine; above 10% the run is contaminated (other processes) and says so.
+- client send delay p99 (open loop): how late the load generator itself sent requests; read it
+  beside the latency floor below.
+";
 
 /// A markdown table of runs, with ratios against `base` where given, then
 /// one note per reason a figure is `n/a`, and what the columns mean.
@@ -40,7 +59,7 @@ pub fn runs_table(rows: &[(String, &Summary)], base: Option<&Summary>) -> String
         let server_cpu = match s.server_cpu_per_call_ns {
             Some(c) => format!("{}{}", us(c), ratio(c, b.and_then(|b| b.server_cpu_per_call_ns))),
             None => {
-                notes.push(format!("server CPU/call n/a: not measured ({})", s.server_cpu_source));
+                notes.push(format!("server CPU per call n/a: not measured ({})", s.server_cpu_source));
                 "n/a".into()
             }
         };
@@ -49,7 +68,7 @@ pub fn runs_table(rows: &[(String, &Summary)], base: Option<&Summary>) -> String
             (Some(n), _) => format!("{n:.2}"),
             (None, _) => {
                 let why = s.server_syscalls_note.as_deref().unwrap_or("not recorded in this summary");
-                notes.push(format!("server syscalls/call n/a: {why}"));
+                notes.push(format!("server syscalls per call n/a: {why}"));
                 "n/a".into()
             }
         };
@@ -60,7 +79,7 @@ pub fn runs_table(rows: &[(String, &Summary)], base: Option<&Summary>) -> String
         };
         t.push(vec![
             name.clone(),
-            s.offered_rate.map(fmt_rate).unwrap_or_else(|| "closed".into()),
+            s.offered_rate.map(fmt_rate).unwrap_or_else(|| "closed loop".into()),
             format!("{}{}", fmt_rate(s.achieved_rate), ratio(s.achieved_rate, b.map(|b| b.achieved_rate))),
             format!("{}{}", fmt_us(s.p50_us), ratio(s.p50_us, b.map(|b| b.p50_us))),
             format!("{}{}", fmt_us(s.p90_us), ratio(s.p90_us, b.map(|b| b.p90_us))),
@@ -88,7 +107,7 @@ pub fn runs_table(rows: &[(String, &Summary)], base: Option<&Summary>) -> String
         }
     }
     if rows.iter().any(|(_, s)| s.scenario.starts_with("fanout")) {
-        out.push_str("\n- fanout: calls/s counts deliveries (one emit reaches every subscriber) and the latencies are emit to delivery");
+        out.push_str("\n- fanout: completed calls/s counts deliveries (one emit reaches every subscriber) and the latencies are emit to delivery");
     }
     if !seen.is_empty() || rows.iter().any(|(_, s)| s.scenario.starts_with("fanout")) {
         out.push('\n');
@@ -151,7 +170,7 @@ mod tests {
         missing.server_syscalls_note = Some("perf is not installed (Debian: apt-get install linux-perf)".into());
         let text = runs_table(&[("a".into(), &s), ("b".into(), &missing)], None);
         let head = text.lines().next().unwrap();
-        for col in ["server CPU/call (us)", "server syscalls/call", "client syscalls/call", "client CPU/call (us)"] {
+        for col in ["server CPU per call (us)", "server syscalls per call", "client syscalls per call", "latency p99"] {
             assert!(head.contains(col), "{head}");
         }
         let cells = |row: &str| -> Vec<String> {
@@ -161,10 +180,13 @@ mod tests {
         // cells[0] is the empty string before the first '|'.
         let col = |name: &str| COLUMNS.iter().position(|c| *c == name).unwrap() + 1;
         let a = cells("a");
-        assert_eq!(a[col("server CPU/call (us)")], "15.4");
-        assert_eq!(a[col("client CPU/call (us)")], "0.81");
-        assert_eq!(a[col("server syscalls/call")], "6.90 (4.25 io_uring_enter)");
-        assert_eq!(cells("b")[col("server syscalls/call")], "n/a");
-        assert!(text.contains("server syscalls/call n/a: perf is not installed"), "{text}");
+        assert_eq!(a[col("server CPU per call (us)")], "15.4");
+        assert_eq!(a[col("client CPU per call (us)")], "0.81");
+        assert_eq!(a[col("server syscalls per call")], "6.90 (4.25 io_uring_enter)");
+        assert_eq!(a[col("offered calls/s")], "closed loop");
+        assert_eq!(cells("b")[col("server syscalls per call")], "n/a");
+        assert!(text.contains("server syscalls per call n/a: perf is not installed"), "{text}");
+        // No Rust debug formatting leaks into what a reader sees.
+        assert!(!text.contains("Some(") && !text.contains("None"), "{text}");
     }
 }

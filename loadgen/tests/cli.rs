@@ -131,7 +131,33 @@ fn bad_arguments_fail_with_a_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("state, fanout"));
     let out = loadgen().arg("help").output().unwrap();
+    assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("loadgen bench"));
+}
+
+#[test]
+fn help_works_on_every_subcommand() {
+    for sub in ["bench", "run", "serve", "compare"] {
+        for ask in [vec![sub, "--help"], vec![sub, "-h"], vec!["help", sub]] {
+            let out = loadgen().args(&ask).output().unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{ask:?}: {}", String::from_utf8_lossy(&out.stderr));
+            assert!(stdout.contains(&format!("Usage: loadgen {sub}")), "{ask:?}:\n{stdout}");
+            assert!(stdout.contains("--"), "{ask:?} lists the options:\n{stdout}");
+        }
+    }
+    let out = loadgen().arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for sub in ["bench", "run", "serve", "compare"] {
+        assert!(stdout.contains(sub), "{stdout}");
+    }
+    // The flags scripts use are documented under their old names.
+    let out = loadgen().args(["bench", "--help"]).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--quick", "--peers", "--out", "--wait-quiet", "--retries", "--cases", "--no-server-syscalls"] {
+        assert!(stdout.contains(flag), "{flag}:\n{stdout}");
+    }
 }
 
 #[test]
@@ -148,14 +174,122 @@ fn bench_suite_in_miniature() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for case in ["closed-64x1", "closed-64x16", "open-100k-64", "open-50k-64", "latency floor", "skipped"] {
-        assert!(stdout.contains(case), "table lacks {case}:\n{stdout}");
+    for case in
+        ["closed-64x1", "closed-64x16", "open-100k-64", "open-50k-64", "state-closed-64x16", "fanout-open-500-64"]
+    {
+        assert!(stdout.contains(&format!("## {case}")), "table lacks {case}:\n{stdout}");
     }
-    for case in ["closed-64x1", "closed-64x16", "open-100k-64", "open-50k-64"] {
-        let s = report::read_summary(&tmp.path().join(format!("quick-hardlight-{case}-echo64"))).unwrap();
-        assert!(s.completed > 0, "{case}: nothing completed");
+    for text in [
+        "latency floor",
+        "skipped",
+        "How to read the tables",
+        "HardLight only: no peer server serves the `fanout`",
+        "the peers were not run here",
+    ] {
+        assert!(stdout.contains(text), "table lacks {text}:\n{stdout}");
+    }
+    for run in [
+        "closed-64x1-echo64",
+        "closed-64x16-echo64",
+        "open-100k-64-echo64",
+        "open-50k-64-echo64",
+        "state-closed-64x16-state",
+        "fanout-open-500-64-fanout",
+    ] {
+        let s = report::read_summary(&tmp.path().join(format!("quick-hardlight-{run}"))).unwrap();
+        assert!(s.completed > 0, "{run}: nothing completed");
         assert_eq!(s.connections, 64);
         assert!(s.floor.is_some());
+        assert_eq!((s.failed, s.mismatched, s.state_late, s.disconnects), (0, 0, 0, 0), "{run}");
     }
     assert!(tmp.path().join("quick-table.md").is_file());
+    // It ends with the plot: the last line names the file, which holds a panel per case.
+    let plot = plot_line(&stdout);
+    assert_eq!(plot, tmp.path().join("quick-plot.svg"));
+    let svg = fs::read_to_string(&plot).unwrap();
+    assert!(svg.matches("<polyline").count() >= 6, "a curve per case");
+    assert!(svg.contains("fanout-open-500-64") && svg.contains("closed-64x1"), "panels are titled by case");
+}
+
+/// The path on the last line of `bench`'s output, `plot: PATH`.
+fn plot_line(stdout: &str) -> std::path::PathBuf {
+    let last = stdout.lines().last().unwrap_or_default();
+    let path = last.strip_prefix("plot: ").unwrap_or_else(|| panic!("the last line names the plot: {last}"));
+    path.into()
+}
+
+/// A git repository in a temp folder, laid out like a clone of this one:
+/// the project's .gitignore and a committed `results/` file for each name
+/// in `tracked` (relative to `results/`).
+fn clean_clone(tracked: &[&str]) -> (tempfile::TempDir, String) {
+    let repo = tempfile::tempdir().unwrap();
+    let git = |args: &[&str]| {
+        let out = Command::new("git").args(args).current_dir(repo.path()).output().expect("git runs");
+        assert!(out.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    git(&["init", "-q"]);
+    fs::copy(concat!(env!("CARGO_MANIFEST_DIR"), "/../.gitignore"), repo.path().join(".gitignore")).unwrap();
+    fs::create_dir_all(repo.path().join("results")).unwrap();
+    fs::write(repo.path().join("results/README.md"), "committed results\n").unwrap();
+    for t in tracked {
+        let p = repo.path().join("results").join(t);
+        fs::create_dir_all(p.parent().unwrap()).unwrap();
+        fs::write(&p, "committed\n").unwrap();
+    }
+    git(&["add", "-A"]);
+    git(&["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-q", "-m", "clone"]);
+    let head = git(&["rev-parse", "HEAD"]);
+    (repo, head)
+}
+
+fn git_status(repo: &Path) -> String {
+    let out = Command::new("git").args(["status", "--porcelain", "--untracked-files=all"]).current_dir(repo).output();
+    String::from_utf8_lossy(&out.unwrap().stdout).into_owned()
+}
+
+fn tiny_bench(repo: &Path, extra: &[&str]) -> String {
+    let out = loadgen()
+        .current_dir(repo)
+        .args(["bench", "--quick", "--warmup", "0.1", "--duration", "0.2", "--floor-secs", "0.1"])
+        .args(["--client-cpu", "none", "--server-cpu", "none", "--no-progress", "--no-server-syscalls"])
+        .args(extra)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn the_default_bench_leaves_the_committed_results_alone() {
+    let (repo, head) = clean_clone(&["bench-table.md", "quick-table.md"]);
+    let stdout = tiny_bench(repo.path(), &["--cases", "closed-64x1"]);
+    // Nothing changed that git would show: results/ is untouched and the
+    // default folder is ignored.
+    assert_eq!(git_status(repo.path()), "", "{stdout}");
+    assert_eq!(fs::read_to_string(repo.path().join("results/quick-table.md")).unwrap(), "committed\n");
+    let out = repo.path().join("target/loadgen");
+    let s = report::read_summary(&out.join("quick-hardlight-closed-64x1-echo64")).unwrap();
+    assert_eq!(s.git_commit.as_deref(), Some(head.as_str()));
+    assert!(out.join("quick-table.md").is_file());
+    let plot = plot_line(&stdout);
+    assert_eq!(plot, Path::new("target/loadgen/quick-plot.svg"));
+    assert!(repo.path().join(&plot).is_file(), "the plot it names exists");
+}
+
+#[test]
+fn the_commit_is_stamped_before_anything_is_written() {
+    // Results refreshed in place overwrite tracked files: the first run
+    // already makes the tree dirty, yet every run carries the clean commit.
+    let runs = ["quick-hardlight-closed-64x1-echo64", "quick-hardlight-closed-64x16-echo64"];
+    let tracked: Vec<String> = runs.iter().map(|r| format!("{r}/summary.json")).collect();
+    let (repo, head) = clean_clone(&tracked.iter().map(String::as_str).collect::<Vec<_>>());
+    let stdout = tiny_bench(repo.path(), &["--cases", "closed-64x1,closed-64x16", "--out", "results"]);
+    let status = git_status(repo.path());
+    assert!(status.contains(&format!(" M results/{}", tracked[0])), "the runs overwrote tracked files:\n{status}");
+    for r in runs {
+        let s = report::read_summary(&repo.path().join("results").join(r)).unwrap();
+        assert_eq!(s.git_commit.as_deref(), Some(head.as_str()), "{r}");
+    }
+    assert!(stdout.contains(&format!("commit {head}\n")), "the table's header names the clean commit:\n{stdout}");
 }
