@@ -25,8 +25,10 @@ impl Case {
     }
 }
 
-/// The standard suite: closed 64x1, closed 64x16, open 100k/s Poisson over
-/// 64, open 50k/s Poisson over 64, and two cases of what HardLight adds to
+/// The standard suite: closed 64x1, closed 64x16, open 100k/s, 50k/s,
+/// 20k/s and 2k/s Poisson over 64 (20k/s: CPU per call at one message per
+/// wake-up with headroom; 2k/s: system calls per call when the server
+/// sleeps between messages, the runtime's fixed cost), and two cases of what HardLight adds to
 /// plain RPC: `state` (closed 64x16, a STATE message before every
 /// response: the cost of state sync beside `closed-64x16`) and `fanout`
 /// (500 emits/s from one connection to 63 subscribers, 31.5k deliveries/s:
@@ -56,6 +58,8 @@ pub fn standard_cases() -> Vec<Case> {
         closed(16),
         open(100),
         open(50),
+        open(20),
+        open(2),
         Case { key: "state-closed-64x16".into(), scenario: Some(Scenario::State), ..closed(16) },
         Case {
             key: "fanout-open-500-64".into(),

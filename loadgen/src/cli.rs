@@ -125,7 +125,7 @@ pub struct BenchArgs {
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub retries: usize,
     /// Only these cases, comma-separated (closed-64x1, closed-64x16, open-100k-64, open-50k-64,
-    /// state-closed-64x16, fanout-open-500-64).
+    /// open-20k-64, open-2k-64, state-closed-64x16, fanout-open-500-64).
     #[arg(long, value_name = "K1,K2")]
     pub cases: Option<String>,
     /// Do not count the server's system calls with perf (its tracepoint slows every syscall a little).

@@ -174,9 +174,16 @@ fn bench_suite_in_miniature() {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{stderr}");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    for case in
-        ["closed-64x1", "closed-64x16", "open-100k-64", "open-50k-64", "state-closed-64x16", "fanout-open-500-64"]
-    {
+    for case in [
+        "closed-64x1",
+        "closed-64x16",
+        "open-100k-64",
+        "open-50k-64",
+        "open-20k-64",
+        "open-2k-64",
+        "state-closed-64x16",
+        "fanout-open-500-64",
+    ] {
         assert!(stdout.contains(&format!("## {case}")), "table lacks {case}:\n{stdout}");
     }
     for text in [
@@ -193,6 +200,8 @@ fn bench_suite_in_miniature() {
         "closed-64x16-echo64",
         "open-100k-64-echo64",
         "open-50k-64-echo64",
+        "open-20k-64-echo64",
+        "open-2k-64-echo64",
         "state-closed-64x16-state",
         "fanout-open-500-64-fanout",
     ] {
