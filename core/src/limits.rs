@@ -60,6 +60,12 @@ pub const DEFAULT_MAX_VALIDATION_DEPTH: usize = 64;
 /// frame overhead only when a peer sends a message larger than this.
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 16 * 1024;
 
+/// Read buffer of a connection that is handshaking or idle: a connection's
+/// buffers start this small (or empty) and grow with traffic, and shrink
+/// back after a keepalive interval of quiet, so that memory per idle
+/// connection stays in kilobytes.
+pub const IDLE_READ_BUFFER: usize = 1024;
+
 /// Protocol bounds applied to one connection.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {

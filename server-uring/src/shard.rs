@@ -39,6 +39,8 @@ pub(crate) struct Shard<F> {
     /// `ServerConfig::shard_held_bytes_budget`.
     pub(crate) held_bytes: Cell<usize>,
     open: Cell<usize>,
+    /// Most connections open since the last heap trim (see [`Shard::closed_one`]).
+    peak: Cell<usize>,
     all_closed: LocalSignal,
 }
 
@@ -62,10 +64,44 @@ impl<F> Shard<F> {
             emitter,
             held_bytes: Cell::new(0),
             open: Cell::new(0),
+            peak: Cell::new(0),
             all_closed: LocalSignal::default(),
         })
     }
 }
+
+impl<F> Shard<F> {
+    /// After a spike of connections has mostly gone (open down to a quarter
+    /// of a peak of at least [`TRIM_AFTER_PEAK`]), hands the freed heap back
+    /// to the OS. glibc keeps freed memory in its per-thread arenas, so
+    /// without this a shard's resident memory stayed at its peak (290-370 MB
+    /// after 10,000 connections closed). Rare by construction: a few
+    /// milliseconds once per spike.
+    pub(crate) fn closed_one(&self) {
+        let (open, peak) = (self.open.get(), self.peak.get());
+        if peak >= TRIM_AFTER_PEAK && open <= peak / 4 {
+            self.peak.set(open);
+            trim_heap();
+        }
+    }
+}
+
+/// Connections a shard must have held at once before [`Shard::closed_one`]
+/// trims the heap when they go.
+pub(crate) const TRIM_AFTER_PEAK: usize = 1024;
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim_heap() {
+    // SAFETY: malloc_trim only releases free memory at the top of glibc's
+    // arenas and in whole free pages; it takes the arenas' locks itself and
+    // touches no memory the program holds.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim_heap() {}
 
 /// What a shard is built from.
 pub(crate) struct ShardParts<F> {
@@ -120,6 +156,7 @@ pub(crate) async fn run<F, C, Fut>(
                 let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let shard2 = shard.clone();
                 shard.open.set(shard.open.get() + 1);
+                shard.peak.set(shard.peak.get().max(shard.open.get()));
                 shard.stats.open.inc();
                 let serving = serve_conn(stream, peer, shard2.clone());
                 // Unit tests count the connection task's live waker clones.
@@ -128,6 +165,7 @@ pub(crate) async fn run<F, C, Fut>(
                 glommio::spawn_local(async move {
                     serving.await;
                     shard2.open.set(shard2.open.get() - 1);
+                    shard2.closed_one();
                     shard2.stats.open.dec();
                     if shard2.open.get() == 0 {
                         shard2.all_closed.fire();

@@ -27,7 +27,7 @@ use crate::envelope::{self, ClientMessage};
 use crate::error::{CallErrorCode, CloseCode};
 use crate::frame::{self, FrameError, FrameHeader, Opcode, Role};
 use crate::handshake::{self, HandshakeError, UpgradeRequest};
-use crate::limits::Limits;
+use crate::limits::{Limits, IDLE_READ_BUFFER};
 use crate::service::Reply;
 use crate::wire::{AlignedBuf, ARCHIVE_ALIGN};
 
@@ -164,6 +164,11 @@ pub struct ServerConnection {
     time: timers::Timers,
     /// The queue of server-originated messages, once attached.
     outbox: Option<ordering::Attached>,
+    /// Set when the peer went quiet (the keepalive ping): the next
+    /// [`ServerConnection::read_buf`] with nothing buffered gives the large
+    /// buffers back (never earlier: a driver may have a read in flight into
+    /// the current one).
+    release_buffers: bool,
 }
 
 impl ServerConnection {
@@ -174,14 +179,15 @@ impl ServerConnection {
 
     /// A connection in the given mode; [`Mode::Echo`] for a plain WebSocket.
     pub fn with_mode(limits: Limits, mode: Mode) -> Self {
-        let size = limits.read_buffer_size.max(limits.max_handshake_size + 1).max(256);
-        let mut msg = AlignedBuf::with_capacity(1024);
+        // Every buffer starts small or empty and grows with use: a pending
+        // handshake or an idle connection holds about IDLE_READ_BUFFER.
+        let mut msg = AlignedBuf::new();
         msg.resize(MSG_PAD, 0);
         Self {
             limits,
             mode,
             phase: Phase::Handshake,
-            inbuf: vec![0; size],
+            inbuf: Vec::new(),
             in_start: 0,
             in_end: 0,
             msg,
@@ -190,13 +196,14 @@ impl ServerConnection {
             data: None,
             calls: CallTable::new(),
             draining: false,
-            out: Vec::with_capacity(4096),
+            out: Vec::new(),
             out_start: 0,
-            scratch: AlignedBuf::with_capacity(1024),
+            scratch: AlignedBuf::new(),
             pending_close: None,
             stats: ConnectionStats::default(),
             time: timers::Timers::default(),
             outbox: None,
+            release_buffers: false,
         }
     }
 
@@ -211,16 +218,57 @@ impl ServerConnection {
     }
 
     /// Space to read socket bytes into. Never empty while the connection reads.
+    ///
+    /// The buffer starts at [`IDLE_READ_BUFFER`] bytes and grows when a read
+    /// fills it: while handshaking, doubling up to `max_handshake_size`;
+    /// once open, to `read_buffer_size` at once. After the peer has been
+    /// quiet for a keepalive interval it shrinks back (as do the message,
+    /// reply and outbound buffers, when empty), here and only here: a driver
+    /// never has a read in flight into a buffer it has not just asked for.
     pub fn read_buf(&mut self) -> &mut [u8] {
         if self.in_start == self.in_end {
             self.in_start = 0;
             self.in_end = 0;
+            if std::mem::take(&mut self.release_buffers) {
+                self.release_idle_buffers();
+            }
         } else if self.in_end == self.inbuf.len() && self.in_start > 0 {
             self.inbuf.copy_within(self.in_start..self.in_end, 0);
             self.in_end -= self.in_start;
             self.in_start = 0;
         }
+        if self.in_end == self.inbuf.len() {
+            let len = self.inbuf.len();
+            let grown = match self.phase {
+                _ if len == 0 => IDLE_READ_BUFFER,
+                Phase::Handshake => (len * 2).min(self.limits.max_handshake_size + 1),
+                _ => self.limits.read_buffer_size.max(len),
+            };
+            if grown > len {
+                self.inbuf.resize(grown, 0);
+            }
+        }
         &mut self.inbuf[self.in_end..]
+    }
+
+    /// Gives the large buffers back while the connection is quiet; they
+    /// grow again with the next traffic (one allocation each).
+    fn release_idle_buffers(&mut self) {
+        if self.inbuf.len() > IDLE_READ_BUFFER {
+            self.inbuf = vec![0; IDLE_READ_BUFFER];
+        }
+        if self.msg_opcode.is_none() && self.data.is_none() && self.msg.capacity() > IDLE_READ_BUFFER {
+            let mut msg = AlignedBuf::new();
+            msg.resize(MSG_PAD, 0);
+            self.msg = msg;
+        }
+        if self.out_start == self.out.len() && self.out.capacity() > IDLE_READ_BUFFER {
+            self.out = Vec::new();
+            self.out_start = 0;
+        }
+        if self.scratch.capacity() > IDLE_READ_BUFFER {
+            self.scratch = AlignedBuf::new();
+        }
     }
 
     /// Records that `n` bytes were read into [`Self::read_buf`]; `n == 0` means

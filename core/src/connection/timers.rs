@@ -175,6 +175,9 @@ impl ServerConnection {
             if !t.pinged && limits.keepalive_interval < limits.idle_timeout && quiet >= limits.keepalive_interval {
                 t.pinged = true;
                 self.ping(b"hl");
+                // Quiet for a keepalive interval: idle buffers go back at
+                // the driver's next read_buf.
+                self.release_buffers = true;
                 return Some(TimerAction::Pinged);
             }
             return None;
