@@ -169,6 +169,8 @@ pub struct ServerConnection {
     /// buffers back (never earlier: a driver may have a read in flight into
     /// the current one).
     release_buffers: bool,
+    /// The last read filled the read buffer: the next one gets a larger one.
+    filled: bool,
 }
 
 impl ServerConnection {
@@ -204,6 +206,7 @@ impl ServerConnection {
             time: timers::Timers::default(),
             outbox: None,
             release_buffers: false,
+            filled: false,
         }
     }
 
@@ -237,7 +240,9 @@ impl ServerConnection {
             self.in_end -= self.in_start;
             self.in_start = 0;
         }
-        if self.in_end == self.inbuf.len() {
+        // Grow when the last read filled the buffer (the peer sends more
+        // than it holds), or when there is no room left at all.
+        if std::mem::take(&mut self.filled) || self.in_end == self.inbuf.len() {
             let len = self.inbuf.len();
             let grown = match self.phase {
                 _ if len == 0 => IDLE_READ_BUFFER,
@@ -287,6 +292,7 @@ impl ServerConnection {
         }
         debug_assert!(self.in_end + n <= self.inbuf.len());
         self.in_end = (self.in_end + n).min(self.inbuf.len());
+        self.filled = self.in_end == self.inbuf.len();
         // Stamped by the next `handle_timeout`: no clock read per read.
         self.time.heard = true;
     }

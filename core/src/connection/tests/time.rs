@@ -321,3 +321,53 @@ fn echo_mode_runs_the_same_time_rules() {
     c.shutdown(5 * S);
     expect_close(&mut c, 1001);
 }
+
+#[test]
+fn buffers_start_small_grow_with_traffic_and_shrink_back_after_a_quiet_keepalive_interval() {
+    let t0 = Instant::now();
+    let mut c = ServerConnection::new(Limits::default());
+    assert_eq!(c.read_buf().len(), IDLE_READ_BUFFER, "a pending handshake reads into 1 KiB");
+    // A handshake larger than the first buffer still arrives whole: the
+    // buffer doubles while handshaking.
+    let padded = UPGRADE.replace("\r\n\r\n", &format!("\r\nX-Pad: {}\r\n\r\n", "p".repeat(1500)));
+    feed(&mut c, padded.as_bytes());
+    let Some(Event::Upgrade(req)) = c.poll_event() else { panic!("upgrade after growth") };
+    assert!(c.inbuf.len() >= padded.len() && c.inbuf.len() <= c.limits.max_handshake_size + 1);
+    c.accept(&req);
+    take_out(&mut c);
+    assert_eq!(c.handle_timeout(t0), None);
+
+    // A read that fills the buffer makes the next one full size.
+    let batch: Vec<u8> = (0..40u8).flat_map(|id| call_frame(id, 0, &[7; 64])).collect();
+    let n = {
+        let buf = c.read_buf();
+        let n = buf.len().min(batch.len());
+        buf[..n].copy_from_slice(&batch[..n]);
+        n
+    };
+    c.on_read(n);
+    while let Some(ev) = c.poll_event() {
+        if let Event::Call { id, .. } = ev {
+            c.fail(id, CallErrorCode::UnknownMethod, "");
+        }
+    }
+    assert_eq!(c.read_buf().len(), c.limits.read_buffer_size - c.in_end, "grown to read_buffer_size");
+    feed(&mut c, &batch[n..]);
+    while let Some(ev) = c.poll_event() {
+        if let Event::Call { id, .. } = ev {
+            c.fail(id, CallErrorCode::UnknownMethod, "");
+        }
+    }
+    take_out(&mut c);
+
+    // Quiet for the keepalive interval: the ping goes out, and the next
+    // read_buf gives the large buffers back.
+    assert_eq!(c.handle_timeout(t0 + ms(1)), None);
+    assert_eq!(c.handle_timeout(t0 + 21 * S), Some(TimerAction::Pinged));
+    take_out(&mut c);
+    assert_eq!(c.read_buf().len(), IDLE_READ_BUFFER);
+    assert!(c.out.capacity() <= IDLE_READ_BUFFER && c.scratch.capacity() <= IDLE_READ_BUFFER);
+    // And the connection still works.
+    feed(&mut c, &call_frame(3, 0, &[1; 8]));
+    assert!(matches!(c.poll_event(), Some(Event::Call { id: 3, .. })));
+}
