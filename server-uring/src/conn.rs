@@ -244,27 +244,7 @@ where
         loop {
             let mut progress = false;
 
-            // Messages queued from outside a call (other tasks), then calls
-            // that were pending and are now done, each behind the state
-            // changes it made.
-            outbox.register(cx.waker());
-            conn.flush_outbox();
-            // Calls woken since the last pass (each call slot has a waker of
-            // its own; see slots.rs for why the task's waker is never
-            // handed to a call).
-            slots.register(cx.waker());
-            slots.poll_ready(|id, out| finish(conn, id, out));
-
-            // Shutdown: the core stops starting calls and closes 1001 when
-            // the running ones are done or its grace period ends.
-            if shard.shutdown.is_fired() {
-                if !shutting_down {
-                    shutting_down = true;
-                    conn.shutdown(shard.config.shutdown_grace);
-                }
-            } else {
-                shard.shutdown.register(signal_key, cx.waker());
-            }
+            start_round(conn, outbox, &mut slots, shard, signal_key, &mut shutting_down, cx);
 
             // Read and parse.
             if !eof {
@@ -294,10 +274,7 @@ where
                 let now = std::time::Instant::now();
                 match before_park(conn, now, &mut held, budget, &shard.stats) {
                     Parking::Again(action) => {
-                        if action == Some(TimerAction::Closing(CloseCode::GoingAway)) && slots.len() > 0 {
-                            tracing::warn!(calls = slots.len(), "shutdown grace expired; dropping calls in flight");
-                            slots.clear();
-                        }
+                        drop_calls_after_grace(action, &mut slots);
                         continue;
                     }
                     Parking::Sleep(due) => timer.arm(due, now, cx),
@@ -309,6 +286,49 @@ where
     .await;
     slots.clear();
     result
+}
+
+/// The start of every round of an RPC connection, on both backends: the
+/// messages queued from outside a call (other tasks, the event router),
+/// then the calls woken since the last round (each call slot has a waker of
+/// its own; see slots.rs for why the task's waker is never handed to a
+/// call), each behind the state changes it made; then shutdown, where the
+/// core stops starting calls and closes 1001 when the running ones are done
+/// or its grace period ends.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn start_round<A, F, R>(
+    conn: &mut ServerConnection,
+    outbox: &Outbox,
+    slots: &mut CallSlots<F>,
+    shard: &Shard<A>,
+    signal_key: usize,
+    shutting_down: &mut bool,
+    cx: &mut Context<'_>,
+) where
+    F: Future<Output = std::thread::Result<R>>,
+    R: Reply,
+{
+    outbox.register(cx.waker());
+    conn.flush_outbox();
+    slots.register(cx.waker());
+    slots.poll_ready(|id, out| finish(conn, id, out));
+    if shard.shutdown.is_fired() {
+        if !*shutting_down {
+            *shutting_down = true;
+            conn.shutdown(shard.config.shutdown_grace);
+        }
+    } else {
+        shard.shutdown.register(signal_key, cx.waker());
+    }
+}
+
+/// After a time rule acted: if the shutdown grace ended with calls still
+/// running, their futures are dropped (the core has closed 1001).
+pub(crate) fn drop_calls_after_grace<F: Future>(action: Option<TimerAction>, slots: &mut CallSlots<F>) {
+    if action == Some(TimerAction::Closing(CloseCode::GoingAway)) && slots.len() > 0 {
+        tracing::warn!(calls = slots.len(), "shutdown grace expired; dropping calls in flight");
+        slots.clear();
+    }
 }
 
 /// Handles every event buffered in `conn`: starts calls (each polled once in

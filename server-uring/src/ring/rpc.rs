@@ -16,14 +16,13 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use futures::FutureExt;
-use hardlight_core::connection::{Event, TimerAction};
-use hardlight_core::error::CloseCode;
+use hardlight_core::connection::Event;
 use hardlight_core::Service;
 
 use super::io::Io;
 use super::timers::{self, Timer};
 use crate::clock::{before_park, must_rearm, HeldBytes, Parking};
-use crate::conn::{finish, process_events, upgrade, Defer, Upgraded};
+use crate::conn::{drop_calls_after_grace, process_events, start_round, upgrade, Defer, Upgraded};
 use crate::factory::ConnectionFactory;
 use crate::shard::Shard;
 use crate::slots::CallSlots;
@@ -126,24 +125,7 @@ async fn run<F: ConnectionFactory>(
             if io.failed {
                 return Poll::Ready(());
             }
-            let conn = &mut io.core;
-            // Messages queued from outside a call, then woken calls; the
-            // core puts each call's state changes before its response.
-            outbox.register(cx.waker());
-            conn.flush_outbox();
-            slots.register(cx.waker());
-            slots.poll_ready(|id, out| finish(conn, id, out));
-
-            // Shutdown: the core stops starting calls and closes 1001 when
-            // the running ones are done or its grace period ends.
-            if shard.shutdown.is_fired() {
-                if !shutting_down {
-                    shutting_down = true;
-                    conn.shutdown(shard.config.shutdown_grace);
-                }
-            } else {
-                shard.shutdown.register(signal_key, cx.waker());
-            }
+            start_round(&mut io.core, outbox, &mut slots, shard, signal_key, &mut shutting_down, cx);
 
             // Parse what the loop received (never while a receive is in flight).
             if io.readable() {
@@ -155,10 +137,7 @@ async fn run<F: ConnectionFactory>(
             let now = timers::now();
             match before_park(&mut io.core, now, &mut held, budget, &shard.stats) {
                 Parking::Again(action) => {
-                    if action == Some(TimerAction::Closing(CloseCode::GoingAway)) && slots.len() > 0 {
-                        tracing::warn!(calls = slots.len(), "shutdown grace expired; dropping calls in flight");
-                        slots.clear();
-                    }
+                    drop_calls_after_grace(action, &mut slots);
                     continue;
                 }
                 Parking::Sleep(due) => timer.arm(due, now, cx),
