@@ -29,6 +29,14 @@ pub const KIND_EVENT: u8 = 0x30;
 /// Server to client: this many events for this connection were dropped
 /// (slow consumer) before the next one. `[0x31, count u32 LE]`.
 pub const KIND_EVENTS_DROPPED: u8 = 0x31;
+/// Server to client: an event of a topic with its position, to a client that
+/// opted in to resume. Layout in [`crate::resume`] and `docs/PROTOCOL.md`.
+pub const KIND_TOPIC_EVENT: u8 = 0x32;
+/// Server to client: events of a topic were lost and cannot be replayed.
+pub const KIND_GAP: u8 = 0x33;
+/// Client to server, first message of a client that opted in to resume: its
+/// last position per topic.
+pub const KIND_RESUME: u8 = 0x08;
 
 /// Length of the call envelope header before the input archive.
 pub const CALL_HEADER_LEN: usize = 4;
@@ -48,6 +56,11 @@ pub enum ClientMessage<'a> {
         method: u16,
         /// The input archive bytes.
         input: &'a [u8],
+    },
+    /// The client's resume positions ([`crate::resume::parse_resume`]).
+    Resume {
+        /// Everything after the kind byte.
+        body: &'a [u8],
     },
 }
 
@@ -118,6 +131,7 @@ pub fn decode_client(msg: &[u8]) -> Result<ClientMessage<'_>, EnvelopeError> {
                 input: &msg[CALL_HEADER_LEN..],
             })
         }
+        KIND_RESUME => Ok(ClientMessage::Resume { body: &msg[1..] }),
         other => Err(EnvelopeError::UnknownKind(other)),
     }
 }
@@ -138,7 +152,7 @@ pub fn decode_server(msg: &[u8]) -> Result<ServerMessage<'_>, EnvelopeError> {
             }
             Ok(ServerMessage::CallError { id: msg[1], code: msg[2], detail: &msg[CALL_ERROR_HEADER_LEN..] })
         }
-        KIND_STATE | KIND_FEATURES | KIND_LIMITS | KIND_EVENT | KIND_EVENTS_DROPPED => {
+        KIND_STATE | KIND_FEATURES | KIND_LIMITS | KIND_EVENT | KIND_EVENTS_DROPPED | KIND_TOPIC_EVENT | KIND_GAP => {
             Ok(ServerMessage::Other { kind, body: &msg[1..] })
         }
         other => Err(EnvelopeError::UnknownKind(other)),

@@ -99,6 +99,18 @@ impl EncodedEvent {
         Self { frame: f.into(), ty }
     }
 
+    /// Frames an archive as a `TOPIC_EVENT` of `topic` at `position` (for
+    /// clients that opted in to resume; see [`crate::resume`]). `topic` must
+    /// be at most [`crate::resume::MAX_TOPIC_LEN`] bytes.
+    pub fn positioned(ty: u16, topic: &str, position: crate::resume::Position, archive: &[u8]) -> Self {
+        let mut msg = Vec::with_capacity(crate::resume::wire_header_len(topic) + archive.len());
+        crate::resume::encode_topic_event_header(&mut msg, ty, topic, position);
+        msg.extend_from_slice(archive);
+        let mut f = Vec::with_capacity(frame::MAX_HEADER_LEN + msg.len());
+        frame::write_frame(&mut f, Opcode::Binary, &msg);
+        Self { frame: f.into(), ty }
+    }
+
     /// The event type id.
     pub fn event_type(&self) -> u16 {
         self.ty
@@ -118,7 +130,12 @@ impl EncodedEvent {
             127 => 10,
             _ => 2,
         };
-        &self.frame[header_len + EVENT_HEADER_LEN..]
+        let msg = &self.frame[header_len..];
+        if msg[0] == crate::envelope::KIND_TOPIC_EVENT {
+            let topic_len = msg[crate::resume::TOPIC_EVENT_FIXED_LEN - 1] as usize;
+            return &msg[crate::resume::TOPIC_EVENT_FIXED_LEN + topic_len..];
+        }
+        &msg[EVENT_HEADER_LEN..]
     }
 }
 
@@ -174,6 +191,8 @@ mod tests {
             let e = EncodedEvent::from_archive(9, &archive);
             assert_eq!(e.archive(), &archive[..], "archive of {len} bytes");
             assert_eq!(e.event_type(), 9);
+            let p = EncodedEvent::positioned(9, "topic", crate::resume::Position { epoch: 1, offset: 2 }, &archive);
+            assert_eq!(p.archive(), &archive[..], "positioned archive of {len} bytes");
         }
     }
 

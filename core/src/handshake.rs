@@ -55,6 +55,13 @@ impl UpgradeRequest {
         self.protocol
     }
 
+    /// Whether the client opted in to resume (header
+    /// [`crate::resume::RESUME_HEADER`] `: 1`): it gets topic events with
+    /// their position and sends `RESUME` first.
+    pub fn wants_resume(&self) -> bool {
+        self.header(crate::resume::RESUME_HEADER).is_some_and(|v| v.trim() == "1")
+    }
+
     /// Appends the `101 Switching Protocols` response that accepts this request.
     pub fn write_accept(&self, out: &mut Vec<u8>) {
         let accept = tungstenite::handshake::derive_accept_key(self.key.as_bytes());
@@ -65,6 +72,11 @@ impl UpgradeRequest {
         if let Some(p) = self.protocol {
             out.extend_from_slice(b"\r\nSec-WebSocket-Protocol: ");
             out.extend_from_slice(p.as_bytes());
+            if self.wants_resume() {
+                // The server's half of the opt-in: a client sends RESUME only
+                // to a server that answered this (older ones would close).
+                out.extend_from_slice(b"\r\nHardLight-Resume: 1");
+            }
         }
         out.extend_from_slice(b"\r\n\r\n");
     }

@@ -15,6 +15,7 @@
 
 #![warn(missing_docs)]
 
+pub mod backoff;
 pub mod broker;
 pub mod calls;
 pub mod client;
@@ -27,6 +28,7 @@ pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod outbox;
+pub mod resume;
 pub mod schema;
 pub mod service;
 pub mod session;

@@ -38,6 +38,10 @@ use crate::service::RawReply;
 use crate::state::{parse_state, ConnectionState};
 use crate::wire::AlignedBuf;
 
+#[path = "session_link.rs"]
+mod link;
+pub use link::Link;
+
 /// Default bound on calls waiting for a free call id (all 256 in flight).
 /// A call beyond it fails at once with [`CallError::TooManyWaiting`] rather
 /// than growing the queue without bound.
@@ -85,6 +89,16 @@ pub enum SessionEvent {
     EventsDropped {
         /// Events dropped since the previous notice.
         count: u32,
+    },
+    /// Events of a topic were lost (the server's `GAP`, or a jump in a
+    /// topic's positions): the application decides, e.g. reload by RPC.
+    Gap(crate::resume::GapNotice),
+    /// The transport dropped and a reconnect will follow
+    /// ([`ClientSession::handle_disconnect`]): calls sent on it failed with
+    /// `Disconnected`, except idempotent ones, which wait to be sent again.
+    Disconnected {
+        /// Why, in words.
+        reason: String,
     },
     /// The connection ended; every call still open failed with
     /// `Disconnected`, and no further event follows.
@@ -144,6 +158,11 @@ pub struct ClientSession {
     closed: Option<String>,
     /// What the server announced in its LIMITS message, if it did.
     limits: Option<envelope::AnnouncedLimits>,
+    /// Whether the transport is up, held (up, application calls wait for
+    /// [`Self::release`]) or down (a reconnect follows).
+    link: Link,
+    /// Reconnect rules and resume bookkeeping.
+    rules: link::Rules,
 }
 
 impl Default for ClientSession {
@@ -173,6 +192,8 @@ impl ClientSession {
             events_dropped: 0,
             closed: None,
             limits: None,
+            link: Link::Up,
+            rules: link::Rules::default(),
         }
     }
 
@@ -196,6 +217,9 @@ impl ClientSession {
         if let Some(l) = self.limits.filter(|l| size > l.max_message_size as usize) {
             return Err(CallError::TooLarge { size, limit: l.max_message_size as usize });
         }
+        if self.link != Link::Up {
+            return self.hold(method, input);
+        }
         let call = CallToken(self.next_token);
         match self.ids.allocate() {
             Some(id) if self.waiting.is_empty() => self.send(id, call, method, input),
@@ -216,6 +240,7 @@ impl ClientSession {
 
     fn send(&mut self, id: u8, call: CallToken, method: u16, input: &[u8]) {
         self.in_flight[id as usize] = Some(call);
+        self.rules.remember(call, method, input);
         let mut msg = Vec::with_capacity(envelope::CALL_HEADER_LEN + input.len());
         envelope::encode_call(&mut msg, id, method, input);
         self.transmit.push_back(msg);
@@ -234,6 +259,7 @@ impl ClientSession {
         match self.in_flight.iter_mut().find(|slot| **slot == Some(call)) {
             Some(slot) => {
                 *slot = None;
+                self.rules.forget(call);
                 true
             }
             None => false,
@@ -302,6 +328,8 @@ impl ClientSession {
                 self.events_dropped += count as u64;
                 self.events.push_back(SessionEvent::EventsDropped { count });
             }
+            ServerMessage::Other { kind: envelope::KIND_TOPIC_EVENT, body } => self.on_topic_event(body)?,
+            ServerMessage::Other { kind: envelope::KIND_GAP, body } => self.on_gap(body)?,
             // decode_server returns only the kinds matched above.
             ServerMessage::Other { .. } => {}
         }
@@ -315,7 +343,12 @@ impl ClientSession {
             return Err(SessionError::UnexpectedReply(id));
         }
         if let Some(call) = self.in_flight[id as usize].take() {
+            self.rules.forget(call);
             self.events.push_back(SessionEvent::Reply { call, result });
+        }
+        if self.link != Link::Up {
+            // Held: only the on-connect calls go out until release().
+            return Ok(());
         }
         if let Some(w) = self.waiting.pop_front() {
             let id = self.ids.allocate().expect("an id was just freed");

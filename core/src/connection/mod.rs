@@ -171,6 +171,21 @@ pub struct ServerConnection {
     release_buffers: bool,
     /// The last read filled the read buffer: the next one gets a larger one.
     filled: bool,
+    /// The resume request, from the first message (see [`Self::take_resume`]).
+    resume: ResumeSlot,
+}
+
+/// Where a connection is with its resume request.
+#[derive(Debug, Default)]
+enum ResumeSlot {
+    /// No message yet.
+    #[default]
+    Waiting,
+    /// The first message arrived: these positions (none if it was not a
+    /// `RESUME`) are for the driver to take.
+    Ready(Vec<(String, crate::resume::Position)>),
+    /// Taken by the driver.
+    Taken,
 }
 
 impl ServerConnection {
@@ -207,6 +222,22 @@ impl ServerConnection {
             outbox: None,
             release_buffers: false,
             filled: false,
+            resume: ResumeSlot::Waiting,
+        }
+    }
+
+    /// The client's resume positions, once its first message has arrived:
+    /// those of its `RESUME` if that was the first message, none if it was a
+    /// call. Returns `Some` exactly once per connection. A client that opted
+    /// in to resume sends `RESUME` first, and the server holds its topic
+    /// events until this is taken (see `hardlight_core::resume`).
+    pub fn take_resume(&mut self) -> Option<Vec<(String, crate::resume::Position)>> {
+        match std::mem::replace(&mut self.resume, ResumeSlot::Taken) {
+            ResumeSlot::Ready(p) => Some(p),
+            other => {
+                self.resume = other;
+                None
+            }
         }
     }
 

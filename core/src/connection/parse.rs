@@ -46,9 +46,26 @@ impl ServerConnection {
         let closing = !matches!(self.phase, Phase::Open);
         let body = &self.msg[MSG_PAD..];
         match envelope::decode_client(body) {
+            Ok(ClientMessage::Resume { body }) => {
+                if closing {
+                    return None;
+                }
+                if !matches!(self.resume, ResumeSlot::Waiting) {
+                    self.close(CloseCode::MalformedEnvelope, "RESUME is only accepted as the first message");
+                    return None;
+                }
+                match crate::resume::parse_resume(body) {
+                    Ok(positions) => self.resume = ResumeSlot::Ready(positions),
+                    Err(e) => self.close(CloseCode::MalformedEnvelope, &e.to_string()),
+                }
+                None
+            }
             Ok(ClientMessage::Call { id, method, .. }) => {
                 if closing {
                     return None;
+                }
+                if matches!(self.resume, ResumeSlot::Waiting) {
+                    self.resume = ResumeSlot::Ready(Vec::new());
                 }
                 self.stats.calls_received += 1;
                 if !self.calls.begin(id) {

@@ -1,0 +1,280 @@
+//! The server's per-topic event history: offsets, bounded retention (count
+//! and age), and what to replay for a resume position. Time is an input.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::wire::{Gap, Position, MAX_TOPIC_LEN, MISSED_UNKNOWN};
+use crate::events::EncodedEvent;
+
+/// Default number of events kept per topic for resume.
+pub const DEFAULT_HISTORY_EVENTS: usize = 1024;
+/// Default age after which a topic's events are no longer kept for resume:
+/// the reconnect window a client is promised (its backoff cap is far lower).
+pub const DEFAULT_HISTORY_AGE: Duration = Duration::from_secs(120);
+/// Default number of topics with a history; past it, the topic emitted to
+/// least recently is forgotten (its subscribers get a gap notice on resume,
+/// because the topic then starts a new epoch).
+pub const DEFAULT_HISTORY_TOPICS: usize = 10_000;
+
+/// Bounds on the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryLimits {
+    /// Most events kept per topic.
+    pub max_events: usize,
+    /// Events older than this are dropped.
+    pub max_age: Duration,
+    /// Most topics with a history.
+    pub max_topics: usize,
+}
+
+impl Default for HistoryLimits {
+    fn default() -> Self {
+        Self { max_events: DEFAULT_HISTORY_EVENTS, max_age: DEFAULT_HISTORY_AGE, max_topics: DEFAULT_HISTORY_TOPICS }
+    }
+}
+
+struct Log {
+    epoch: u64,
+    /// The last offset given out (0: none yet).
+    head: u64,
+    /// Retained events, oldest first: offset, emit time, framed TOPIC_EVENT.
+    entries: VecDeque<(u64, Instant, EncodedEvent)>,
+    touched: Instant,
+}
+
+/// What a resuming connection gets for one topic.
+#[derive(Debug, Default)]
+pub struct Replay {
+    /// Sent first when the history does not cover everything missed.
+    pub gap: Option<Gap>,
+    /// The retained events after the client's position, in order.
+    pub events: Vec<EncodedEvent>,
+    /// The topic's head: live events up to it are covered by this replay.
+    pub head: Option<Position>,
+}
+
+/// Every topic's offsets and retained events (one per server, or per broker
+/// stream). Offsets start at 1 in each epoch; a topic's epoch is the
+/// history's random base plus a creation counter, so a restarted server
+/// (new base) or a forgotten and re-created topic (new counter) can never
+/// hand out a position that an old one also named.
+pub struct TopicHistory {
+    base_epoch: u64,
+    created: u64,
+    limits: HistoryLimits,
+    logs: HashMap<Arc<str>, Log>,
+}
+
+impl TopicHistory {
+    /// An empty history whose epochs derive from `base_epoch` (random per
+    /// server start).
+    pub fn new(base_epoch: u64, limits: HistoryLimits) -> Self {
+        Self { base_epoch, created: 0, limits, logs: HashMap::new() }
+    }
+
+    /// Topics with a history.
+    pub fn topics(&self) -> usize {
+        self.logs.len()
+    }
+
+    /// Events retained for `topic`.
+    pub fn retained(&self, topic: &str) -> usize {
+        self.logs.get(topic).map_or(0, |l| l.entries.len())
+    }
+
+    fn log(&mut self, topic: &Arc<str>, now: Instant) -> &mut Log {
+        if !self.logs.contains_key(topic) {
+            if self.logs.len() >= self.limits.max_topics.max(1) {
+                // O(topics), only when a new topic arrives at the bound.
+                if let Some(oldest) = self.logs.iter().min_by_key(|(_, l)| l.touched).map(|(k, _)| k.clone()) {
+                    self.logs.remove(&oldest);
+                }
+            }
+            self.created += 1;
+            let epoch = self.base_epoch.wrapping_add(self.created);
+            self.logs.insert(topic.clone(), Log { epoch, head: 0, entries: VecDeque::new(), touched: now });
+        }
+        let limits = self.limits;
+        let log = self.logs.get_mut(topic).expect("inserted above");
+        while log.entries.front().is_some_and(|(_, at, _)| now.saturating_duration_since(*at) > limits.max_age) {
+            log.entries.pop_front();
+        }
+        log
+    }
+
+    /// Gives `topic`'s next event its position and keeps it. Returns the
+    /// position and the framed `TOPIC_EVENT`, or `None` for a topic name
+    /// longer than [`MAX_TOPIC_LEN`] (such events carry no position).
+    pub fn append(
+        &mut self,
+        topic: &Arc<str>,
+        now: Instant,
+        ty: u16,
+        archive: &[u8],
+    ) -> Option<(Position, EncodedEvent)> {
+        if topic.len() > MAX_TOPIC_LEN {
+            return None;
+        }
+        let max_events = self.limits.max_events;
+        let log = self.log(topic, now);
+        log.head += 1;
+        log.touched = now;
+        let position = Position { epoch: log.epoch, offset: log.head };
+        let framed = EncodedEvent::positioned(ty, topic, position, archive);
+        if max_events > 0 {
+            if log.entries.len() >= max_events {
+                log.entries.pop_front();
+            }
+            log.entries.push_back((log.head, now, framed.clone()));
+        }
+        Some((position, framed))
+    }
+
+    /// What a connection that last saw `from` in `topic` must get before
+    /// live events: nothing (and no gap) for `None` (a fresh subscription),
+    /// else the retained events after `from`, preceded by a gap notice when
+    /// the history does not reach back to `from` or `from` is of another
+    /// epoch. `head` is where live delivery continues.
+    pub fn replay(&mut self, topic: &Arc<str>, from: Option<Position>, now: Instant) -> Replay {
+        if topic.len() > MAX_TOPIC_LEN {
+            return Replay::default();
+        }
+        let log = self.log(topic, now);
+        let head = Position { epoch: log.epoch, offset: log.head };
+        let Some(from) = from else {
+            return Replay { head: Some(head), ..Replay::default() };
+        };
+        let first = log.entries.front().map_or(log.head + 1, |(o, _, _)| *o);
+        let (gap, after) = if from.epoch != log.epoch || from.offset > log.head {
+            // Another life of the topic (or a position this one never gave).
+            let missed = MISSED_UNKNOWN;
+            (
+                Some(Gap {
+                    topic: topic.to_string(),
+                    position: Position { epoch: log.epoch, offset: first - 1 },
+                    missed,
+                }),
+                first - 1,
+            )
+        } else if from.offset + 1 < first {
+            let missed = first - 1 - from.offset;
+            (
+                Some(Gap {
+                    topic: topic.to_string(),
+                    position: Position { epoch: log.epoch, offset: first - 1 },
+                    missed,
+                }),
+                first - 1,
+            )
+        } else {
+            (None, from.offset)
+        };
+        let events = log.entries.iter().filter(|(o, _, _)| *o > after).map(|(_, _, e)| e.clone()).collect();
+        Replay { gap, events, head: Some(head) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn offsets(r: &Replay) -> Vec<u64> {
+        r.events
+            .iter()
+            .map(|e| {
+                let msg = &e.frame()[2..];
+                super::super::wire::parse_topic_event(&msg[1..]).unwrap().position.offset
+            })
+            .collect()
+    }
+
+    fn history(max_events: usize, max_age: Duration, max_topics: usize) -> TopicHistory {
+        TopicHistory::new(1000, HistoryLimits { max_events, max_age, max_topics })
+    }
+
+    #[test]
+    fn defaults_are_the_named_constants() {
+        let l = HistoryLimits::default();
+        assert_eq!((l.max_events, l.max_age, l.max_topics), (1024, Duration::from_secs(120), 10_000));
+    }
+
+    #[test]
+    fn offsets_count_from_one_and_replay_sends_what_was_missed_in_order() {
+        let (mut h, t0, t) = (history(8, Duration::from_secs(60), 4), Instant::now(), Arc::from("t"));
+        let fresh = h.replay(&t, None, t0);
+        assert!(fresh.gap.is_none() && fresh.events.is_empty());
+        let epoch = fresh.head.unwrap().epoch;
+        for i in 1..=5 {
+            assert_eq!(h.append(&t, t0, 1, b"x").unwrap().0, Position { epoch, offset: i });
+        }
+        let r = h.replay(&t, Some(Position { epoch, offset: 2 }), t0);
+        assert!(r.gap.is_none());
+        assert_eq!(offsets(&r), [3, 4, 5]);
+        assert_eq!(r.head, Some(Position { epoch, offset: 5 }));
+        assert!(h.replay(&t, Some(Position { epoch, offset: 5 }), t0).events.is_empty(), "up to date");
+    }
+
+    #[test]
+    fn the_count_bound_turns_an_old_position_into_a_counted_gap() {
+        let (mut h, t0, t) = (history(3, Duration::from_secs(60), 4), Instant::now(), Arc::from("t"));
+        for _ in 0..10 {
+            h.append(&t, t0, 1, b"x");
+        }
+        assert_eq!(h.retained("t"), 3);
+        let epoch = h.replay(&t, None, t0).head.unwrap().epoch;
+        let r = h.replay(&t, Some(Position { epoch, offset: 4 }), t0);
+        let gap = r.gap.as_ref().unwrap();
+        assert_eq!((gap.missed, gap.position.offset), (3, 7), "5, 6 and 7 are gone");
+        assert_eq!(offsets(&r), [8, 9, 10]);
+    }
+
+    #[test]
+    fn the_age_bound_drops_old_events() {
+        let (mut h, t0, t) = (history(100, Duration::from_secs(10), 4), Instant::now(), Arc::from("t"));
+        h.append(&t, t0, 1, b"x");
+        h.append(&t, t0 + Duration::from_secs(5), 1, b"x");
+        let epoch = h.replay(&t, None, t0).head.unwrap().epoch;
+        let r = h.replay(&t, Some(Position { epoch, offset: 0 }), t0 + Duration::from_secs(11));
+        assert_eq!(r.gap.as_ref().map(|g| g.missed), Some(1));
+        assert_eq!(offsets(&r), [2]);
+        let r = h.replay(&t, Some(Position { epoch, offset: 0 }), t0 + Duration::from_secs(16));
+        assert_eq!(r.gap.as_ref().map(|g| (g.missed, g.position.offset)), Some((2, 2)));
+        assert!(r.events.is_empty());
+    }
+
+    #[test]
+    fn another_epoch_is_a_gap_of_unknown_size_then_everything_retained() {
+        let (mut h, t0, t) = (history(8, Duration::from_secs(60), 4), Instant::now(), Arc::from("t"));
+        h.append(&t, t0, 1, b"x");
+        h.append(&t, t0, 1, b"x");
+        let r = h.replay(&t, Some(Position { epoch: 7, offset: 40 }), t0);
+        assert_eq!(r.gap.as_ref().map(|g| (g.missed, g.position.offset)), Some((MISSED_UNKNOWN, 0)));
+        assert_eq!(offsets(&r), [1, 2]);
+        let epoch = r.head.unwrap().epoch;
+        let future = h.replay(&t, Some(Position { epoch, offset: 99 }), t0);
+        assert_eq!(future.gap.map(|g| g.missed), Some(MISSED_UNKNOWN), "a position never given out");
+    }
+
+    #[test]
+    fn the_topic_bound_forgets_the_least_recent_topic_and_its_epoch() {
+        let (mut h, t0) = (history(8, Duration::from_secs(60), 2), Instant::now());
+        let (a, b, c) = (Arc::from("a"), Arc::from("b"), Arc::from("c"));
+        let (pa, _) = h.append(&a, t0, 1, b"x").unwrap();
+        h.append(&b, t0 + Duration::from_millis(1), 1, b"x");
+        h.append(&c, t0 + Duration::from_millis(2), 1, b"x");
+        assert_eq!(h.topics(), 2);
+        let r = h.replay(&a, Some(pa), t0 + Duration::from_millis(3));
+        assert_eq!(r.gap.map(|g| g.missed), Some(MISSED_UNKNOWN), "a was forgotten: a new epoch");
+        assert_ne!(r.head.unwrap().epoch, pa.epoch);
+    }
+
+    #[test]
+    fn a_topic_name_over_the_bound_gets_no_position() {
+        let mut h = history(8, Duration::from_secs(60), 2);
+        let long: Arc<str> = "x".repeat(MAX_TOPIC_LEN + 1).into();
+        assert!(h.append(&long, Instant::now(), 1, b"").is_none());
+        assert_eq!(h.topics(), 0);
+    }
+}

@@ -1,0 +1,31 @@
+//! Event resume: per-topic positions, the server's bounded per-topic
+//! history, the client's last-position bookkeeping, and the three messages
+//! that carry them (`TOPIC_EVENT`, `GAP`, `RESUME`). Byte layouts are in
+//! `docs/PROTOCOL.md`, section "Resume".
+//!
+//! The guarantee: a client that opted in (upgrade header
+//! [`RESUME_HEADER`]) receives every event of each topic it is subscribed to
+//! exactly once and in order across reconnects, as long as the server still
+//! holds the events it missed ([`HistoryLimits`]); otherwise it receives an
+//! explicit gap notice naming the topic and, where known, how many events
+//! it missed. Never a silent loss.
+//!
+//! A position is `(epoch, offset)`: offsets count a topic's events from 1
+//! within one epoch; an epoch is one life of one topic's history (a server
+//! restart, or the history forgetting the topic, starts a new one), so a
+//! position from another epoch can never be mistaken for a place in this
+//! one.
+
+mod history;
+mod positions;
+mod wire;
+
+pub use history::{
+    HistoryLimits, Replay, TopicHistory, DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_EVENTS, DEFAULT_HISTORY_TOPICS,
+};
+pub use positions::{GapNotice, Positions, Received, DEFAULT_MAX_TRACKED_TOPICS};
+pub use wire::{
+    encode_gap, encode_resume, encode_topic_event_header, parse_gap, parse_resume, parse_topic_event, wire_header_len,
+    Gap, Position, ResumeError, TopicEvent, MAX_RESUME_TOPICS, MAX_TOPIC_LEN, MISSED_UNKNOWN, RESUME_HEADER,
+    TOPIC_EVENT_FIXED_LEN,
+};
