@@ -1,6 +1,11 @@
 //! How a client connects: timeouts, limits, headers, trusted certificates.
 
+use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
+
+use futures::future::BoxFuture;
+use hardlight_core::backoff::Backoff;
 
 use hardlight_core::handshake::SUBPROTOCOL;
 use hardlight_core::Schema;
@@ -13,6 +18,16 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default largest message the client accepts from the server.
 pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 16 << 20;
+
+/// The on-connect hook (see [`ClientConfig::on_connect`]).
+#[derive(Clone)]
+pub struct OnConnect(pub(crate) Arc<dyn Fn(crate::Connection) -> BoxFuture<'static, Result<(), String>> + Send + Sync>);
+
+impl std::fmt::Debug for OnConnect {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnConnect(..)")
+    }
+}
 
 /// How to connect.
 #[derive(Debug, Clone)]
@@ -37,6 +52,23 @@ pub struct ClientConfig {
     pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// The service schema this connection is for (see [`Self::schema`]).
     pub schema: Option<&'static Schema>,
+    /// Reconnect after a drop with this backoff; `None` (the default): a
+    /// drop closes the connection for good.
+    pub reconnect: Option<Backoff>,
+    /// While reconnecting, calls wait for the new transport within their
+    /// timeout (`true`, the default) or fail at once with `Disconnected`.
+    pub wait_while_disconnected: bool,
+    /// Methods that are safe to run twice: a call of one in flight when the
+    /// transport drops is sent again on the next one. Every other call
+    /// fails with `Disconnected` instead; none is ever sent twice.
+    pub idempotent: Vec<u16>,
+    /// Run on every transport before the connection is reported ready.
+    pub on_connect: Option<OnConnect>,
+    /// Opt in to event resume (default on): topic events carry their
+    /// position, and a reconnect resumes them without loss or duplicates,
+    /// or reports a gap ([`crate::Connection::gaps`]). A server that does
+    /// not know resume ignores the opt-in.
+    pub resume: bool,
 }
 
 impl Default for ClientConfig {
@@ -50,6 +82,11 @@ impl Default for ClientConfig {
             subprotocol: SUBPROTOCOL.to_string(),
             extra_roots: Vec::new(),
             schema: None,
+            reconnect: None,
+            wait_while_disconnected: true,
+            idempotent: Vec::new(),
+            on_connect: None,
+            resume: true,
         }
     }
 }
@@ -91,6 +128,45 @@ impl ClientConfig {
     /// then accept only the service's declared event types.
     pub fn schema(mut self, schema: &'static Schema) -> Self {
         self.schema = Some(schema);
+        self
+    }
+
+    /// Reconnects after every drop with `backoff`
+    /// ([`Backoff::default`]: 100 ms doubling to a 10 s cap, half jitter),
+    /// until [`crate::Connection::close`] or the last handle is dropped.
+    pub fn reconnect(mut self, backoff: Backoff) -> Self {
+        self.reconnect = Some(backoff);
+        self
+    }
+
+    /// Calls made while reconnecting fail at once with `Disconnected`
+    /// instead of waiting for the new transport.
+    pub fn fail_fast_while_disconnected(mut self) -> Self {
+        self.wait_while_disconnected = false;
+        self
+    }
+
+    /// Marks method `id` (`<Trait>Method::X as u16`) idempotent: resent
+    /// after a drop instead of failing.
+    pub fn idempotent(mut self, method: u16) -> Self {
+        self.idempotent.push(method);
+        self
+    }
+
+    /// Runs `hook` on every transport (the first and each reconnect) after
+    /// the server's initial state and feature set arrived and before the
+    /// connection is ready: the application's calls wait until it returns
+    /// `Ok`, while the hook's own calls, through the handle it is given,
+    /// go out at once. The place to re-authenticate (a token or cookie
+    /// login that widens the feature set). An `Err` (or not finishing
+    /// within the connect timeout) fails `connect` on the first transport,
+    /// and drops the transport for another attempt on later ones.
+    pub fn on_connect<F, Fut>(mut self, hook: F) -> Self
+    where
+        F: Fn(crate::Connection) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        self.on_connect = Some(OnConnect(Arc::new(move |c| Box::pin(hook(c)))));
         self
     }
 

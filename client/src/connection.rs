@@ -3,46 +3,44 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
-use hardlight_core::handshake;
+use hardlight_core::resume::GapNotice;
 use hardlight_core::session::{CallToken, ClientSession};
 use hardlight_core::{AlignedBuf, CallError, Caller, ConnectionState, FeatureSet, RawReply, Schema};
-use tokio::sync::{mpsc, oneshot};
-use tokio_tungstenite::tungstenite::{
-    self, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig, Message,
-};
+use tokio::sync::{mpsc, oneshot, watch};
 
-use crate::config::tls_config;
-use crate::driver::{read_loop, write_loop};
 use crate::events::{EventError, EventStream, DEFAULT_EVENT_BUFFER};
 use crate::mirror::StateMirror;
 use crate::shared::Shared;
-use crate::{ClientConfig, ConnectError};
-
-/// Size of tungstenite's read buffer in the client.
-pub const CLIENT_READ_BUFFER: usize = 8 * 1024;
+use crate::{ClientConfig, ConnectError, Status};
 
 /// A connection to a HardLight server. Cheap to clone; clones share the
 /// socket. Dropping the last clone closes the connection.
+///
+/// With [`ClientConfig::reconnect`] the connection outlives its transports:
+/// after a drop it reconnects with backoff, runs the on-connect hook, and
+/// resumes topic events; see [`Status`].
 #[derive(Clone)]
 pub struct Connection {
     shared: Arc<Shared>,
     call_timeout: Duration,
     schema: Option<&'static Schema>,
+    /// The on-connect hook's handle: its calls go out while the transport
+    /// is held, ahead of the application's.
+    priority: bool,
     _closer: Arc<Closer>,
 }
 
-/// Sends a Close frame when the last handle goes away.
-struct Closer(mpsc::UnboundedSender<Message>);
+/// Closes the connection when the last handle goes away.
+pub(crate) struct Closer(Arc<Shared>);
 impl Drop for Closer {
     fn drop(&mut self) {
-        let _ = self.0.send(Message::Close(None));
+        self.0.request_close();
     }
 }
 
 impl std::fmt::Debug for Connection {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Connection").field("closed", &self.close_reason()).finish()
+        f.debug_struct("Connection").field("status", &self.status()).field("closed", &self.close_reason()).finish()
     }
 }
 
@@ -52,88 +50,85 @@ impl Connection {
         Self::connect_with(url, ClientConfig::default()).await
     }
 
-    /// Connects with `config`.
+    /// Connects with `config`. Returns once the server's initial state and
+    /// feature set are in and the on-connect hook (if any) has succeeded;
+    /// the first connection is not retried (its error is returned).
     pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Self, ConnectError> {
-        let mut req = url
-            .into_client_request()
-            .map_err(|e| ConnectError::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
-        let bad = |reason: String| ConnectError::InvalidUrl { url: url.to_string(), reason };
-        req.headers_mut().insert(
-            "Sec-WebSocket-Protocol",
-            HeaderValue::from_str(&config.subprotocol).map_err(|e| bad(e.to_string()))?,
-        );
-        if let Some(schema) = config.schema {
-            let value = hardlight_core::schema::format_fingerprint(schema.fingerprint);
-            req.headers_mut().insert(
-                hardlight_core::schema::SCHEMA_HEADER,
-                HeaderValue::from_str(&value).map_err(|e| bad(e.to_string()))?,
-            );
+        let first = crate::transport::open(url, &config).await?;
+        let mut session = ClientSession::with_max_waiting(config.max_waiting_calls);
+        if config.resume {
+            session.enable_resume();
         }
-        for (k, v) in &config.headers {
-            let name = tungstenite::http::HeaderName::from_bytes(k.as_bytes()).map_err(|e| bad(e.to_string()))?;
-            req.headers_mut().append(name, HeaderValue::from_str(v).map_err(|e| bad(e.to_string()))?);
+        session.set_wait_while_disconnected(config.wait_while_disconnected);
+        for &m in &config.idempotent {
+            session.set_idempotent(m);
         }
-        // tungstenite zero-fills its whole read buffer before each socket
-        // read; its 128 KiB default costs ~1 µs per read (measured in
-        // results/microbench.md). RPC replies are small; large ones simply
-        // take a few more reads.
-        let ws_config = WebSocketConfig::default()
-            .read_buffer_size(CLIENT_READ_BUFFER)
-            .max_message_size(Some(config.max_message_size))
-            .max_frame_size(Some(config.max_message_size));
-        let connector = if url.starts_with("wss://") {
-            Some(tokio_tungstenite::Connector::Rustls(Arc::new(tls_config(&config.extra_roots)?)))
-        } else {
-            None
+        let shared = Arc::new(Shared::new(session, config.reconnect.is_some()));
+        let closer = Arc::new(Closer(shared.clone()));
+        let conn = Self {
+            shared: shared.clone(),
+            call_timeout: config.call_timeout,
+            schema: config.schema,
+            priority: false,
+            _closer: closer.clone(),
         };
-        let connecting = tokio_tungstenite::connect_async_tls_with_config(req, Some(ws_config), true, connector);
-        let (ws, resp) = match tokio::time::timeout(config.connect_timeout, connecting).await {
-            Err(_) => return Err(ConnectError::Timeout(config.connect_timeout)),
-            Ok(Err(tungstenite::Error::Http(resp))) => {
-                let status = resp.status().as_u16();
-                let body =
-                    resp.body().as_deref().map(|b| String::from_utf8_lossy(b).trim().to_string()).unwrap_or_default();
-                return Err(ConnectError::Refused { status, body });
-            }
-            Ok(Err(tungstenite::Error::Protocol(p))) => return Err(ConnectError::Protocol(p.to_string())),
-            Ok(Err(tungstenite::Error::Tls(e))) => return Err(ConnectError::Tls(e.to_string())),
-            Ok(Err(tungstenite::Error::Io(e))) if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) => {
-                return Err(ConnectError::Tls(e.to_string()))
-            }
-            Ok(Err(e)) => return Err(ConnectError::Io(e.to_string())),
-            Ok(Ok(x)) => x,
-        };
-        let selected = resp.headers().get("sec-websocket-protocol").and_then(|v| v.to_str().ok());
-        handshake::check_selected_protocol(selected).map_err(|e| ConnectError::Protocol(e.to_string()))?;
+        let (ready_tx, ready_rx) = oneshot::channel();
+        let weak = Arc::downgrade(&closer);
+        drop(closer);
+        tokio::spawn(crate::reconnect::supervise(shared, weak, url.to_string(), config, first, ready_tx));
+        match ready_rx.await {
+            Ok(Ok(())) => Ok(conn),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(ConnectError::Io("connection task ended".into())),
+        }
+    }
 
+    /// The on-connect hook's handle (see [`ClientConfig::on_connect`]).
+    pub(crate) fn for_hook(shared: Arc<Shared>, config: &ClientConfig, closer: Arc<Closer>) -> Self {
+        Self { shared, call_timeout: config.call_timeout, schema: config.schema, priority: true, _closer: closer }
+    }
+
+    /// Where the transport is now.
+    pub fn status(&self) -> Status {
+        *self.shared.status.borrow()
+    }
+
+    /// A receiver that sees every status change.
+    pub fn watch_status(&self) -> watch::Receiver<Status> {
+        self.shared.status.subscribe()
+    }
+
+    /// Waits until the connection has closed for good ([`Status::Closed`]),
+    /// and returns why.
+    pub async fn closed(&self) -> String {
+        let mut rx = self.shared.status.subscribe();
+        let _ = rx.wait_for(|s| *s == Status::Closed).await;
+        self.shared.disconnect_reason()
+    }
+
+    /// Notices of lost topic events, from now on: the topic and, where
+    /// known, how many events were missed (server restarted without the
+    /// history, away longer than the history reaches, or the server
+    /// dropped events for a slow reader). Never silent: every loss the
+    /// protocol can see is reported here. Ends when the connection closes.
+    pub fn gaps(&self) -> mpsc::UnboundedReceiver<GapNotice> {
         let (tx, rx) = mpsc::unbounded_channel();
-        let shared = Arc::new(Shared::new(ClientSession::with_max_waiting(config.max_waiting_calls), tx.clone()));
-        let (sink, stream) = ws.split();
-        let mut changes = shared.version.subscribe();
-        tokio::spawn(write_loop(sink, rx));
-        tokio::spawn(read_loop(stream, shared.clone()));
-        let conn =
-            Self { shared, call_timeout: config.call_timeout, schema: config.schema, _closer: Arc::new(Closer(tx)) };
-        // The server sends the initial state and then the feature set right
-        // behind the 101; return once they are in, so that the mirror is
-        // populated from the first moment.
-        let initial = async {
-            loop {
-                if conn.shared.lock().session.is_ready() || conn.is_closed() {
-                    return;
-                }
-                if changes.changed().await.is_err() {
-                    return;
-                }
-            }
-        };
-        if tokio::time::timeout(config.connect_timeout, initial).await.is_err() {
-            return Err(ConnectError::Protocol("server sent no initial feature set".into()));
+        let mut inner = self.shared.lock();
+        if inner.session.close_reason().is_none() {
+            inner.gap_listeners.push(tx);
         }
-        if let Some(reason) = conn.close_reason() {
-            return Err(ConnectError::Io(reason));
-        }
-        Ok(conn)
+        rx
+    }
+
+    /// Gap notices reported on this connection so far.
+    pub fn gaps_reported(&self) -> u64 {
+        self.shared.gaps.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// Topic events dropped as duplicates (replayed again after a
+    /// reconnect and already delivered).
+    pub fn duplicates_dropped(&self) -> u64 {
+        self.shared.lock().session.duplicates_dropped()
     }
 
     /// A handle to the same connection whose calls use timeout `t`.
@@ -215,13 +210,20 @@ impl Connection {
         self.shared.lock().session.events_dropped()
     }
 
-    /// Starts the closing handshake. Pending calls fail with `Disconnected`
-    /// once the server's Close arrives.
+    /// Starts the closing handshake; no reconnect follows. Pending calls
+    /// fail with `Disconnected` once the server's Close arrives.
     pub fn close(&self) {
-        let _ = self.shared.out.send(Message::Close(None));
+        self.shared.request_close();
     }
 
     /// Sends a call and waits for its reply, with this handle's timeout.
+    ///
+    /// While the transport is down (reconnecting) the call waits for the
+    /// next one within its timeout, or fails at once with `Disconnected`,
+    /// per [`ClientConfig::wait_while_disconnected`]. A call in flight when
+    /// the transport drops fails with `Disconnected` (the server may have
+    /// run it), unless its method is marked idempotent
+    /// ([`ClientConfig::idempotent`]): then it is sent again.
     ///
     /// When all 256 ids are taken the call waits for a free one; that wait
     /// counts against the timeout. A call that times out keeps its id
@@ -232,7 +234,11 @@ impl Connection {
         // The waiter is registered under the same lock that queues the
         // call, so the reply cannot be handled before it is there.
         let (started, _) = self.shared.with_inner(|inner| {
-            let call = inner.session.start_call(method, input)?;
+            let call = if self.priority {
+                inner.session.start_priority_call(method, input)?
+            } else {
+                inner.session.start_call(method, input)?
+            };
             inner.waiters.insert(call, tx);
             Ok::<_, CallError>(call)
         });

@@ -41,6 +41,8 @@ where
     }
 }
 
+/// Feeds the session until the transport ends, then tells the shared
+/// state (calls fail at once, not after the close drain).
 pub(crate) async fn read_loop<S>(mut stream: S, shared: Arc<Shared>)
 where
     S: futures::Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
@@ -68,13 +70,14 @@ where
                 // ends: that is what lets tungstenite send its Close reply,
                 // so the server sees a clean closing handshake instead of
                 // waiting for one (or for a reset).
-                shared.with_session(|s| s.handle_close(reason.clone()));
+                shared.transport_ended(reason.clone());
                 let _ = tokio::time::timeout(CLOSE_DRAIN, async { while stream.next().await.is_some() {} }).await;
-                break reason;
+                tracing::debug!(%reason, "connection closed");
+                return;
             }
             _ => {}
         }
     };
     tracing::debug!(%reason, "connection closed");
-    shared.with_session(|s| s.handle_close(reason));
+    shared.transport_ended(reason);
 }

@@ -33,6 +33,9 @@ pub enum ConnectError {
     /// does not speak TLS.
     #[error("TLS error: {0}")]
     Tls(String),
+    /// The on-connect hook failed (its error, or a timeout).
+    #[error("on-connect hook failed: {0}")]
+    Hook(String),
     /// Network or WebSocket failure.
     #[error("connection failed: {0}")]
     Io(String),

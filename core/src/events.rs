@@ -111,6 +111,16 @@ impl EncodedEvent {
         Self { frame: f.into(), ty }
     }
 
+    /// A framed `GAP` notice, queued like an event so that it keeps its
+    /// place among the topic's events (event type `u16::MAX`, no archive).
+    pub fn gap(gap: &crate::resume::Gap) -> Self {
+        let mut msg = Vec::new();
+        crate::resume::encode_gap(&mut msg, gap);
+        let mut f = Vec::with_capacity(frame::MAX_HEADER_LEN + msg.len());
+        frame::write_frame(&mut f, Opcode::Binary, &msg);
+        Self { frame: f.into(), ty: u16::MAX }
+    }
+
     /// The event type id.
     pub fn event_type(&self) -> u16 {
         self.ty
@@ -131,11 +141,14 @@ impl EncodedEvent {
             _ => 2,
         };
         let msg = &self.frame[header_len..];
-        if msg[0] == crate::envelope::KIND_TOPIC_EVENT {
-            let topic_len = msg[crate::resume::TOPIC_EVENT_FIXED_LEN - 1] as usize;
-            return &msg[crate::resume::TOPIC_EVENT_FIXED_LEN + topic_len..];
+        match msg[0] {
+            KIND_EVENT => &msg[EVENT_HEADER_LEN..],
+            crate::envelope::KIND_TOPIC_EVENT => {
+                let topic_len = msg[crate::resume::TOPIC_EVENT_FIXED_LEN - 1] as usize;
+                &msg[crate::resume::TOPIC_EVENT_FIXED_LEN + topic_len..]
+            }
+            _ => &[],
         }
-        &msg[EVENT_HEADER_LEN..]
     }
 }
 

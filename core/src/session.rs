@@ -300,6 +300,7 @@ impl ClientSession {
             }
             ServerMessage::Other { kind: envelope::KIND_STATE, body } => {
                 let changed = parse_state(body).map_err(|e| SessionError::State(e.0))?;
+                self.replace_stale_state();
                 for (index, archive) in changed {
                     let i = index as usize;
                     if self.fields.len() <= i {
@@ -311,6 +312,10 @@ impl ClientSession {
             }
             ServerMessage::Other { kind: envelope::KIND_FEATURES, body } => {
                 let set = FeatureSet::decode(body).map_err(|e| SessionError::Features(e.0))?;
+                // The feature set follows the initial state: a server that
+                // sent none has no state for this connection.
+                self.replace_stale_state();
+                self.rules.stale_features = false;
                 self.features = Some(set);
                 self.events.push_back(SessionEvent::FeaturesChanged);
             }
@@ -389,7 +394,7 @@ impl ClientSession {
     /// Whether the server's initial feature set has arrived (it follows the
     /// initial state right behind the upgrade, so both are in).
     pub fn is_ready(&self) -> bool {
-        self.features.is_some()
+        self.features.is_some() && !self.rules.stale_features
     }
 
     /// Call ids taken: calls sent and not answered, abandoned ones included.

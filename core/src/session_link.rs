@@ -36,6 +36,11 @@ pub(super) struct Rules {
     positions: Option<Positions>,
     /// Duplicates dropped (events already delivered, replayed again).
     duplicates: u64,
+    /// Since [`ClientSession::reopen`]: the state fields are the old
+    /// transport's, to be replaced whole by the new initial state.
+    stale_state: bool,
+    /// Since reopen: the feature set is the old transport's.
+    pub(super) stale_features: bool,
 }
 
 impl Rules {
@@ -161,9 +166,12 @@ impl ClientSession {
         self.events.push_back(SessionEvent::Disconnected { reason });
     }
 
-    /// A new transport is open. Everything the old one said is forgotten
-    /// (state fields, feature set, limits: the server sends them afresh, so
-    /// no stale field survives), the link is [`Link::Held`], and with resume
+    /// A new transport is open. What the old one said is replaced by what
+    /// the new one says: the first state message replaces every field (not
+    /// merged: no stale field survives; if the server sends no state, the
+    /// feature set that follows clears them), the feature set is replaced,
+    /// limits are forgotten; [`Self::is_ready`] is false until the new
+    /// feature set arrives. The link is [`Link::Held`], and with resume
     /// enabled and `server_resumes` (the server answered the opt-in header)
     /// the `RESUME` request is queued as the first message.
     pub fn reopen(&mut self, server_resumes: bool) {
@@ -171,8 +179,8 @@ impl ClientSession {
             return;
         }
         self.transmit.clear();
-        self.fields.clear();
-        self.features = None;
+        self.rules.stale_state = true;
+        self.rules.stale_features = true;
         self.limits = None;
         self.link = Link::Held;
         if let Some(positions) = self.rules.positions.as_mut().filter(|_| server_resumes) {
@@ -195,6 +203,12 @@ impl ClientSession {
             let Some(id) = self.ids.allocate() else { break };
             let w = self.waiting.pop_front().expect("not empty");
             self.send(id, w.call, w.method, &w.input);
+        }
+    }
+
+    pub(super) fn replace_stale_state(&mut self) {
+        if std::mem::take(&mut self.rules.stale_state) {
+            self.fields.clear();
         }
     }
 
@@ -304,8 +318,19 @@ mod tests {
         assert!(s.is_ready() && s.state_field(0).is_some());
         s.handle_disconnect("cut");
         s.reopen(true);
-        assert!(!s.is_ready() && s.state_field(0).is_none() && s.features().is_none());
+        assert!(!s.is_ready(), "not ready until the new feature set");
         assert!(sent(&mut s).is_empty(), "no RESUME without enable_resume");
+        let mut w = crate::state::StateWriter::new();
+        w.field(1, &2u64).unwrap();
+        s.handle_message(w.message().unwrap()).unwrap();
+        assert!(s.state_field(0).is_none() && s.state_field(1).is_some(), "replaced, not merged");
+        s.handle_message(&f).unwrap();
+        assert!(s.is_ready() && s.state_field(1).is_some(), "later messages merge again");
+        // A server with no state for the new connection: the features clear the old fields.
+        s.handle_disconnect("cut");
+        s.reopen(true);
+        s.handle_message(&f).unwrap();
+        assert!(s.is_ready() && s.state_field(1).is_none());
     }
 
     #[test]

@@ -85,6 +85,9 @@ pub struct ServerConfig {
     pub mesh_capacity: usize,
     /// Default bounds and slow-consumer policy for each connection's queued events.
     pub event_limits: EventLimits,
+    /// Bounds on the per-topic event history kept for resume (count, age,
+    /// topics; `hardlight_core::resume::HistoryLimits`).
+    pub history_limits: hardlight_core::resume::HistoryLimits,
     /// Serve wss:// with this certificate; `None` serves plain ws://.
     pub tls: Option<crate::tls::TlsConfig>,
     /// Browser origins allowed to connect (`Origin` header). Empty: any.
@@ -109,6 +112,7 @@ impl ServerConfig {
             spin_before_park: None,
             mesh_capacity: crate::events::DEFAULT_MESH_CAPACITY,
             event_limits: EventLimits::default(),
+            history_limits: Default::default(),
             tls: None,
             allowed_origins: Vec::new(),
             backend: Backend::default(),

@@ -83,7 +83,7 @@ where
         }
     };
     shard.stats.upgrades.inc();
-    if let Err(e) = run(&mut stream, &mut conn, &service, &outbox, &shard).await {
+    if let Err(e) = run(&mut stream, &mut conn, &service, &outbox, &shard, _registration.key).await {
         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
         shard.stats.io_errors.inc();
     }
@@ -119,6 +119,10 @@ pub(crate) fn upgrade<F: ConnectionFactory>(
     let outbox = Rc::new(Outbox::new(<F::Service as Service>::METHOD_NAMES.len()));
     outbox.set_event_limits(shard.config.event_limits);
     let key = shard.registry.borrow_mut().register(outbox.clone());
+    if req.wants_resume() {
+        // Before the factory: its subscriptions are held for the replay.
+        shard.registry.borrow_mut().enable_resume(key);
+    }
     // Unregisters when the connection ends, or at once if refused.
     let registration = Registration { registry: shard.registry.clone(), key };
     let events = ConnectionEvents {
@@ -220,6 +224,7 @@ async fn run<F, S>(
     service: &F::Service,
     outbox: &Outbox,
     shard: &Shard<F>,
+    key: usize,
 ) -> io::Result<()>
 where
     F: ConnectionFactory,
@@ -244,7 +249,7 @@ where
         loop {
             let mut progress = false;
 
-            start_round(conn, outbox, &mut slots, shard, signal_key, &mut shutting_down, cx);
+            start_round(conn, outbox, &mut slots, shard, (signal_key, key), &mut shutting_down, cx);
 
             // Read and parse.
             if !eof {
@@ -301,7 +306,7 @@ pub(crate) fn start_round<A, F, R>(
     outbox: &Outbox,
     slots: &mut CallSlots<F>,
     shard: &Shard<A>,
-    signal_key: usize,
+    (signal_key, key): (usize, usize),
     shutting_down: &mut bool,
     cx: &mut Context<'_>,
 ) where
@@ -309,6 +314,10 @@ pub(crate) fn start_round<A, F, R>(
     R: Reply,
 {
     outbox.register(cx.waker());
+    if let Some(positions) = conn.take_resume() {
+        // The first message arrived: replay before anything else is flushed.
+        shard.registry.borrow_mut().resume(key, positions);
+    }
     conn.flush_outbox();
     slots.register(cx.waker());
     slots.poll_ready(|id, out| finish(conn, id, out));
@@ -450,7 +459,7 @@ pub(crate) fn finish<R: Reply>(conn: &mut ServerConnection, id: u8, out: Result<
 /// A connection's entry in its shard's event registry, removed on drop.
 pub(crate) struct Registration {
     registry: Rc<std::cell::RefCell<crate::events::Registry>>,
-    key: usize,
+    pub(crate) key: usize,
 }
 
 impl Drop for Registration {

@@ -35,7 +35,9 @@ use futures::task::AtomicWaker;
 use hardlight_core::events::EventLimits;
 use hardlight_core::{ConnectionState, EncodeError, EncodedEvent, Event, Outbox, Schema, StateHandle};
 
+use crate::resume::{ResumeState, SharedHistory};
 use crate::stats::BrokerStats;
+use hardlight_core::resume::Position;
 
 /// Default capacity of each shard's inbound event channel.
 pub const DEFAULT_MESH_CAPACITY: usize = 4096;
@@ -53,6 +55,9 @@ pub(crate) enum Target {
 pub(crate) struct Routed {
     target: Target,
     event: EncodedEvent,
+    /// For topic events: the position and framed `TOPIC_EVENT` for
+    /// connections that resume (`crate::resume`).
+    positioned: Option<(Position, EncodedEvent)>,
 }
 
 /// One shard's inbound edge of the mesh.
@@ -205,6 +210,8 @@ pub struct Emitter {
     bridge: Option<Arc<BridgeLink>>,
     /// The service's schema: only its event types may be emitted.
     schema: Option<&'static Schema>,
+    /// Topic offsets and retained events, for resume.
+    history: SharedHistory,
 }
 
 /// Counters for emits.
@@ -218,8 +225,27 @@ pub struct EmitStats {
 }
 
 impl Emitter {
-    pub(crate) fn new(inboxes: Arc<[Inbox]>, bridge: Option<Arc<BridgeLink>>, schema: Option<&'static Schema>) -> Self {
-        Self { inboxes, stats: Arc::default(), bridge, schema }
+    pub(crate) fn new(
+        inboxes: Arc<[Inbox]>,
+        bridge: Option<Arc<BridgeLink>>,
+        schema: Option<&'static Schema>,
+        history: SharedHistory,
+    ) -> Self {
+        Self { inboxes, stats: Arc::default(), bridge, schema, history }
+    }
+
+    /// The server's topic history.
+    pub(crate) fn history(&self) -> SharedHistory {
+        self.history.clone()
+    }
+
+    /// Gives a topic event its position and fans it out, both under the
+    /// history lock, so that every shard sees the topic in offset order
+    /// (see `crate::resume` for why that makes resume exactly-once).
+    fn route_topic(&self, topic: Arc<str>, event: EncodedEvent) -> Result<(), EmitError> {
+        let mut history = crate::resume::lock(&self.history);
+        let positioned = history.append(&topic, std::time::Instant::now(), event.event_type(), event.archive());
+        self.fan_out(Target::Topic(topic), event, positioned)
     }
 
     /// Encodes `event` if the service declares its type at its id: a type
@@ -242,7 +268,8 @@ impl Emitter {
     pub fn to_topic<E: Event>(&self, topic: &str, event: &E) -> Result<(), EmitError> {
         let event = self.encode(event)?;
         let topic: Arc<str> = topic.into();
-        let local = self.route(Target::Topic(topic.clone()), event.clone());
+        self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        let local = self.route_topic(topic.clone(), event.clone());
         if let Some(bridge) = &self.bridge {
             if !matches!(local, Err(EmitError::Closed)) {
                 bridge.publish(topic, event);
@@ -294,20 +321,26 @@ impl Emitter {
     /// `BrokerStats::received`).
     #[cfg_attr(not(feature = "broker"), allow(dead_code))]
     pub(crate) fn route_local(&self, topic: Arc<str>, event: EncodedEvent) -> Result<(), EmitError> {
-        self.fan_out(Target::Topic(topic), event)
+        self.route_topic(topic, event)
     }
 
     fn route(&self, target: Target, event: EncodedEvent) -> Result<(), EmitError> {
         self.stats.emitted.fetch_add(1, Ordering::Relaxed);
-        self.fan_out(target, event)
+        self.fan_out(target, event, None)
     }
 
     /// One message per shard inbox.
-    fn fan_out(&self, target: Target, event: EncodedEvent) -> Result<(), EmitError> {
+    fn fan_out(
+        &self,
+        target: Target,
+        event: EncodedEvent,
+        positioned: Option<(Position, EncodedEvent)>,
+    ) -> Result<(), EmitError> {
         let mut full = 0;
         let mut closed = 0;
         for inbox in self.inboxes.iter() {
-            match inbox.tx.try_send(Routed { target: target.clone(), event: event.clone() }) {
+            let routed = Routed { target: target.clone(), event: event.clone(), positioned: positioned.clone() };
+            match inbox.tx.try_send(routed) {
                 Ok(()) => inbox.waker.wake(),
                 Err(TrySendError::Full(_)) => full += 1,
                 Err(TrySendError::Disconnected(_)) => closed += 1,
@@ -325,24 +358,45 @@ impl Emitter {
 }
 
 /// A shard's local connections and topic subscriptions.
-#[derive(Default)]
 pub(crate) struct Registry {
     conns: Vec<Option<Entry>>,
     free: Vec<usize>,
     topics: HashMap<Arc<str>, HashSet<usize>>,
     /// Told when a topic gains its first or loses its last subscriber here.
     bridge: Option<Arc<BridgeLink>>,
+    /// The server's topic history (replays for resuming connections).
+    history: SharedHistory,
 }
 
 struct Entry {
     outbox: Rc<Outbox>,
     state: Option<Rc<dyn Any>>,
     topics: HashSet<Arc<str>>,
+    /// Set for a connection that opted in to resume.
+    resume: Option<ResumeState>,
 }
 
 impl Registry {
-    pub(crate) fn new(bridge: Option<Arc<BridgeLink>>) -> Self {
-        Self { bridge, ..Self::default() }
+    pub(crate) fn new(bridge: Option<Arc<BridgeLink>>, history: SharedHistory) -> Self {
+        Self { bridge, history, conns: Vec::new(), free: Vec::new(), topics: HashMap::new() }
+    }
+
+    /// The connection opted in to resume: it gets topic events with their
+    /// position, none until [`Self::resume`].
+    pub(crate) fn enable_resume(&mut self, key: usize) {
+        if let Some(Some(e)) = self.conns.get_mut(key) {
+            e.resume = Some(ResumeState::new());
+        }
+    }
+
+    /// The connection's first message arrived (with these positions if it
+    /// was a `RESUME`): replay what it missed, then live events.
+    pub(crate) fn resume(&mut self, key: usize, positions: Vec<(String, Position)>) {
+        if let Some(Some(e)) = self.conns.get_mut(key) {
+            if let Some(r) = e.resume.as_mut() {
+                r.release(positions, &self.history, &e.outbox);
+            }
+        }
     }
 
     /// `topic` has no subscriber on this shard any more.
@@ -355,7 +409,7 @@ impl Registry {
     }
 
     pub(crate) fn register(&mut self, outbox: Rc<Outbox>) -> usize {
-        let entry = Entry { outbox, state: None, topics: HashSet::new() };
+        let entry = Entry { outbox, state: None, topics: HashSet::new(), resume: None };
         match self.free.pop() {
             Some(k) => {
                 self.conns[k] = Some(entry);
@@ -403,12 +457,18 @@ impl Registry {
             }
         };
         e.topics.insert(topic.clone());
+        if let Some(r) = e.resume.as_mut() {
+            r.subscribed(&topic, &self.history, &e.outbox);
+        }
         self.topics.entry(topic).or_default().insert(key);
     }
 
     fn unsubscribe(&mut self, key: usize, topic: &str) {
         if let Some(Some(e)) = self.conns.get_mut(key) {
             e.topics.remove(topic);
+            if let Some(r) = e.resume.as_mut() {
+                r.unsubscribed(topic);
+            }
         }
         if let Some(set) = self.topics.get_mut(topic) {
             set.remove(&key);
@@ -418,7 +478,7 @@ impl Registry {
         }
     }
 
-    fn deliver(&self, routed: &Routed) -> usize {
+    fn deliver(&mut self, routed: &Routed) -> usize {
         let mut n = 0;
         match &routed.target {
             Target::All => {
@@ -430,9 +490,18 @@ impl Registry {
             Target::Topic(t) => {
                 if let Some(set) = self.topics.get(t) {
                     for &k in set {
-                        if let Some(Some(e)) = self.conns.get(k) {
-                            e.outbox.push_event(&routed.event);
-                            n += 1;
+                        let Some(Some(e)) = self.conns.get_mut(k) else { continue };
+                        match (e.resume.as_mut(), &routed.positioned) {
+                            (Some(r), Some((at, framed))) => {
+                                if r.admit(t, *at) {
+                                    e.outbox.push_event(framed);
+                                    n += 1;
+                                }
+                            }
+                            _ => {
+                                e.outbox.push_event(&routed.event);
+                                n += 1;
+                            }
                         }
                     }
                 }
@@ -464,7 +533,7 @@ pub(crate) async fn route(
         for _ in 0..1024 {
             match receiver.rx.try_recv() {
                 Ok(routed) => {
-                    registry.borrow().deliver(&routed);
+                    registry.borrow_mut().deliver(&routed);
                 }
                 Err(crossbeam_channel::TryRecvError::Empty) => {
                     return if stopped.get() { Poll::Ready(()) } else { Poll::Pending };
@@ -552,7 +621,8 @@ mod tests {
     #[test]
     fn the_bridge_hears_of_a_topic_once_per_shard_on_first_and_last_subscriber() {
         let (link, inbox) = bridge_link(8, Arc::default());
-        let mut reg = Registry::new(Some(link));
+        let history = crate::resume::new_history(Default::default());
+        let mut reg = Registry::new(Some(link), history);
         let a = reg.register(Rc::new(Outbox::new(0)));
         let b = reg.register(Rc::new(Outbox::new(0)));
         reg.subscribe(a, "t");

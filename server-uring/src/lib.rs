@@ -39,6 +39,7 @@ pub mod echo;
 mod error;
 mod events;
 mod factory;
+mod resume;
 mod ring;
 pub mod rt;
 mod shard;
@@ -175,6 +176,15 @@ impl ServerBuilder {
         self
     }
 
+    /// Bounds on the per-topic history kept so that reconnecting clients
+    /// resume topic events without loss (defaults:
+    /// `hardlight_core::resume::DEFAULT_HISTORY_*`). A client away longer
+    /// than the history reaches gets a gap notice instead.
+    pub fn history_limits(mut self, limits: hardlight_core::resume::HistoryLimits) -> Self {
+        self.config.history_limits = limits;
+        self
+    }
+
     /// Serves wss:// with `tls` (see [`TlsConfig`]).
     pub fn tls(mut self, tls: TlsConfig) -> Self {
         self.config.tls = Some(tls);
@@ -288,7 +298,7 @@ impl ServerBuilder {
         };
         #[cfg(not(feature = "broker"))]
         let bridge_link = None;
-        let emitter = Emitter::new(inboxes, bridge_link, schema);
+        let emitter = Emitter::new(inboxes, bridge_link, schema, resume::new_history(config.history_limits));
         let mut receivers = receivers.into_iter();
         let mut controls: Vec<ShardControl> = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ServerError>>();

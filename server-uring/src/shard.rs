@@ -53,7 +53,7 @@ impl<F> Shard<F> {
         stats: Arc<ServerStats>,
         emitter: Emitter,
     ) -> Rc<Self> {
-        let registry = Rc::new(std::cell::RefCell::new(Registry::new(emitter.bridge())));
+        let registry = Rc::new(std::cell::RefCell::new(Registry::new(emitter.bridge(), emitter.history())));
         Rc::new(Shard {
             index,
             config,

@@ -39,7 +39,7 @@ pub(crate) async fn serve<F: ConnectionFactory>(io: Rc<RefCell<Io>>, shard: Rc<S
         return;
     };
     shard.stats.upgrades.inc();
-    run(&io, &service, &outbox, &shard).await;
+    run(&io, &service, &outbox, &shard, _registration.key).await;
 }
 
 /// Reads the upgrade request and asks the factory for a service. `None`:
@@ -102,6 +102,7 @@ async fn run<F: ConnectionFactory>(
     service: &F::Service,
     outbox: &hardlight_core::Outbox,
     shard: &Shard<F>,
+    key: usize,
 ) {
     let depth = shard.config.limits.max_validation_depth;
     let mut slots = CallSlots::new();
@@ -125,7 +126,7 @@ async fn run<F: ConnectionFactory>(
             if io.failed {
                 return Poll::Ready(());
             }
-            start_round(&mut io.core, outbox, &mut slots, shard, signal_key, &mut shutting_down, cx);
+            start_round(&mut io.core, outbox, &mut slots, shard, (signal_key, key), &mut shutting_down, cx);
 
             // Parse what the loop received (never while a receive is in flight).
             if io.readable() {
