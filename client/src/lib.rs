@@ -37,11 +37,11 @@ mod transport;
 
 pub use config::{ClientConfig, OnConnect, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DEFAULT_MAX_MESSAGE_SIZE};
 pub use connection::Connection;
-pub use hardlight_core::backoff::Backoff;
-pub use hardlight_core::resume::GapNotice;
-pub use status::Status;
-pub use transport::CLIENT_READ_BUFFER;
 pub use error::ConnectError;
 pub use events::{EventError, EventStream, DEFAULT_EVENT_BUFFER};
+pub use hardlight_core::backoff::Backoff;
+pub use hardlight_core::resume::GapNotice;
 pub use hardlight_core::CallError as Error;
 pub use mirror::StateMirror;
+pub use status::Status;
+pub use transport::CLIENT_READ_BUFFER;

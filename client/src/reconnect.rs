@@ -130,7 +130,9 @@ async fn establish(
         };
         let conn = Connection::for_hook(shared.clone(), config, closer);
         match tokio::time::timeout(config.connect_timeout, (hook.0)(conn)).await {
-            Err(_) => return Err((ConnectError::Hook(format!("timed out after {:?}", config.connect_timeout)), reader)),
+            Err(_) => {
+                return Err((ConnectError::Hook(format!("timed out after {:?}", config.connect_timeout)), reader))
+            }
             Ok(Err(reason)) => return Err((ConnectError::Hook(reason), reader)),
             Ok(Ok(())) => {}
         }

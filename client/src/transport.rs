@@ -4,9 +4,7 @@
 use std::sync::Arc;
 
 use hardlight_core::handshake;
-use tokio_tungstenite::tungstenite::{
-    self, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig,
-};
+use tokio_tungstenite::tungstenite::{self, client::IntoClientRequest, http::HeaderValue, protocol::WebSocketConfig};
 
 use crate::config::tls_config;
 use crate::{ClientConfig, ConnectError};
@@ -29,10 +27,8 @@ pub(crate) async fn open(url: &str, config: &ClientConfig) -> Result<Transport, 
         .into_client_request()
         .map_err(|e| ConnectError::InvalidUrl { url: url.to_string(), reason: e.to_string() })?;
     let bad = |reason: String| ConnectError::InvalidUrl { url: url.to_string(), reason };
-    req.headers_mut().insert(
-        "Sec-WebSocket-Protocol",
-        HeaderValue::from_str(&config.subprotocol).map_err(|e| bad(e.to_string()))?,
-    );
+    req.headers_mut()
+        .insert("Sec-WebSocket-Protocol", HeaderValue::from_str(&config.subprotocol).map_err(|e| bad(e.to_string()))?);
     if let Some(schema) = config.schema {
         let value = hardlight_core::schema::format_fingerprint(schema.fingerprint);
         req.headers_mut().insert(

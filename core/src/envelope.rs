@@ -34,6 +34,8 @@ pub const KIND_EVENTS_DROPPED: u8 = 0x31;
 pub const KIND_TOPIC_EVENT: u8 = 0x32;
 /// Server to client: events of a topic were lost and cannot be replayed.
 pub const KIND_GAP: u8 = 0x33;
+/// Server to client: the client's new resume point (after each replay).
+pub const KIND_RESUME_POINT: u8 = 0x34;
 /// Client to server, first message of a client that opted in to resume: its
 /// last position per topic.
 pub const KIND_RESUME: u8 = 0x08;
@@ -152,9 +154,8 @@ pub fn decode_server(msg: &[u8]) -> Result<ServerMessage<'_>, EnvelopeError> {
             }
             Ok(ServerMessage::CallError { id: msg[1], code: msg[2], detail: &msg[CALL_ERROR_HEADER_LEN..] })
         }
-        KIND_STATE | KIND_FEATURES | KIND_LIMITS | KIND_EVENT | KIND_EVENTS_DROPPED | KIND_TOPIC_EVENT | KIND_GAP => {
-            Ok(ServerMessage::Other { kind, body: &msg[1..] })
-        }
+        KIND_STATE | KIND_FEATURES | KIND_LIMITS | KIND_EVENT | KIND_EVENTS_DROPPED | KIND_TOPIC_EVENT | KIND_GAP
+        | KIND_RESUME_POINT => Ok(ServerMessage::Other { kind, body: &msg[1..] }),
         other => Err(EnvelopeError::UnknownKind(other)),
     }
 }

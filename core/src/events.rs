@@ -111,16 +111,6 @@ impl EncodedEvent {
         Self { frame: f.into(), ty }
     }
 
-    /// A framed `GAP` notice, queued like an event so that it keeps its
-    /// place among the topic's events (event type `u16::MAX`, no archive).
-    pub fn gap(gap: &crate::resume::Gap) -> Self {
-        let mut msg = Vec::new();
-        crate::resume::encode_gap(&mut msg, gap);
-        let mut f = Vec::with_capacity(frame::MAX_HEADER_LEN + msg.len());
-        frame::write_frame(&mut f, Opcode::Binary, &msg);
-        Self { frame: f.into(), ty: u16::MAX }
-    }
-
     /// The event type id.
     pub fn event_type(&self) -> u16 {
         self.ty

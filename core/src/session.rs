@@ -335,6 +335,7 @@ impl ClientSession {
             }
             ServerMessage::Other { kind: envelope::KIND_TOPIC_EVENT, body } => self.on_topic_event(body)?,
             ServerMessage::Other { kind: envelope::KIND_GAP, body } => self.on_gap(body)?,
+            ServerMessage::Other { kind: envelope::KIND_RESUME_POINT, body } => self.on_resume_point(body)?,
             // decode_server returns only the kinds matched above.
             ServerMessage::Other { .. } => {}
         }
@@ -394,7 +395,7 @@ impl ClientSession {
     /// Whether the server's initial feature set has arrived (it follows the
     /// initial state right behind the upgrade, so both are in).
     pub fn is_ready(&self) -> bool {
-        self.features.is_some() && !self.rules.stale_features
+        self.features.is_some() && !self.rules.stale_features && !self.rules.awaiting_point
     }
 
     /// Call ids taken: calls sent and not answered, abandoned ones included.

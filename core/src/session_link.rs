@@ -41,6 +41,8 @@ pub(super) struct Rules {
     stale_state: bool,
     /// Since reopen: the feature set is the old transport's.
     pub(super) stale_features: bool,
+    /// A resuming transport is not ready before its initial resume point.
+    pub(super) awaiting_point: bool,
 }
 
 impl Rules {
@@ -183,6 +185,7 @@ impl ClientSession {
         self.rules.stale_features = true;
         self.limits = None;
         self.link = Link::Held;
+        self.rules.awaiting_point = server_resumes && self.rules.positions.is_some();
         if let Some(positions) = self.rules.positions.as_mut().filter(|_| server_resumes) {
             let (msg, lost) = positions.resume_message();
             self.transmit.push_back(msg);
@@ -230,16 +233,29 @@ impl ClientSession {
         Ok(())
     }
 
+    pub(super) fn on_resume_point(&mut self, body: &[u8]) -> Result<(), SessionError> {
+        let (point, initial) = resume::parse_resume_point(body).ok_or(SessionError::Event)?;
+        if let Some(p) = self.rules.positions.as_mut() {
+            p.on_point(point, initial);
+        }
+        if initial {
+            self.rules.awaiting_point = false;
+        }
+        Ok(())
+    }
+
     pub(super) fn on_gap(&mut self, body: &[u8]) -> Result<(), SessionError> {
         let gap = resume::parse_gap(body).ok_or(SessionError::Event)?;
         let notice = match self.rules.positions.as_mut() {
             Some(p) => p.on_gap(&gap),
-            None => GapNotice {
+            None => (gap.missed != 0).then(|| GapNotice {
                 topic: Some(gap.topic.clone()),
                 missed: (gap.missed != resume::MISSED_UNKNOWN).then_some(gap.missed),
-            },
+            }),
         };
-        self.events.push_back(SessionEvent::Gap(notice));
+        if let Some(notice) = notice {
+            self.events.push_back(SessionEvent::Gap(notice));
+        }
         Ok(())
     }
 }
@@ -338,7 +354,9 @@ mod tests {
         let mut s = ClientSession::new();
         s.enable_resume();
         s.reopen(true);
-        assert_eq!(sent(&mut s), vec![vec![crate::envelope::KIND_RESUME, 0]], "an empty RESUME first");
+        let mut empty = vec![crate::envelope::KIND_RESUME];
+        empty.extend_from_slice(&[0; 17]);
+        assert_eq!(sent(&mut s), vec![empty], "an empty RESUME first");
         s.release();
         for o in [1, 2, 2, 5] {
             s.handle_message(&topic_event("t", 9, o, &[o as u8])).unwrap();
@@ -354,10 +372,8 @@ mod tests {
         s.handle_disconnect("cut");
         s.reopen(true);
         let resume = sent(&mut s);
-        assert_eq!(
-            crate::resume::parse_resume(&resume[0][1..]).unwrap(),
-            vec![("t".into(), Position { epoch: 10, offset: 3 })]
-        );
+        let req = crate::resume::parse_resume(&resume[0][1..]).unwrap();
+        assert_eq!(req.positions, vec![("t".into(), Position { epoch: 10, offset: 3 })]);
         assert_eq!(s.handle_message(&[crate::envelope::KIND_TOPIC_EVENT, 1]), Err(SessionError::Event));
     }
 }

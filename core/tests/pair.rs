@@ -255,6 +255,8 @@ impl Pair {
                 ClientEvent::Session(SessionEvent::Event { ty, .. }) => format!("event:{ty}"),
                 ClientEvent::Session(SessionEvent::EventsDropped { count }) => format!("dropped:{count}"),
                 ClientEvent::Session(SessionEvent::Closed { .. }) => "closed".into(),
+                ClientEvent::Session(SessionEvent::Gap(n)) => format!("gap:{:?}", n.missed),
+                ClientEvent::Session(SessionEvent::Disconnected { .. }) => "disconnected".into(),
                 ClientEvent::Connected => "connected".into(),
                 ClientEvent::Refused { status, .. } => format!("refused:{status}"),
             });

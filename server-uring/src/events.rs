@@ -35,8 +35,9 @@ use futures::task::AtomicWaker;
 use hardlight_core::events::EventLimits;
 use hardlight_core::{ConnectionState, EncodeError, EncodedEvent, Event, Outbox, Schema, StateHandle};
 
-use crate::resume::{ResumeState, SharedHistory};
+use crate::resume::SharedHistory;
 use crate::stats::BrokerStats;
+use hardlight_core::resume::ConnectionResume;
 use hardlight_core::resume::Position;
 
 /// Default capacity of each shard's inbound event channel.
@@ -373,7 +374,7 @@ struct Entry {
     state: Option<Rc<dyn Any>>,
     topics: HashSet<Arc<str>>,
     /// Set for a connection that opted in to resume.
-    resume: Option<ResumeState>,
+    resume: Option<ConnectionResume>,
 }
 
 impl Registry {
@@ -385,16 +386,19 @@ impl Registry {
     /// position, none until [`Self::resume`].
     pub(crate) fn enable_resume(&mut self, key: usize) {
         if let Some(Some(e)) = self.conns.get_mut(key) {
-            e.resume = Some(ResumeState::new());
+            let r = ConnectionResume::new();
+            r.opened(&crate::resume::lock(&self.history), &e.outbox);
+            e.resume = Some(r);
         }
     }
 
     /// The connection's first message arrived (with these positions if it
     /// was a `RESUME`): replay what it missed, then live events.
-    pub(crate) fn resume(&mut self, key: usize, positions: Vec<(String, Position)>) {
+    pub(crate) fn resume(&mut self, key: usize, req: hardlight_core::resume::ResumeRequest) {
         if let Some(Some(e)) = self.conns.get_mut(key) {
             if let Some(r) = e.resume.as_mut() {
-                r.release(positions, &self.history, &e.outbox);
+                let mut h = crate::resume::lock(&self.history);
+                r.release(req, &mut h, std::time::Instant::now(), &e.outbox);
             }
         }
     }
@@ -458,7 +462,8 @@ impl Registry {
         };
         e.topics.insert(topic.clone());
         if let Some(r) = e.resume.as_mut() {
-            r.subscribed(&topic, &self.history, &e.outbox);
+            let mut h = crate::resume::lock(&self.history);
+            r.subscribed(&topic, &mut h, std::time::Instant::now(), &e.outbox);
         }
         self.topics.entry(topic).or_default().insert(key);
     }

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use feed::{emit_ticks, serve_feed, FeedClient, FeedMethod, Proxy, Session, Tick};
 use hardlight::client::{Backoff, ClientConfig, Connection, Status};
 use hardlight::resume::HistoryLimits;
-use hardlight::CallError;
+use hardlight::{CallError, EventLimits};
 
 fn fast_backoff() -> Backoff {
     Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(100), ..Backoff::default() }
@@ -47,9 +47,14 @@ fn reconnecting(s: &Status) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn proxy_cuts_mid_stream_lose_no_event_and_fail_pending_calls_fast() {
     const TICKS: u64 = 20_000;
-    let server = serve_feed(common::builder().unpinned(2).history_limits(big_history()), 1, Arc::default());
+    // Queues large enough that the replay after a cut is never cut short by
+    // the slow-consumer policy (which would be reported as a gap).
+    let queue = EventLimits { max_events: 100_000, max_bytes: 64 << 20, ..EventLimits::default() };
+    let builder = common::builder().unpinned(2).history_limits(big_history()).event_limits(queue);
+    let server = serve_feed(builder, 1, Arc::default());
     let proxy = Proxy::start(server.local_addr()).await;
-    let config = ClientConfig::default().header("x-auto", "1").reconnect(fast_backoff()).call_timeout(Duration::from_secs(5));
+    let config =
+        ClientConfig::default().header("x-auto", "1").reconnect(fast_backoff()).call_timeout(Duration::from_secs(5));
     let conn = Connection::connect_with(&proxy.url(), config).await.unwrap();
     let client = FeedClient::new(conn.clone());
     let mut ticks = conn.events::<Tick>();
@@ -79,7 +84,9 @@ async fn proxy_cuts_mid_stream_lose_no_event_and_fail_pending_calls_fast() {
                 match client.slow(150, 1).await {
                     Ok(_) => oks += 1,
                     Err(CallError::Disconnected(_)) => {
-                        assert!(t.elapsed() < Duration::from_millis(150), "failed at once, not at the timeout");
+                        // At the cut (plus any wait for the reconnect before
+                        // it was sent), never at the 5 s timeout.
+                        assert!(t.elapsed() < Duration::from_secs(1), "failed fast: {:?}", t.elapsed());
                         fast_failures += 1;
                     }
                     Err(e) => panic!("unexpected {e:?}"),
@@ -103,19 +110,26 @@ async fn proxy_cuts_mid_stream_lose_no_event_and_fail_pending_calls_fast() {
         }
     });
 
-    let mut next = 0;
+    // Exactly once and in order, or a gap notice for what is missing.
+    let (mut next, mut skipped) = (0, 0);
     while next < TICKS {
         let tick = tokio::time::timeout(Duration::from_secs(20), ticks.recv())
             .await
             .unwrap_or_else(|_| panic!("tick {next} in time ({:?})", conn.status()))
             .unwrap();
-        assert_eq!(tick.n, next, "every tick once, in order");
-        next += 1;
+        assert!(tick.n >= next, "in order, no duplicate: got {} after {}", tick.n, next);
+        skipped += tick.n - next;
+        next = tick.n + 1;
     }
+    let mut reported = 0;
+    while let Ok(g) = gaps.try_recv() {
+        reported += g.missed.unwrap_or(u64::MAX / 2);
+    }
+    assert!(reported >= skipped, "{skipped} ticks missing, {reported} reported in gap notices");
+    assert_eq!(skipped, 0, "the history and queues covered every cut: nothing missing");
     emitting.join().unwrap();
     let proxy = cutter.await.unwrap();
     let (fast_failures, oks) = pending.await.unwrap();
-    assert!(gaps.try_recv().is_err(), "no gap: the history covered every cut");
     assert!(proxy.accepted.load(Ordering::SeqCst) >= 5, "the connection really was cut and re-opened");
     assert!(fast_failures >= 1 && oks >= 1, "{fast_failures} fast failures, {oks} oks");
     wait_status(&conn, connected).await;

@@ -183,7 +183,7 @@ enum ResumeSlot {
     Waiting,
     /// The first message arrived: these positions (none if it was not a
     /// `RESUME`) are for the driver to take.
-    Ready(Vec<(String, crate::resume::Position)>),
+    Ready(crate::resume::ResumeRequest),
     /// Taken by the driver.
     Taken,
 }
@@ -231,7 +231,7 @@ impl ServerConnection {
     /// call. Returns `Some` exactly once per connection. A client that opted
     /// in to resume sends `RESUME` first, and the server holds its topic
     /// events until this is taken (see `hardlight_core::resume`).
-    pub fn take_resume(&mut self) -> Option<Vec<(String, crate::resume::Position)>> {
+    pub fn take_resume(&mut self) -> Option<crate::resume::ResumeRequest> {
         match std::mem::replace(&mut self.resume, ResumeSlot::Taken) {
             ResumeSlot::Ready(p) => Some(p),
             other => {

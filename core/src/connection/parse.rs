@@ -65,7 +65,7 @@ impl ServerConnection {
                     return None;
                 }
                 if matches!(self.resume, ResumeSlot::Waiting) {
-                    self.resume = ResumeSlot::Ready(Vec::new());
+                    self.resume = ResumeSlot::Ready(Default::default());
                 }
                 self.stats.calls_received += 1;
                 if !self.calls.begin(id) {

@@ -5,7 +5,7 @@ use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use super::wire::{Gap, Position, MAX_TOPIC_LEN, MISSED_UNKNOWN};
+use super::wire::{Gap, Position, ResumePoint, MAX_TOPIC_LEN, MISSED_UNKNOWN};
 use crate::events::EncodedEvent;
 
 /// Default number of events kept per topic for resume.
@@ -41,7 +41,14 @@ struct Log {
     head: u64,
     /// Retained events, oldest first: offset, emit time, framed TOPIC_EVENT.
     entries: VecDeque<(u64, Instant, EncodedEvent)>,
+    /// The history-wide sequence number of each retained event (parallel
+    /// to `entries`).
+    seqs: VecDeque<u64>,
     touched: Instant,
+    /// History sequence when the log was created.
+    created_seq: u64,
+    /// Highest sequence number of an event of this topic no longer retained.
+    dropped_seq: u64,
 }
 
 /// What a resuming connection gets for one topic.
@@ -63,6 +70,10 @@ pub struct Replay {
 pub struct TopicHistory {
     base_epoch: u64,
     created: u64,
+    /// Topic events positioned so far, all topics (the resume point).
+    seq: u64,
+    /// `seq` when a topic was last forgotten (topic bound).
+    forgotten_seq: u64,
     limits: HistoryLimits,
     logs: HashMap<Arc<str>, Log>,
 }
@@ -71,7 +82,12 @@ impl TopicHistory {
     /// An empty history whose epochs derive from `base_epoch` (random per
     /// server start).
     pub fn new(base_epoch: u64, limits: HistoryLimits) -> Self {
-        Self { base_epoch, created: 0, limits, logs: HashMap::new() }
+        Self { base_epoch, created: 0, seq: 0, forgotten_seq: 0, limits, logs: HashMap::new() }
+    }
+
+    /// The resume point now: every event positioned so far is before it.
+    pub fn point(&self) -> ResumePoint {
+        ResumePoint { base: self.base_epoch, seq: self.seq }
     }
 
     /// Topics with a history.
@@ -90,16 +106,27 @@ impl TopicHistory {
                 // O(topics), only when a new topic arrives at the bound.
                 if let Some(oldest) = self.logs.iter().min_by_key(|(_, l)| l.touched).map(|(k, _)| k.clone()) {
                     self.logs.remove(&oldest);
+                    self.forgotten_seq = self.seq;
                 }
             }
             self.created += 1;
             let epoch = self.base_epoch.wrapping_add(self.created);
-            self.logs.insert(topic.clone(), Log { epoch, head: 0, entries: VecDeque::new(), touched: now });
+            let log = Log {
+                epoch,
+                head: 0,
+                entries: VecDeque::new(),
+                seqs: VecDeque::new(),
+                touched: now,
+                created_seq: self.seq,
+                dropped_seq: 0,
+            };
+            self.logs.insert(topic.clone(), log);
         }
         let limits = self.limits;
         let log = self.logs.get_mut(topic).expect("inserted above");
         while log.entries.front().is_some_and(|(_, at, _)| now.saturating_duration_since(*at) > limits.max_age) {
             log.entries.pop_front();
+            log.dropped_seq = log.seqs.pop_front().unwrap_or(log.dropped_seq);
         }
         log
     }
@@ -118,6 +145,8 @@ impl TopicHistory {
             return None;
         }
         let max_events = self.limits.max_events;
+        self.seq += 1;
+        let seq = self.seq;
         let log = self.log(topic, now);
         log.head += 1;
         log.touched = now;
@@ -126,8 +155,12 @@ impl TopicHistory {
         if max_events > 0 {
             if log.entries.len() >= max_events {
                 log.entries.pop_front();
+                log.dropped_seq = log.seqs.pop_front().unwrap_or(log.dropped_seq);
             }
             log.entries.push_back((log.head, now, framed.clone()));
+            log.seqs.push_back(seq);
+        } else {
+            log.dropped_seq = seq;
         }
         Some((position, framed))
     }
@@ -173,6 +206,32 @@ impl TopicHistory {
         };
         let events = log.entries.iter().filter(|(o, _, _)| *o > after).map(|(_, _, e)| e.clone()).collect();
         Replay { gap, events, head: Some(head) }
+    }
+}
+
+impl TopicHistory {
+    /// What a connection that has no position in `topic` must get, given
+    /// the client's last resume point `since`: every event of the topic
+    /// after that point. It starts with a `GAP`: 0 missed (an announcement
+    /// of where the client starts) when the history covers everything
+    /// since the point, else a count-unknown gap (the point is of another
+    /// history, or events of the topic after it are gone).
+    pub fn replay_since(&mut self, topic: &Arc<str>, since: ResumePoint, now: Instant) -> Replay {
+        if topic.len() > MAX_TOPIC_LEN {
+            return Replay::default();
+        }
+        let (base, forgotten_seq) = (self.base_epoch, self.forgotten_seq);
+        let log = self.log(topic, now);
+        let head = Position { epoch: log.epoch, offset: log.head };
+        let lost = since.base != base
+            || log.dropped_seq > since.seq
+            || (log.created_seq > since.seq && forgotten_seq > since.seq);
+        let missed = if lost { MISSED_UNKNOWN } else { 0 };
+        let first = log.seqs.iter().position(|&q| q > since.seq).unwrap_or(log.seqs.len());
+        let start = log.entries.get(first).map_or(log.head, |(o, _, _)| o - 1);
+        let gap = Gap { topic: topic.to_string(), position: Position { epoch: log.epoch, offset: start }, missed };
+        let events = log.entries.iter().skip(first).map(|(_, _, e)| e.clone()).collect();
+        Replay { gap: Some(gap), events, head: Some(head) }
     }
 }
 
@@ -268,6 +327,34 @@ mod tests {
         let r = h.replay(&a, Some(pa), t0 + Duration::from_millis(3));
         assert_eq!(r.gap.map(|g| g.missed), Some(MISSED_UNKNOWN), "a was forgotten: a new epoch");
         assert_ne!(r.head.unwrap().epoch, pa.epoch);
+    }
+
+    #[test]
+    fn replay_since_a_resume_point_covers_topics_without_a_position() {
+        let (mut h, t0) = (history(3, Duration::from_secs(60), 4), Instant::now());
+        let (a, b): (Arc<str>, Arc<str>) = ("a".into(), "b".into());
+        h.append(&a, t0, 1, b"x");
+        let point = h.point();
+        h.append(&b, t0, 1, b"x");
+        h.append(&a, t0, 1, b"x");
+        let r = h.replay_since(&a, point, t0);
+        let g = r.gap.as_ref().unwrap();
+        assert_eq!((g.missed, g.position.offset), (0, 1), "an announcement: a starts after offset 1");
+        assert_eq!(offsets(&r), [2]);
+        let r = h.replay_since(&b, point, t0);
+        assert_eq!((r.gap.as_ref().unwrap().missed, offsets(&r)), (0, vec![1]));
+        // Past the count bound, events after the point are gone: unknown.
+        for _ in 0..3 {
+            h.append(&a, t0, 1, b"x");
+        }
+        assert_eq!(h.replay_since(&a, point, t0).gap.unwrap().missed, MISSED_UNKNOWN);
+        // Another history's point: unknown.
+        let other = ResumePoint { base: 1, seq: 0 };
+        assert_eq!(h.replay_since(&b, other, t0).gap.unwrap().missed, MISSED_UNKNOWN);
+        // Nothing since the point: only the announcement of the head.
+        let now = h.point();
+        let r = h.replay_since(&b, now, t0);
+        assert_eq!((r.gap.unwrap().position.offset, r.events.len()), (1, 0));
     }
 
     #[test]

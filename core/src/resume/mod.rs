@@ -16,16 +16,18 @@
 //! position from another epoch can never be mistaken for a place in this
 //! one.
 
+mod conn;
 mod history;
 mod positions;
 mod wire;
 
+pub use conn::ConnectionResume;
 pub use history::{
     HistoryLimits, Replay, TopicHistory, DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_EVENTS, DEFAULT_HISTORY_TOPICS,
 };
 pub use positions::{GapNotice, Positions, Received, DEFAULT_MAX_TRACKED_TOPICS};
 pub use wire::{
-    encode_gap, encode_resume, encode_topic_event_header, parse_gap, parse_resume, parse_topic_event, wire_header_len,
-    Gap, Position, ResumeError, TopicEvent, MAX_RESUME_TOPICS, MAX_TOPIC_LEN, MISSED_UNKNOWN, RESUME_HEADER,
-    TOPIC_EVENT_FIXED_LEN,
+    encode_gap, encode_resume, encode_resume_point, encode_topic_event_header, parse_gap, parse_resume,
+    parse_resume_point, parse_topic_event, wire_header_len, Gap, Position, ResumeError, ResumePoint, ResumeRequest,
+    TopicEvent, MAX_RESUME_TOPICS, MAX_TOPIC_LEN, MISSED_UNKNOWN, RESUME_HEADER, TOPIC_EVENT_FIXED_LEN,
 };

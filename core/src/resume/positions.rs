@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::wire::{encode_resume, Gap, Position, MAX_RESUME_TOPICS, MISSED_UNKNOWN};
+use super::wire::{encode_resume, Gap, Position, ResumePoint, MAX_RESUME_TOPICS, MISSED_UNKNOWN};
 
 /// Default number of topics a client tracks positions for: as many as one
 /// `RESUME` can name. Events of further topics are delivered, and the next
@@ -37,12 +37,14 @@ pub struct Positions {
     map: HashMap<String, Position>,
     max: usize,
     overflowed: bool,
+    /// The last resume point the server sent.
+    since: Option<ResumePoint>,
 }
 
 impl Positions {
     /// Tracks at most `max` topics.
     pub fn new(max: usize) -> Self {
-        Self { map: HashMap::new(), max, overflowed: false }
+        Self { map: HashMap::new(), max, overflowed: false, since: None }
     }
 
     /// The position of `topic`, if tracked.
@@ -87,18 +89,40 @@ impl Positions {
     }
 
     /// Applies the server's `GAP`: the topic continues from its position.
-    pub fn on_gap(&mut self, gap: &Gap) -> GapNotice {
+    /// A `GAP` of 0 missed only announces the position (sent when the
+    /// connection subscribes): no notice.
+    pub fn on_gap(&mut self, gap: &Gap) -> Option<GapNotice> {
         if self.map.contains_key(&gap.topic) || self.map.len() < self.max {
             self.map.insert(gap.topic.clone(), gap.position);
+        } else {
+            self.overflowed = true;
         }
-        GapNotice { topic: Some(gap.topic.clone()), missed: (gap.missed != MISSED_UNKNOWN).then_some(gap.missed) }
+        (gap.missed != 0).then(|| GapNotice {
+            topic: Some(gap.topic.clone()),
+            missed: (gap.missed != MISSED_UNKNOWN).then_some(gap.missed),
+        })
+    }
+
+    /// The server's `RESUME_POINT`: named in the next `RESUME`. The
+    /// initial point of a connection counts only on the first one: on a
+    /// reconnect, the replay of what was missed since the older point may
+    /// still be on its way, and only the point after it covers it.
+    pub fn on_point(&mut self, point: ResumePoint, initial: bool) {
+        if !initial || self.since.is_none() {
+            self.since = Some(point);
+        }
+    }
+
+    /// The point the next `RESUME` names.
+    pub fn since(&self) -> Option<ResumePoint> {
+        self.since
     }
 
     /// The `RESUME` message for a new connection, and a notice for the
     /// topics that could not be tracked since the last one, if any.
     pub fn resume_message(&mut self) -> (Vec<u8>, Option<GapNotice>) {
         let mut out = Vec::new();
-        encode_resume(&mut out, self.map.iter().map(|(t, p)| (t.as_str(), *p)));
+        encode_resume(&mut out, self.since, self.map.iter().map(|(t, p)| (t.as_str(), *p)));
         let lost = std::mem::take(&mut self.overflowed).then_some(GapNotice { topic: None, missed: None });
         (out, lost)
     }
@@ -136,10 +160,16 @@ mod tests {
         let mut p = Positions::new(4);
         p.on_event("t", at(1));
         let n = p.on_gap(&Gap { topic: "t".into(), position: at(10), missed: 8 });
-        assert_eq!(n, GapNotice { topic: Some("t".into()), missed: Some(8) });
+        assert_eq!(n, Some(GapNotice { topic: Some("t".into()), missed: Some(8) }));
         assert_eq!(p.on_event("t", at(11)), Received::Deliver);
         let n = p.on_gap(&Gap { topic: "t".into(), position: at(0), missed: MISSED_UNKNOWN });
-        assert_eq!(n.missed, None);
+        assert_eq!(n.unwrap().missed, None);
+        assert_eq!(p.on_gap(&Gap { topic: "u".into(), position: at(4), missed: 0 }), None, "an announcement");
+        assert_eq!(p.get("u"), Some(at(4)));
+        assert_eq!(
+            p.on_event("u", at(6)),
+            Received::GapThenDeliver(GapNotice { topic: Some("u".into()), missed: Some(1) })
+        );
     }
 
     #[test]
@@ -150,7 +180,7 @@ mod tests {
         assert_eq!(p.on_event("b", at(1)), Received::Deliver, "delivered, untracked");
         assert_eq!(p.len(), 1);
         let (msg, lost) = p.resume_message();
-        assert_eq!(msg[1], 1, "one entry");
+        assert_eq!(msg[17], 1, "one entry");
         assert_eq!(lost, Some(GapNotice { topic: None, missed: None }));
         assert_eq!(p.resume_message().1, None, "reported once");
     }

@@ -2,7 +2,7 @@
 //! Every parser here takes untrusted bytes and fails with a typed error or
 //! `None`, never a panic, and allocates at most what the bounds allow.
 
-use crate::envelope::{KIND_GAP, KIND_RESUME, KIND_TOPIC_EVENT};
+use crate::envelope::{KIND_GAP, KIND_RESUME, KIND_RESUME_POINT, KIND_TOPIC_EVENT};
 
 /// Upgrade request header by which a client opts in to resume: the server
 /// then sends it topic events as `TOPIC_EVENT` (with their position) instead
@@ -54,6 +54,48 @@ pub struct Gap {
     pub position: Position,
     /// Events missed, or [`MISSED_UNKNOWN`].
     pub missed: u64,
+}
+
+/// A point in one server history's life: its random base and a sequence
+/// number counting every topic event it positioned. A client holds the
+/// last one the server sent it (`RESUME_POINT`, after each replay) and
+/// names it in its next `RESUME`: events of topics for which the client has
+/// no position yet (a subscription whose first event or announcement it
+/// never received) are replayed from there, so that none is lost silently.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct ResumePoint {
+    /// The history's base epoch.
+    pub base: u64,
+    /// Topic events positioned before this point.
+    pub seq: u64,
+}
+
+/// A parsed `RESUME`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct ResumeRequest {
+    /// The last resume point the client received, if any.
+    pub since: Option<ResumePoint>,
+    /// The last position per topic, in the client's order.
+    pub positions: Vec<(String, Position)>,
+}
+
+/// Writes a whole `RESUME_POINT` message. `initial`: the point at the
+/// upgrade, which a client adopts only if it has none (its first
+/// connection); otherwise the point after a replay, which it always adopts.
+pub fn encode_resume_point(out: &mut Vec<u8>, point: ResumePoint, initial: bool) {
+    out.push(KIND_RESUME_POINT);
+    out.extend_from_slice(&point.base.to_le_bytes());
+    out.extend_from_slice(&point.seq.to_le_bytes());
+    out.push(initial as u8);
+}
+
+/// Parses a `RESUME_POINT` body (after the kind byte): the point and
+/// whether it is the initial one.
+pub fn parse_resume_point(body: &[u8]) -> Option<(ResumePoint, bool)> {
+    if body.len() != 17 || body[16] > 1 {
+        return None;
+    }
+    Some((ResumePoint { base: u64_at(body, 0)?, seq: u64_at(body, 8)? }, body[16] == 1))
 }
 
 /// Why a `RESUME` message was refused.
@@ -137,8 +179,15 @@ pub fn parse_gap(body: &[u8]) -> Option<Gap> {
 /// Writes a whole `RESUME` message: at most [`MAX_RESUME_TOPICS`] entries
 /// are written (the caller reports the rest as gaps), topics longer than
 /// [`MAX_TOPIC_LEN`] are skipped. Returns how many entries were written.
-pub fn encode_resume<'a>(out: &mut Vec<u8>, entries: impl IntoIterator<Item = (&'a str, Position)>) -> usize {
+pub fn encode_resume<'a>(
+    out: &mut Vec<u8>,
+    since: Option<ResumePoint>,
+    entries: impl IntoIterator<Item = (&'a str, Position)>,
+) -> usize {
     out.push(KIND_RESUME);
+    let since = since.unwrap_or(ResumePoint { base: 0, seq: 0 });
+    out.extend_from_slice(&since.base.to_le_bytes());
+    out.extend_from_slice(&since.seq.to_le_bytes());
     let count_at = out.len();
     out.push(0);
     let mut n = 0;
@@ -156,14 +205,17 @@ pub fn encode_resume<'a>(out: &mut Vec<u8>, entries: impl IntoIterator<Item = (&
     n
 }
 
-/// Parses a `RESUME` body (after the kind byte) into its entries, in order.
-pub fn parse_resume(body: &[u8]) -> Result<Vec<(String, Position)>, ResumeError> {
-    let count = *body.first().ok_or(ResumeError::Truncated(0))? as usize;
+/// Parses a `RESUME` body (after the kind byte).
+pub fn parse_resume(body: &[u8]) -> Result<ResumeRequest, ResumeError> {
+    let base = u64_at(body, 0).ok_or(ResumeError::Truncated(0))?;
+    let seq = u64_at(body, 8).ok_or(ResumeError::Truncated(0))?;
+    let since = (base != 0 || seq != 0).then_some(ResumePoint { base, seq });
+    let count = *body.get(16).ok_or(ResumeError::Truncated(0))? as usize;
     if count > MAX_RESUME_TOPICS {
         return Err(ResumeError::TooManyTopics(count));
     }
     let mut out = Vec::with_capacity(count);
-    let mut at = 1;
+    let mut at = 17;
     for i in 0..count {
         let len = *body.get(at).ok_or(ResumeError::Truncated(i))? as usize;
         if len == 0 {
@@ -180,7 +232,7 @@ pub fn parse_resume(body: &[u8]) -> Result<Vec<(String, Position)>, ResumeError>
     if at != body.len() {
         return Err(ResumeError::TrailingBytes(body.len() - at));
     }
-    Ok(out)
+    Ok(ResumeRequest { since, positions: out })
 }
 
 #[cfg(test)]
@@ -218,30 +270,43 @@ mod tests {
     #[test]
     fn resume_round_trip_and_the_topic_bound() {
         let p = Position { epoch: 1, offset: 2 };
+        let since = Some(ResumePoint { base: 3, seq: 4 });
         let mut m = Vec::new();
-        assert_eq!(encode_resume(&mut m, [("a", p), ("", p), ("b", p)]), 2);
-        assert_eq!(m[..4], [0x08, 2, 1, b'a']);
-        assert_eq!(parse_resume(&m[1..]).unwrap(), vec![("a".to_string(), p), ("b".to_string(), p)]);
+        assert_eq!(encode_resume(&mut m, since, [("a", p), ("", p), ("b", p)]), 2);
+        assert_eq!(m[..21], [0x08, 3, 0, 0, 0, 0, 0, 0, 0, 4, 0, 0, 0, 0, 0, 0, 0, 2, 1, b'a', 1]);
+        let req = parse_resume(&m[1..]).unwrap();
+        assert_eq!(req, ResumeRequest { since, positions: vec![("a".to_string(), p), ("b".to_string(), p)] });
         let names: Vec<String> = (0..MAX_RESUME_TOPICS + 5).map(|i| format!("t{i}")).collect();
         let mut m = Vec::new();
-        assert_eq!(encode_resume(&mut m, names.iter().map(|n| (n.as_str(), p))), MAX_RESUME_TOPICS);
-        assert_eq!(parse_resume(&m[1..]).unwrap().len(), MAX_RESUME_TOPICS);
+        assert_eq!(encode_resume(&mut m, None, names.iter().map(|n| (n.as_str(), p))), MAX_RESUME_TOPICS);
+        let req = parse_resume(&m[1..]).unwrap();
+        assert_eq!((req.since, req.positions.len()), (None, MAX_RESUME_TOPICS));
         let long = "x".repeat(MAX_TOPIC_LEN + 1);
-        assert_eq!(encode_resume(&mut Vec::new(), [(long.as_str(), p)]), 0, "too long to name");
+        assert_eq!(encode_resume(&mut Vec::new(), None, [(long.as_str(), p)]), 0, "too long to name");
+        let mut m = Vec::new();
+        encode_resume_point(&mut m, ResumePoint { base: 1, seq: 2 }, true);
+        assert_eq!(m, [0x34, 1, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, 0, 0, 0, 0, 1]);
+        assert_eq!(parse_resume_point(&m[1..]), Some((ResumePoint { base: 1, seq: 2 }, true)));
+        assert_eq!(parse_resume_point(&m[2..]), None);
+        m[17] = 2;
+        assert_eq!(parse_resume_point(&m[1..]), None, "unknown flags");
     }
 
     #[test]
     fn malformed_resume_requests_are_typed_errors() {
+        let r = |rest: &[u8]| {
+            let mut b = vec![0u8; 16];
+            b.extend_from_slice(rest);
+            parse_resume(&b)
+        };
         assert_eq!(parse_resume(&[]), Err(ResumeError::Truncated(0)));
-        assert_eq!(parse_resume(&[65]), Err(ResumeError::TooManyTopics(65)));
-        assert_eq!(parse_resume(&[1, 0]), Err(ResumeError::EmptyTopic(0)));
-        assert_eq!(parse_resume(&[1, 2, b'a']), Err(ResumeError::Truncated(0)));
-        assert_eq!(
-            parse_resume(&[1, 1, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]),
-            Err(ResumeError::NotUtf8(0))
-        );
-        assert_eq!(parse_resume(&[1, 1, b'a', 0, 0, 0]), Err(ResumeError::Truncated(0)));
-        assert_eq!(parse_resume(&[0, 9]), Err(ResumeError::TrailingBytes(1)));
-        assert_eq!(parse_resume(&[0]), Ok(vec![]));
+        assert_eq!(parse_resume(&[0; 16]), Err(ResumeError::Truncated(0)), "no count");
+        assert_eq!(r(&[65]), Err(ResumeError::TooManyTopics(65)));
+        assert_eq!(r(&[1, 0]), Err(ResumeError::EmptyTopic(0)));
+        assert_eq!(r(&[1, 2, b'a']), Err(ResumeError::Truncated(0)));
+        assert_eq!(r(&[1, 1, 0xff, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]), Err(ResumeError::NotUtf8(0)));
+        assert_eq!(r(&[1, 1, b'a', 0, 0, 0]), Err(ResumeError::Truncated(0)));
+        assert_eq!(r(&[0, 9]), Err(ResumeError::TrailingBytes(1)));
+        assert_eq!(r(&[0]), Ok(ResumeRequest::default()));
     }
 }
