@@ -52,6 +52,32 @@ pub enum Command {
     /// Percentiles of runs side by side, with ratios against the first, and a plot.
     #[command(long_about = COMPARE_ABOUT)]
     Compare(CompareArgs),
+    /// The reconnect storm: N clients, the server process restarted; time until all are
+    /// reconnected and resumed, the server's CPU, and other-shard probe latency.
+    Storm(StormArgs),
+}
+
+/// `loadgen storm` (see `crate::storm`).
+#[derive(Debug, Args)]
+pub struct StormArgs {
+    /// Clients in the storm.
+    #[arg(long, default_value_t = 10_000)]
+    pub clients: usize,
+    /// Established probe clients on the other shard.
+    #[arg(long, default_value_t = 16)]
+    pub probes: usize,
+    /// CPU of the clients (`none`: unpinned).
+    #[arg(long, value_name = "N|none", default_value = "0", value_parser = parse_cpu)]
+    pub client_cpu: Cpu,
+    /// CPU of the servers' shards (`none`: unpinned).
+    #[arg(long, value_name = "N|none", default_value = "1", value_parser = parse_cpu)]
+    pub server_cpu: Cpu,
+    /// Reconnect backoff: first delay, ms.
+    #[arg(long, default_value_t = 100)]
+    pub backoff_initial_ms: u64,
+    /// Reconnect backoff: cap, ms.
+    #[arg(long, default_value_t = 10_000)]
+    pub backoff_max_ms: u64,
 }
 
 const BENCH_ABOUT: &str = "\
@@ -274,6 +300,9 @@ pub struct ServeArgs {
     /// (HardLight's own io_uring loop).
     #[arg(long, value_name = "glommio|ring", default_value = "glommio")]
     pub backend: String,
+    /// The service: `bench` (echo, add) or `fan` (topic subscribe and emit).
+    #[arg(long, value_name = "bench|fan", default_value = "bench")]
+    pub service: String,
 }
 
 /// `loadgen compare`.

@@ -23,6 +23,7 @@ pub mod plot;
 pub mod pushed;
 pub mod report;
 pub mod scenario;
+pub mod storm;
 pub mod server;
 pub mod suite;
 pub mod syscount;

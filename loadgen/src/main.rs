@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
-use hardlight_loadgen::cli::{BenchArgs, Cli, Command, CompareArgs, RunArgs, RunMode, ServeArgs};
+use hardlight_loadgen::cli::{BenchArgs, Cli, Command, CompareArgs, RunArgs, RunMode, ServeArgs, StormArgs};
 use hardlight_loadgen::compare::{self, Run};
 use hardlight_loadgen::cpu::ServerCpuSource;
 use hardlight_loadgen::engine::{Mode, RunConfig};
@@ -20,6 +20,7 @@ fn main() -> ExitCode {
         Command::Run(a) => cmd_run(a),
         Command::Serve(a) => cmd_serve(a),
         Command::Compare(a) => cmd_compare(a),
+        Command::Storm(a) => cmd_storm(a),
     };
     match r {
         Ok(()) => ExitCode::SUCCESS,
@@ -134,7 +135,12 @@ fn cmd_serve(a: ServeArgs) -> Result<(), String> {
         return Err(format!("--listen {listen}: only loopback addresses"));
     }
     let placement = cpu.map(ShardPlacement::Cpu).unwrap_or(ShardPlacement::Unpinned);
-    let h = server::start_embedded(listen, placement)?;
+    let service = match a.service.as_str() {
+        "bench" => server::EmbeddedService::Bench,
+        "fan" => server::EmbeddedService::Fan,
+        other => return Err(format!("--service {other}: expected bench or fan")),
+    };
+    let h = server::start_embedded_for(listen, placement, None, service)?;
     println!("listening on {}", h.local_addr());
     match for_secs {
         Some(d) => {
@@ -146,6 +152,24 @@ fn cmd_serve(a: ServeArgs) -> Result<(), String> {
             h.run_until_signal().map_err(|e| e.to_string())?;
         }
     }
+    Ok(())
+}
+
+fn cmd_storm(a: StormArgs) -> Result<(), String> {
+    let o = hardlight_loadgen::storm::StormOptions {
+        clients: a.clients,
+        probes: a.probes,
+        client_cpu: a.client_cpu.0,
+        server_cpu: a.server_cpu.0,
+        backoff: hardlight::client::Backoff {
+            initial: std::time::Duration::from_millis(a.backoff_initial_ms),
+            max: std::time::Duration::from_millis(a.backoff_max_ms),
+            ..Default::default()
+        },
+        command: command_line(),
+    };
+    let report = hardlight_loadgen::storm::run(&o)?;
+    print!("{}", report.text(&o));
     Ok(())
 }
 

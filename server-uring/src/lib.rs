@@ -279,6 +279,12 @@ impl ServerBuilder {
                 drop(probe);
                 a
             }
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse && !port_has_listener(config.listen) => {
+                // Only the previous process's connections linger on the port
+                // (TIME_WAIT): a restarted server may take it (glommio binds
+                // with SO_REUSEPORT, which those sockets share).
+                config.listen
+            }
             Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
                 return Err(ServerError::AddressInUse(config.listen))
             }
@@ -426,6 +432,21 @@ struct ShardControl {
 enum ShardJoin {
     Glommio(ExecutorJoinHandle<()>),
     Ring(std::thread::JoinHandle<()>),
+}
+
+/// Whether something accepts TCP connections on `addr` (a stale server),
+/// as opposed to the port being held only by closed connections lingering
+/// in TIME_WAIT, which a plain bind also reports as in use.
+fn port_has_listener(addr: SocketAddr) -> bool {
+    let mut probe = addr;
+    if probe.ip().is_unspecified() {
+        probe.set_ip(if addr.is_ipv4() {
+            std::net::Ipv4Addr::LOCALHOST.into()
+        } else {
+            std::net::Ipv6Addr::LOCALHOST.into()
+        });
+    }
+    std::net::TcpStream::connect_timeout(&probe, Duration::from_millis(200)).is_ok()
 }
 
 /// A running server. Dropping it shuts the server down gracefully.

@@ -203,17 +203,17 @@ async fn calls_across_a_drop_wait_fail_or_resend_per_config() {
     assert!(matches!(waiting.echo(1).await, Err(CallError::Disconnected(_))));
 }
 
-/// The server restarts (behind the same address: the test's proxy, because
-/// a listener cannot re-bind its port while the old connections' sockets
-/// linger in TIME_WAIT): the client comes back by itself,
-/// the on-connect hook logs in again (full feature set), the state mirror
-/// holds the new server's initial state, and the ticks emitted by the old
-/// server that the client missed are reported as a gap (the new server has
-/// no history of them), never silently lost; the new server's ticks flow.
+/// The server restarts on the same port (while the old connections linger
+/// in TIME_WAIT): the client comes back by itself after the old server's
+/// Close 1001, the on-connect hook logs in again (full feature set), the
+/// state mirror holds the new server's initial state, and the topic is
+/// reported as a gap of unknown size (the new server has no history of the
+/// old one's ticks, so it cannot know what was missed), never silently;
+/// the new server's ticks flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_restart_reconnects_reauthenticates_with_fresh_state_and_reports_the_gap() {
     let first = serve_feed(common::builder(), 1, Arc::default());
-    let proxy = Proxy::start(first.local_addr()).await;
+    let addr = first.local_addr();
     let hooks = Arc::new(AtomicU64::new(0));
     let config = ClientConfig::default().reconnect(fast_backoff()).on_connect({
         let hooks = hooks.clone();
@@ -230,7 +230,7 @@ async fn server_restart_reconnects_reauthenticates_with_fresh_state_and_reports_
             }
         }
     });
-    let conn = Connection::connect_with(&proxy.url(), config).await.unwrap();
+    let conn = Connection::connect_with(&format!("ws://{addr}"), config).await.unwrap();
     let client = FeedClient::new(conn.clone());
     assert_eq!(conn.status(), Status::Connected);
     assert!(conn.is_enabled(FeedMethod::Whoami.id()), "ready only after the hook logged in");
@@ -244,15 +244,10 @@ async fn server_restart_reconnects_reauthenticates_with_fresh_state_and_reports_
         assert_eq!(tokio::time::timeout(Duration::from_secs(5), ticks.recv()).await.unwrap().unwrap().n, n);
     }
 
-    // Ticks 5..8 go out while the client is cut off; then the server goes.
-    proxy.down.store(true, Ordering::SeqCst);
-    proxy.cut();
-    wait_status(&conn, reconnecting).await;
-    emit_ticks(&first, 5, 8, Duration::ZERO);
+    let mut status = conn.watch_status();
     first.shutdown();
-    let second = serve_feed(common::builder(), 2, Arc::default());
-    proxy.retarget(second.local_addr());
-    proxy.down.store(false, Ordering::SeqCst);
+    tokio::time::timeout(Duration::from_secs(5), status.wait_for(reconnecting)).await.unwrap().unwrap();
+    let second = serve_feed(common::builder_at(addr), 2, Arc::default());
     wait_status(&conn, connected).await;
     assert_eq!(hooks.load(Ordering::SeqCst), 2, "the hook ran on each transport");
     assert_eq!(state.get().unwrap(), Session { user: "alice".into(), boot: 2 }, "the new server's state");
@@ -263,5 +258,17 @@ async fn server_restart_reconnects_reauthenticates_with_fresh_state_and_reports_
         assert_eq!(tokio::time::timeout(Duration::from_secs(5), ticks.recv()).await.unwrap().unwrap().n, n);
     }
     let gap = gaps.try_recv().expect("the restart is reported as a gap on t");
-    assert_eq!((gap.topic.as_deref(), gap.missed), (Some("t"), None), "count unknown: another epoch");
+    assert_eq!((gap.topic.as_deref(), gap.missed), (Some("t"), None), "count unknown: another history");
+    assert!(gaps.try_recv().is_err(), "one notice");
+}
+
+/// A stale server still listening on the port is refused; only lingering
+/// connections are not a reason to refuse a restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_port_with_a_listener_is_still_refused() {
+    let first = serve_feed(common::builder(), 1, Arc::default());
+    let second = common::builder_at(first.local_addr()).serve(|_: &hardlight::server::ConnectContext<'_>| {
+        Err::<feed::FeedService<feed::FeedHandler>, _>(hardlight::server::Refusal::new(500, "unused"))
+    });
+    assert!(matches!(second, Err(hardlight::server::ServerError::AddressInUse(_))));
 }

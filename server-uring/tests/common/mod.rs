@@ -84,6 +84,12 @@ pub fn builder() -> ServerBuilder {
     Server::builder("127.0.0.1:0".parse().unwrap()).unpinned(1).backend(backend())
 }
 
+/// [`builder`] on a given address (a server restarted on its port).
+pub fn builder_at(addr: std::net::SocketAddr) -> ServerBuilder {
+    init_tracing();
+    Server::builder(addr).unpinned(1).backend(backend())
+}
+
 pub fn start(builder: ServerBuilder) -> (ServerHandle, Arc<AtomicU64>) {
     let value = Arc::new(AtomicU64::new(0));
     let v = value.clone();
