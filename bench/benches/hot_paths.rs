@@ -14,14 +14,15 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use hardlight::calls::CallTable;
-use hardlight::connection::{Event, ServerConnection};
-use hardlight::envelope::{self, ClientMessage};
-use hardlight::frame::{self, Opcode, Role};
-use hardlight::limits::{Limits, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_VALIDATION_DEPTH};
+use hardlight::protocol::calls::CallTable;
+use hardlight::protocol::connection::{Event, ServerConnection};
+use hardlight::protocol::envelope::{self, ClientMessage};
+use hardlight::protocol::frame::{self, Opcode, Role};
+use hardlight::protocol::limits::{Limits, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_VALIDATION_DEPTH};
+use hardlight::protocol::service::Reply;
+use hardlight::protocol::wire::{self, AlignedBuf, Wire, ARCHIVE_ALIGN};
 use hardlight::rkyv::{self, rancor};
-use hardlight::wire::{self, AlignedBuf, Wire, ARCHIVE_ALIGN};
-use hardlight::{FeatureSet, Reply, Service};
+use hardlight::{FeatureSet, Service};
 use hardlight_bench::{
     BenchAddInput, BenchEcho64Input, BenchEchoInput, BenchHandler, BenchMethod, BenchReply, BenchService, Payload64,
     ECHO_SIZE,
@@ -91,8 +92,8 @@ fn envelope_benches(c: &mut Criterion) {
     });
     g.bench_function("decode_client/echo64", |b| {
         b.iter(|| match envelope::decode_client(black_box(&msg)) {
-            Ok(ClientMessage::Call { id, method, input }) => black_box((id, method, input)),
-            Err(e) => panic!("{e}"),
+            Ok(ClientMessage::Call { id, method, input, .. }) => black_box((id, method, input)),
+            other => panic!("{other:?}"),
         })
     });
     let mut result = envelope::result_header(7, true).to_vec();
@@ -320,7 +321,7 @@ fn hardlight_call<S: Service>(
     cx: &mut Context<'_>,
 ) -> usize {
     feed(conn, frame);
-    let Some(Event::Call { id, method, input }) = conn.poll_event() else { panic!("expected a call") };
+    let Some(Event::Call { id, method, input, .. }) = conn.poll_event() else { panic!("expected a call") };
     assert!(features.is_enabled(method));
     let fut = service.call(method, input, DEPTH).unwrap_or_else(|r| panic!("{}", r.detail()));
     let Poll::Ready(reply) = pin!(fut).poll(cx) else { panic!("bench handlers finish at once") };
@@ -347,7 +348,7 @@ fn tungstenite_call<S: Service>(
     cx: &mut Context<'_>,
 ) -> usize {
     let Message::Binary(msg) = tungstenite_read_again(ws) else { panic!("expected binary") };
-    let Ok(ClientMessage::Call { id, method, input }) = envelope::decode_client(&msg) else {
+    let Ok(ClientMessage::Call { id, method, input, .. }) = envelope::decode_client(&msg) else {
         panic!("expected a call")
     };
     assert!(peer.live.begin(id) && peer.features.is_enabled(method));
@@ -460,7 +461,7 @@ fn reply_benches(c: &mut Criterion) {
 // ---------------------------------------------------------------------------
 // TODO(issue 5): state-diff and event-envelope benchmarks go here, added by
 // the engineers who own those features (connection state diffs in
-// `hardlight::state`, STATE envelope 0x20; typed server push, EVENT envelope
+// `hardlight::protocol::state`, STATE envelope 0x20; typed server push, EVENT envelope
 // 0x30). Add `state_benches` / `event_benches` functions with a baseline
 // each, and list them in `criterion_group!` below.
 

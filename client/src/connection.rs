@@ -225,19 +225,24 @@ impl Connection {
     /// run it), unless its method is marked idempotent
     /// ([`ClientConfig::idempotent`]): then it is sent again.
     ///
-    /// When all 256 ids are taken the call waits for a free one; that wait
-    /// counts against the timeout. A call that times out keeps its id
-    /// reserved until the server's response arrives, because the server
-    /// still considers the id live and would reject its reuse.
+    /// The timeout travels with the call as its deadline (`CALL_DEADLINE`),
+    /// so the server drops the handler when it passes. When all 256 ids are
+    /// taken the call waits for a free one; that wait counts against the
+    /// timeout. A call that times out, or whose future is dropped, is
+    /// cancelled on the server (`CANCEL`: the handler is dropped and the
+    /// server answers at once); its id stays reserved until that answer,
+    /// because the server still considers the id live until then. Servers
+    /// that predate deadlines and CANCEL (their `LIMITS` lacks the flag) get
+    /// plain calls and no CANCEL.
     pub async fn call(&self, method: u16, input: &[u8]) -> Result<RawReply, CallError> {
         let (tx, rx) = oneshot::channel();
         // The waiter is registered under the same lock that queues the
         // call, so the reply cannot be handled before it is there.
         let (started, _) = self.shared.with_inner(|inner| {
             let call = if self.priority {
-                inner.session.start_priority_call(method, input)?
+                inner.session.start_priority_call(method, input, Some(self.call_timeout))?
             } else {
-                inner.session.start_call(method, input)?
+                inner.session.start_call_within(method, input, Some(self.call_timeout))?
             };
             inner.waiters.insert(call, tx);
             Ok::<_, CallError>(call)
@@ -258,7 +263,8 @@ impl Connection {
 }
 
 /// If a call is abandoned (timeout, or its future dropped) the session
-/// forgets it; a call already sent keeps its id reserved until the reply.
+/// forgets it and sends CANCEL; a call already sent keeps its id reserved
+/// until the server's answer.
 struct Abandon<'a> {
     shared: &'a Shared,
     call: Option<CallToken>,
@@ -267,9 +273,11 @@ struct Abandon<'a> {
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
         if let Some(call) = self.call {
-            let mut inner = self.shared.lock();
-            inner.waiters.remove(&call);
-            inner.session.abandon(call);
+            // Through `with_inner`, which sends what the session queued (the CANCEL).
+            self.shared.with_inner(|inner| {
+                inner.waiters.remove(&call);
+                inner.session.abandon(call);
+            });
         }
     }
 }

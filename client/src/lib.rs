@@ -41,7 +41,6 @@ pub use error::ConnectError;
 pub use events::{EventError, EventStream, DEFAULT_EVENT_BUFFER};
 pub use hardlight_core::backoff::Backoff;
 pub use hardlight_core::resume::GapNotice;
-pub use hardlight_core::CallError as Error;
 pub use mirror::StateMirror;
 pub use status::Status;
 pub use transport::CLIENT_READ_BUFFER;

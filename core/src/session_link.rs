@@ -4,6 +4,7 @@
 //! last position per topic, duplicates dropped, gaps reported).
 
 use std::collections::{HashMap, HashSet};
+use std::time::Duration;
 
 use super::{CallToken, ClientSession, SessionError, SessionEvent, Waiting};
 use crate::calls::IdAllocator;
@@ -30,8 +31,8 @@ pub(super) struct Rules {
     wait_while_down: bool,
     /// Methods the application marked idempotent: sent again after a drop.
     idempotent: HashSet<u16>,
-    /// Method and input of each idempotent call in flight.
-    resend: HashMap<CallToken, (u16, Vec<u8>)>,
+    /// Method, input and time limit of each idempotent call in flight.
+    resend: HashMap<CallToken, (u16, Vec<u8>, Option<Duration>)>,
     /// Resume positions, when the session resumes.
     positions: Option<Positions>,
     /// Duplicates dropped (events already delivered, replayed again).
@@ -46,9 +47,9 @@ pub(super) struct Rules {
 }
 
 impl Rules {
-    pub(super) fn remember(&mut self, call: CallToken, method: u16, input: &[u8]) {
+    pub(super) fn remember(&mut self, call: CallToken, method: u16, input: &[u8], timeout: Option<Duration>) {
         if self.idempotent.contains(&method) {
-            self.resend.insert(call, (method, input.to_vec()));
+            self.resend.insert(call, (method, input.to_vec(), timeout));
         }
     }
 
@@ -97,7 +98,7 @@ impl ClientSession {
     }
 
     /// An application call while not [`Link::Up`].
-    pub(super) fn hold(&mut self, method: u16, input: &[u8]) -> Result<CallToken, CallError> {
+    pub(super) fn hold(&mut self, method: u16, input: &[u8], timeout: Option<Duration>) -> Result<CallToken, CallError> {
         if let Link::Down(reason) = &self.link {
             if !self.rules.wait_while_down {
                 return Err(CallError::Disconnected(reason.clone()));
@@ -108,22 +109,27 @@ impl ClientSession {
         }
         let call = CallToken(self.next_token);
         self.next_token += 1;
-        self.waiting.push_back(Waiting { call, method, input: input.to_vec() });
+        self.waiting.push_back(Waiting { call, method, input: input.to_vec(), timeout });
         Ok(call)
     }
 
     /// A call that goes out while [`Link::Held`] (the on-connect hook's
     /// calls, e.g. re-authentication), ahead of the application's waiting
     /// calls. Fails with `Disconnected` while down.
-    pub fn start_priority_call(&mut self, method: u16, input: &[u8]) -> Result<CallToken, CallError> {
+    pub fn start_priority_call(
+        &mut self,
+        method: u16,
+        input: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<CallToken, CallError> {
         match &self.link {
-            Link::Up => self.start_call(method, input),
+            Link::Up => self.start_call_within(method, input, timeout),
             Link::Down(reason) => Err(CallError::Disconnected(reason.clone())),
             Link::Held => {
                 let call = CallToken(self.next_token);
                 let id = self.ids.allocate().ok_or(CallError::TooManyWaiting(0))?;
                 self.next_token += 1;
-                self.send(id, call, method, input);
+                self.send(id, call, method, input, timeout);
                 Ok(call)
             }
         }
@@ -144,7 +150,7 @@ impl ClientSession {
         for slot in self.in_flight.iter_mut() {
             let Some(call) = slot.take() else { continue };
             match self.rules.resend.remove(&call) {
-                Some((method, input)) => again.push(Waiting { call, method, input }),
+                Some((method, input, timeout)) => again.push(Waiting { call, method, input, timeout }),
                 None => self
                     .events
                     .push_back(SessionEvent::Reply { call, result: Err(CallError::Disconnected(reason.clone())) }),
@@ -205,7 +211,7 @@ impl ClientSession {
         while !self.waiting.is_empty() {
             let Some(id) = self.ids.allocate() else { break };
             let w = self.waiting.pop_front().expect("not empty");
-            self.send(id, w.call, w.method, &w.input);
+            self.send(id, w.call, w.method, &w.input, w.timeout);
         }
     }
 
@@ -311,7 +317,7 @@ mod tests {
         let call = s.start_call(1, b"x").unwrap();
         assert!(sent(&mut s).is_empty());
         s.reopen(false);
-        let hook = s.start_priority_call(2, b"token").unwrap();
+        let hook = s.start_priority_call(2, b"token", None).unwrap();
         let out = sent(&mut s);
         assert_eq!(out.len(), 1, "only the hook's call goes out while held");
         s.handle_message(&[KIND_RESULT_OK, out[0][1]]).unwrap();
@@ -325,7 +331,7 @@ mod tests {
     #[test]
     fn reopen_forgets_the_old_state_and_features() {
         let mut s = ClientSession::new();
-        let mut w = crate::state::StateWriter::new();
+        let mut w = crate::state_diff::StateWriter::new();
         w.field(0, &1u64).unwrap();
         s.handle_message(w.message().unwrap()).unwrap();
         let mut f = Vec::new();
@@ -336,7 +342,7 @@ mod tests {
         s.reopen(true);
         assert!(!s.is_ready(), "not ready until the new feature set");
         assert!(sent(&mut s).is_empty(), "no RESUME without enable_resume");
-        let mut w = crate::state::StateWriter::new();
+        let mut w = crate::state_diff::StateWriter::new();
         w.field(1, &2u64).unwrap();
         s.handle_message(w.message().unwrap()).unwrap();
         assert!(s.state_field(0).is_none() && s.state_field(1).is_some(), "replaced, not merged");

@@ -28,12 +28,12 @@
 //!   Latency and the rate then count deliveries, not calls, and the
 //!   emitter's own result is a [`Delivery::Ack`] (frees the id, not timed).
 
-use hardlight::envelope::{self, ServerMessage};
-use hardlight::wire;
+use hardlight::protocol::envelope::{self, ServerMessage};
+use hardlight::protocol::wire;
 use hardlight_bench::{BenchAddInput, BenchEcho64Input, BenchEchoInput, BenchMethod, Payload64, ECHO_SIZE};
 
 /// The HardLight subprotocol offered in the upgrade.
-pub const HL_SUBPROTOCOL: &str = hardlight::handshake::SUBPROTOCOL;
+pub const HL_SUBPROTOCOL: &str = hardlight::protocol::handshake::SUBPROTOCOL;
 
 /// A workload by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,7 +304,7 @@ impl Workload for RawEcho {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hardlight::envelope::{decode_client, result_header, ClientMessage};
+    use hardlight::protocol::envelope::{decode_client, result_header, ClientMessage};
 
     #[test]
     fn names_and_parsing() {
@@ -324,7 +324,8 @@ mod tests {
             assert_eq!(w.subprotocol(), Some("hl/1"));
             let t = w.template();
             match decode_client(&t.payload).unwrap() {
-                ClientMessage::Call { id, .. } => assert_eq!(id, 0),
+                ClientMessage::Call { id, timeout_ms, .. } => assert_eq!((id, timeout_ms), (0, None)),
+                other => panic!("expected a call, got {other:?}"),
             }
             assert_eq!(t.id_at, 1);
             // Build the reply the server would send for call 9.

@@ -30,6 +30,7 @@
 
 #[cfg(feature = "broker")]
 mod broker;
+mod call;
 #[cfg(test)]
 mod census;
 mod clock;
@@ -57,10 +58,10 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement as GlommioPlacement};
-use hardlight_core::limits::Limits;
 
-#[cfg(feature = "broker")]
 pub use broker::{BrokerConfig, DEFAULT_BROKER_QUEUE, DEFAULT_CHANNEL_PREFIX};
+#[cfg(feature = "broker")]
+pub use call::CallContext;
 pub use config::{
     io_memory_rule, memlock_limit, online_cpus, Backend, Placement, ServerConfig, DEFAULT_MAX_CONNECTIONS_PER_SHARD,
     DEFAULT_SHARD_HELD_BYTES_BUDGET, MAX_IO_MEMORY, MIN_IO_MEMORY,
@@ -69,6 +70,8 @@ pub use error::ServerError;
 pub use events::{ConnectionEvents, EmitError, EmitStats, Emitter, DEFAULT_MESH_CAPACITY};
 pub use factory::{ConnectContext, ConnectionFactory, Refusal};
 pub use hardlight_core::events::{EventLimits, SlowConsumerPolicy};
+pub use hardlight_core::limits::Limits;
+pub use hardlight_core::resume::HistoryLimits;
 pub use shard::ACCEPT_ERROR_LOG_INTERVAL;
 use shutdown::Stopper;
 pub use shutdown::{ShutdownTrigger, SHUTDOWN_SIGNALS};

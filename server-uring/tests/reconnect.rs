@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use feed::{emit_ticks, serve_feed, FeedClient, FeedMethod, Proxy, Session, Tick};
 use hardlight::client::{Backoff, ClientConfig, Connection, Status};
-use hardlight::resume::HistoryLimits;
+use hardlight::server::HistoryLimits;
 use hardlight::{CallError, EventLimits};
 
 fn fast_backoff() -> Backoff {

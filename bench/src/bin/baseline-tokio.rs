@@ -29,13 +29,14 @@ use std::process::ExitCode;
 
 use futures::stream::FuturesUnordered;
 use futures::{FutureExt, SinkExt, StreamExt};
-use hardlight::calls::CallTable;
-use hardlight::envelope::{self, ClientMessage};
-use hardlight::features::FeatureSet;
-use hardlight::handshake::{HandshakeError, SUBPROTOCOL};
-use hardlight::limits::Limits;
-use hardlight::wire::{self, AlignedBuf};
-use hardlight::{CallErrorCode, CloseCode, Reply, Service};
+use hardlight::protocol::calls::CallTable;
+use hardlight::protocol::envelope::{self, ClientMessage};
+use hardlight::protocol::handshake::{HandshakeError, SUBPROTOCOL};
+use hardlight::protocol::service::Reply;
+use hardlight::protocol::wire::{self, AlignedBuf};
+use hardlight::server::Limits;
+use hardlight::FeatureSet;
+use hardlight::{CallErrorCode, CloseCode, Service};
 use hardlight_bench::{BenchHandler, BenchReply, BenchService};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::handshake::server::{ErrorResponse, Request, Response};
@@ -121,6 +122,9 @@ async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsE
     // bench service has no state to send).
     let announced = envelope::AnnouncedLimits {
         max_message_size: u32::try_from(Limits::default().max_message_size).unwrap_or(u32::MAX),
+        // The baseline does not implement deadlines and CANCEL: clients
+        // then send plain CALLs, the messages it measures.
+        flags: 0,
     };
     ws.send(Message::binary(announced.encode().to_vec())).await?;
     let mut features = Vec::new();
@@ -164,11 +168,18 @@ async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsE
                 }
                 Input::Message(Some(Ok(Message::Binary(msg)))) if !conn.closing => {
                     match envelope::decode_client(&msg) {
-                        Ok(ClientMessage::Call { id, method, input }) => {
+                        Ok(ClientMessage::Call { id, method, input, timeout_ms: None }) => {
                             match conn.start(&service, id, method, input) {
                                 Ok(call) => calls.push(call),
                                 Err(refusal) => ws.feed(refusal).await?,
                             }
+                        }
+                        // Deadlines and CANCEL were not announced (flags 0):
+                        // as a server that predates them, refuse the kind.
+                        Ok(_) => {
+                            conn.closing = true;
+                            let reason = format!("unknown message kind {:#04x}", msg[0]);
+                            ws.close(Some(close_frame(CloseCode::MalformedEnvelope, &reason))).await?;
                         }
                         Err(e) => {
                             conn.closing = true;

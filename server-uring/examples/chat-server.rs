@@ -1,7 +1,7 @@
 //! Serves the chat service.
 //!
 //! ```text
-//! cargo run --release -p hardlight-server --example chat -- --listen 127.0.0.1:9001 --data DIR [--cores N] [--broker redis://127.0.0.1:6379]
+//! cargo run --release -p hardlight-server --example chat-server -- --listen 127.0.0.1:9001 --data DIR [--cores N] [--broker redis://127.0.0.1:6379]
 //! ```
 //!
 //! With `--broker`, messages posted on any chat server bridged to the same
@@ -33,7 +33,7 @@ fn main() {
             "--broker" => broker = Some(args.next().expect("--broker needs a redis:// URL")),
             other => {
                 eprintln!(
-                    "unknown argument {other}\nusage: chat [--listen ADDR] [--data DIR] [--cores N] [--broker redis://HOST:PORT]"
+                    "unknown argument {other}\nusage: chat-server [--listen ADDR] [--data DIR] [--cores N] [--broker redis://HOST:PORT]"
                 );
                 std::process::exit(2);
             }
