@@ -98,7 +98,12 @@ impl ClientSession {
     }
 
     /// An application call while not [`Link::Up`].
-    pub(super) fn hold(&mut self, method: u16, input: &[u8], timeout: Option<Duration>) -> Result<CallToken, CallError> {
+    pub(super) fn hold(
+        &mut self,
+        method: u16,
+        input: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<CallToken, CallError> {
         if let Link::Down(reason) = &self.link {
             if !self.rules.wait_while_down {
                 return Err(CallError::Disconnected(reason.clone()));

@@ -213,28 +213,18 @@ pub fn run(o: &StormOptions) -> Result<StormReport, String> {
         // One tick first, so that every client has a position to resume.
         emit_and_wait(&conns[0], &mut streams, 0).await?;
 
-        // Probes on the other server: one call each every 10 ms, timestamped.
+        // Probes on the other server, on a thread (and runtime) of their own
+        // so that the storm clients' runtime does not delay them: one call
+        // each every 10 ms, timestamped.
         let samples: Arc<Mutex<Vec<(Instant, u64)>>> = Arc::default();
         let errors = Arc::new(std::sync::atomic::AtomicU64::new(0));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let mut probes = Vec::new();
-        for _ in 0..o.probes {
-            let client = BenchClient::new(Connection::connect(&other_url).await.map_err(|e| e.to_string())?);
-            let (samples, errors, stop) = (samples.clone(), errors.clone(), stop.clone());
-            probes.push(tokio::spawn(async move {
-                let mut tick = tokio::time::interval(Duration::from_millis(10));
-                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-                    tick.tick().await;
-                    let t = Instant::now();
-                    match client.add(1, 2).await {
-                        Ok(_) => samples.lock().unwrap().push((t, t.elapsed().as_micros() as u64)),
-                        Err(_) => {
-                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        }
-                    }
-                }
-            }));
-        }
+        let probes = {
+            let (samples, errors, stop, n, cpu) =
+                (samples.clone(), errors.clone(), stop.clone(), o.probes, o.client_cpu);
+            let url = other_url.clone();
+            std::thread::spawn(move || probe_thread(&url, n, cpu, samples, errors, stop))
+        };
         tokio::time::sleep(Duration::from_secs(2)).await;
 
         // The restart.
@@ -273,9 +263,7 @@ pub fn run(o: &StormOptions) -> Result<StormReport, String> {
         emit_and_wait(&conns[0], &mut streams, 1).await?;
         report.tick_to_all = t.elapsed();
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        for p in probes {
-            let _ = p.await;
-        }
+        blocking(move || probes.join().map_err(|_| "probe thread panicked".to_string())?).await?;
         let s = samples.lock().unwrap();
         report.probe_before = percentiles(s.iter().filter(|(at, _)| *at < t0).map(|(_, us)| *us).collect());
         report.probe_during =
@@ -287,6 +275,46 @@ pub fn run(o: &StormOptions) -> Result<StormReport, String> {
     drop(server);
     other.shutdown();
     Ok(report)
+}
+
+/// The probe clients' thread: `n` connections to `url`, each calling every
+/// 10 ms until `stop`.
+fn probe_thread(
+    url: &str,
+    n: usize,
+    cpu: Option<usize>,
+    samples: Arc<Mutex<Vec<(Instant, u64)>>>,
+    errors: Arc<std::sync::atomic::AtomicU64>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> Result<(), String> {
+    if let Some(c) = cpu {
+        crate::cpu::pin_to(c);
+    }
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut tasks = Vec::new();
+        for _ in 0..n {
+            let client = BenchClient::new(Connection::connect(url).await.map_err(|e| e.to_string())?);
+            let (samples, errors, stop) = (samples.clone(), errors.clone(), stop.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_millis(10));
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    tick.tick().await;
+                    let t = Instant::now();
+                    match client.add(1, 2).await {
+                        Ok(_) => samples.lock().unwrap().push((t, t.elapsed().as_micros() as u64)),
+                        Err(_) => {
+                            errors.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+        Ok(())
+    })
 }
 
 /// Emits tick `seq` through `via` and waits until every stream has it.

@@ -125,7 +125,15 @@ async fn run<F: ConnectionFactory>(io: &RefCell<Io>, made: &Upgraded<F>, shard: 
             if io.failed {
                 return Poll::Ready(());
             }
-            start_round(&mut io.core, outbox, &mut slots, shard, (signal_key, made._registration.key), &mut shutting_down, cx);
+            start_round(
+                &mut io.core,
+                outbox,
+                &mut slots,
+                shard,
+                (signal_key, made._registration.key),
+                &mut shutting_down,
+                cx,
+            );
 
             // Parse what the loop received (never while a receive is in flight).
             if io.readable() {
