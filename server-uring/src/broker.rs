@@ -356,6 +356,15 @@ impl Bridge {
                     let lost = self.lost_total() - o.lost_before;
                     if self.ever_connected {
                         self.stats.reconnects.inc();
+                        // Other servers' events of every topic followed here
+                        // may have been published while this bridge could
+                        // not receive them: resuming clients get a gap
+                        // notice rather than a silent loss.
+                        if let Some(emitter) = &self.emitter {
+                            for topic in self.counts.keys() {
+                                emitter.mark_lost(topic.clone());
+                            }
+                        }
                         tracing::warn!(
                             down_for = ?o.since.elapsed(),
                             attempts = o.attempts + 1,

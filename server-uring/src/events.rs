@@ -59,6 +59,8 @@ pub(crate) struct Routed {
     /// For topic events: the position and framed `TOPIC_EVENT` for
     /// connections that resume (`crate::resume`).
     positioned: Option<(Position, EncodedEvent)>,
+    /// Not an event: the topic lost events (`Emitter::mark_lost`).
+    lost: bool,
 }
 
 /// One shard's inbound edge of the mesh.
@@ -315,6 +317,28 @@ impl Emitter {
         self.bridge.clone()
     }
 
+    /// Tells every resuming subscriber of `topic` on this server that events
+    /// of it were lost (a gap notice of unknown size): how the bridge
+    /// reports a broker outage, during which other servers' events could
+    /// not arrive. Never silent loss, even across servers.
+    #[cfg_attr(not(feature = "broker"), allow(dead_code))]
+    pub(crate) fn mark_lost(&self, topic: Arc<str>) {
+        let _history = crate::resume::lock(&self.history);
+        for inbox in self.inboxes.iter() {
+            let routed = Routed {
+                target: Target::Topic(topic.clone()),
+                event: EncodedEvent::from_archive(0, &[]),
+                positioned: None,
+                lost: true,
+            };
+            // The control queue is never full for long; a full inbox here
+            // would be a shard that stopped, whose clients reconnect anyway.
+            if inbox.tx.try_send(routed).is_ok() {
+                inbox.waker.wake();
+            }
+        }
+    }
+
     /// Routes an already encoded event to this server's shards only (never
     /// to the broker): how the bridge delivers events from other servers,
     /// fanned out per shard exactly as local ones.
@@ -340,7 +364,8 @@ impl Emitter {
         let mut full = 0;
         let mut closed = 0;
         for inbox in self.inboxes.iter() {
-            let routed = Routed { target: target.clone(), event: event.clone(), positioned: positioned.clone() };
+            let routed =
+                Routed { target: target.clone(), event: event.clone(), positioned: positioned.clone(), lost: false };
             match inbox.tx.try_send(routed) {
                 Ok(()) => inbox.waker.wake(),
                 Err(TrySendError::Full(_)) => full += 1,
@@ -485,6 +510,20 @@ impl Registry {
 
     fn deliver(&mut self, routed: &Routed) -> usize {
         let mut n = 0;
+        if routed.lost {
+            let Target::Topic(t) = &routed.target else { return 0 };
+            if let Some(set) = self.topics.get(t) {
+                for &k in set {
+                    if let Some(Some(e)) = self.conns.get_mut(k) {
+                        if let Some(r) = e.resume.as_mut() {
+                            r.lost(t, &e.outbox);
+                            n += 1;
+                        }
+                    }
+                }
+            }
+            return n;
+        }
         match &routed.target {
             Target::All => {
                 for e in self.conns.iter().flatten() {

@@ -326,6 +326,7 @@ async fn broker_killed_and_restarted_local_delivery_goes_on_and_the_bridges_come
     let b = start(&redis.url(), &prefix, 1);
     let (a1c, mut a1) = subscriber(&a, "t").await;
     let (b1c, mut b1) = subscriber(&b, "t").await;
+    let (mut a1_gaps, mut b1_gaps) = (a1c.caller().gaps(), b1c.caller().gaps());
     wait_for("both bridges to subscribe", || bstats(&a).subscribed.get() == 1 && bstats(&b).subscribed.get() == 1)
         .await;
     let (emit_a, emit_b) = (a.emitter(), b.emitter());
@@ -379,6 +380,14 @@ async fn broker_killed_and_restarted_local_delivery_goes_on_and_the_bridges_come
     }
     assert_eq!(bstats(&a).received.get(), 20);
     assert!(a1.try_recv().is_none() && b1.try_recv().is_none());
+    // Never silent: each client was told that events of "t" from the other
+    // server may be missing (A's client did miss B's 10..20; B's missed A's
+    // 1000), once, with the count unknown (they never got positions here).
+    for (name, gaps) in [("A", &mut a1_gaps), ("B", &mut b1_gaps)] {
+        let g = gaps.try_recv().unwrap_or_else(|_| panic!("{name}'s client gets a gap notice"));
+        assert_eq!((g.topic.as_deref(), g.missed), (Some("t"), None), "{name}");
+        assert!(gaps.try_recv().is_err(), "{name}: one notice");
+    }
     drop((a1c, b1c));
     stop(a).await;
     stop(b).await;

@@ -41,6 +41,9 @@ pub struct ConnectionResume {
     marks: HashMap<Arc<str>, Position>,
     /// The client's last resume point, from its `RESUME`.
     since: Option<ResumePoint>,
+    /// Topics that lost events (see [`Self::lost`]) while held: reported
+    /// after their replay.
+    lost_while_held: std::collections::HashSet<Arc<str>>,
 }
 
 impl Default for ConnectionResume {
@@ -52,7 +55,13 @@ impl Default for ConnectionResume {
 impl ConnectionResume {
     /// A connection that opted in: held until [`Self::release`].
     pub fn new() -> Self {
-        Self { held: true, pending: HashMap::new(), marks: HashMap::new(), since: None }
+        Self {
+            held: true,
+            pending: HashMap::new(),
+            marks: HashMap::new(),
+            since: None,
+            lost_while_held: std::collections::HashSet::new(),
+        }
     }
 
     /// The connection is open: queues the initial resume point, which a
@@ -168,6 +177,7 @@ impl ConnectionResume {
         }
         let topics: Vec<(Arc<str>, Position)> = self.marks.iter().map(|(t, p)| (t.clone(), *p)).collect();
         for (topic, mark) in topics {
+            let lost = self.lost_while_held.remove(&topic);
             match self.since {
                 Some(since) if !named.contains(&topic) => self.replay_since(h, &topic, since, now, outbox),
                 _ => {
@@ -175,12 +185,32 @@ impl ConnectionResume {
                     self.replay(h, &topic, Some(mark), announce, now, outbox);
                 }
             }
+            if lost {
+                self.held = false;
+                self.lost(&topic, outbox);
+            }
         }
         // Everything up to here is in the outbox: the client's next resume
         // may start from this point.
         let mut msg = Vec::new();
         encode_resume_point(&mut msg, h.point(), false);
         outbox.push_message(&msg);
+    }
+
+    /// Events of `topic` were lost before they got a position here (the
+    /// broker was unreachable, so other servers' events never arrived):
+    /// the client gets a gap notice of unknown size at its current place
+    /// in the topic, or, while held, right after the topic's replay.
+    pub fn lost(&mut self, topic: &Arc<str>, outbox: &Outbox) {
+        if self.held {
+            if self.marks.contains_key(topic) {
+                self.lost_while_held.insert(topic.clone());
+            }
+            return;
+        }
+        if let Some(&position) = self.marks.get(topic) {
+            push_gap(outbox, &Gap { topic: topic.to_string(), position, missed: super::wire::MISSED_UNKNOWN });
+        }
     }
 
     /// Whether a live event at `at` in `topic` goes to this connection (and
@@ -249,6 +279,9 @@ mod tests {
         assert!(!r.admit(&t, positions[4]), "covered by the replay");
         let (p6, _) = history.append(&t, now, 1, b"x").unwrap();
         assert!(r.admit(&t, p6));
+        r.lost(&t, &outbox);
+        let gap = crate::resume::parse_gap(&outbox.take_messages_for_test()[0][1..]).unwrap();
+        assert_eq!((gap.position, gap.missed), (p6, crate::resume::MISSED_UNKNOWN), "at the client's place");
         assert_eq!(r.marked(), std::collections::HashSet::from([t.clone()]));
         // A topic subscribed after release, with no position from the
         // client: it learns where it starts (a GAP of 0), then live events.
