@@ -260,6 +260,26 @@ proptest! {
     }
 
     #[test]
+    fn resume_parsers_never_panic_and_stay_within_their_bounds(bytes in prop::collection::vec(any::<u8>(), 0..2048)) {
+        use hardlight_core::resume;
+        if let Ok(req) = resume::parse_resume(&bytes) {
+            prop_assert!(req.positions.len() <= resume::MAX_RESUME_TOPICS);
+            prop_assert!(req.positions.iter().all(|(t, _)| !t.is_empty() && t.len() <= resume::MAX_TOPIC_LEN));
+        }
+        let _ = resume::parse_topic_event(&bytes);
+        let _ = resume::parse_gap(&bytes);
+        let _ = resume::parse_resume_point(&bytes);
+        // A client session fed any server bytes as these kinds changes nothing it should not.
+        let mut s = hardlight_core::session::ClientSession::new();
+        s.enable_resume();
+        for kind in [0x32u8, 0x33, 0x34] {
+            let mut m = vec![kind];
+            m.extend_from_slice(&bytes);
+            let _ = s.handle_message(&m);
+        }
+    }
+
+    #[test]
     fn archives_from_the_network_never_panic(
         bytes in prop::collection::vec(any::<u8>(), 0..512),
         flips in prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4),

@@ -297,3 +297,47 @@ fn eof_is_reported() {
 
 mod echo;
 mod time;
+
+fn masked(msg: &[u8]) -> Vec<u8> {
+    let mut f = Vec::new();
+    frame::write_masked_frame(&mut f, true, Opcode::Binary, msg, [0x11, 0x22, 0x33, 0x44]);
+    f
+}
+
+#[test]
+fn the_first_message_gives_the_resume_request_once_and_a_call_first_gives_none() {
+    let mut c = open();
+    assert!(c.take_resume().is_none(), "nothing before the first message");
+    let mut resume = Vec::new();
+    crate::resume::encode_resume(&mut resume, None, [("t", crate::resume::Position { epoch: 1, offset: 2 })]);
+    feed(&mut c, &masked(&resume));
+    assert!(c.poll_event().is_none(), "RESUME is not a call");
+    let req = c.take_resume().expect("taken once");
+    assert_eq!(req.positions.len(), 1);
+    assert!(c.take_resume().is_none());
+
+    let mut c = open();
+    feed(&mut c, &call_frame(1, 0, b""));
+    assert!(matches!(c.poll_event(), Some(Event::Call { .. })));
+    assert_eq!(c.take_resume(), Some(Default::default()), "a call first: released with no positions");
+}
+
+#[test]
+fn a_late_or_malformed_resume_closes_with_4000() {
+    let mut c = open();
+    feed(&mut c, &call_frame(1, 0, b""));
+    while c.poll_event().is_some() {}
+    let mut resume = Vec::new();
+    crate::resume::encode_resume(&mut resume, None, []);
+    feed(&mut c, &masked(&resume));
+    assert!(c.poll_event().is_none());
+    expect_close(&mut c, 4000);
+
+    let mut c = open();
+    let mut too_many = vec![crate::envelope::KIND_RESUME];
+    too_many.extend_from_slice(&[0; 16]);
+    too_many.push(crate::resume::MAX_RESUME_TOPICS as u8 + 1);
+    feed(&mut c, &masked(&too_many));
+    assert!(c.poll_event().is_none());
+    expect_close(&mut c, 4000);
+}
