@@ -27,6 +27,7 @@ pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod outbox;
+pub mod reflect;
 pub mod schema;
 pub mod service;
 pub mod session;
