@@ -8,8 +8,9 @@ import { encode } from "./encode.js";
 import { CallError, ClientSession, DEFAULT_MAX_WAITING_CALLS, SessionError } from "./session.js";
 import type { Shape, Types } from "./shape.js";
 
-/** The subprotocol offered on the upgrade. */
-export const SUBPROTOCOL = "hl/1";
+
+/** The subprotocol offered on the upgrade: `hl/1` spelled as a token browsers accept (`/` is refused by the WebSocket API; PROTOCOL.md section 2). */
+export const SUBPROTOCOL = "hl.1";
 /** Default per-call timeout, as the Rust client's `DEFAULT_CALL_TIMEOUT`. */
 export const DEFAULT_CALL_TIMEOUT_MS = 30_000;
 /** Default time for the upgrade plus the server's initial state and features. */
