@@ -14,14 +14,15 @@ use std::pin::pin;
 use std::task::{Context, Poll, Waker};
 
 use criterion::{criterion_group, BenchmarkId, Criterion, Throughput};
-use hardlight::calls::CallTable;
-use hardlight::connection::{Event, ServerConnection};
-use hardlight::envelope::{self, ClientMessage};
-use hardlight::frame::{self, Opcode, Role};
-use hardlight::limits::{Limits, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_VALIDATION_DEPTH};
+use hardlight::protocol::calls::CallTable;
+use hardlight::protocol::connection::{Event, ServerConnection};
+use hardlight::protocol::envelope::{self, ClientMessage};
+use hardlight::protocol::frame::{self, Opcode, Role};
+use hardlight::protocol::limits::{Limits, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MAX_VALIDATION_DEPTH};
+use hardlight::protocol::service::Reply;
+use hardlight::protocol::wire::{self, AlignedBuf, Wire, ARCHIVE_ALIGN};
 use hardlight::rkyv::{self, rancor};
-use hardlight::wire::{self, AlignedBuf, Wire, ARCHIVE_ALIGN};
-use hardlight::{FeatureSet, Reply, Service};
+use hardlight::{FeatureSet, Service};
 use hardlight_bench::{
     BenchAddInput, BenchEcho64Input, BenchEchoInput, BenchHandler, BenchMethod, BenchReply, BenchService, Payload64,
     ECHO_SIZE,
@@ -460,7 +461,7 @@ fn reply_benches(c: &mut Criterion) {
 // ---------------------------------------------------------------------------
 // TODO(issue 5): state-diff and event-envelope benchmarks go here, added by
 // the engineers who own those features (connection state diffs in
-// `hardlight::state`, STATE envelope 0x20; typed server push, EVENT envelope
+// `hardlight::protocol::state`, STATE envelope 0x20; typed server push, EVENT envelope
 // 0x30). Add `state_benches` / `event_benches` functions with a baseline
 // each, and list them in `criterion_group!` below.
 

@@ -214,27 +214,29 @@ async fn baseline_closes_malformed_connections_with_the_real_servers_codes() {
     expect_close(&mut ws, 1003).await;
     // Larger than the 1 MiB message limit: 1009.
     let (mut ws, _) = raw(&server, Some("hl/1")).await;
-    ws.send(Message::Binary(vec![1u8; hardlight::limits::DEFAULT_MAX_MESSAGE_SIZE + 1].into())).await.unwrap();
+    ws.send(Message::Binary(vec![1u8; hardlight::protocol::limits::DEFAULT_MAX_MESSAGE_SIZE + 1].into()))
+        .await
+        .unwrap();
     expect_close(&mut ws, 1009).await;
     // A raw connection first gets LIMITS (1 MiB), then FEATURES (3 methods,
     // all enabled), then its call's result envelope.
     let (mut ws, _) = raw(&server, Some("hl/1")).await;
     assert_eq!(
         next_message(&mut ws).await,
-        Message::Binary(vec![hardlight::envelope::KIND_LIMITS, 0x00, 0x00, 0x10, 0x00].into())
+        Message::Binary(vec![hardlight::protocol::envelope::KIND_LIMITS, 0x00, 0x00, 0x10, 0x00].into())
     );
     assert_eq!(
         next_message(&mut ws).await,
-        Message::Binary(vec![hardlight::envelope::KIND_FEATURES, 3, 0, 0b111].into())
+        Message::Binary(vec![hardlight::protocol::envelope::KIND_FEATURES, 3, 0, 0b111].into())
     );
-    let input = hardlight::wire::encode(&hardlight_bench::BenchAddInput { a: 5, b: 6 }).unwrap();
+    let input = hardlight::protocol::wire::encode(&hardlight_bench::BenchAddInput { a: 5, b: 6 }).unwrap();
     let mut msg = Vec::new();
-    hardlight::envelope::encode_call(&mut msg, 77, BenchMethod::Add.id(), &input);
+    hardlight::protocol::envelope::encode_call(&mut msg, 77, BenchMethod::Add.id(), &input);
     ws.send(Message::Binary(msg.into())).await.unwrap();
     let Message::Binary(reply) = next_message(&mut ws).await else { panic!("expected a binary reply") };
-    assert_eq!(&reply[..2], &[hardlight::envelope::KIND_RESULT_OK, 77]);
-    let mut buf = hardlight::AlignedBuf::new();
-    let sum = <u64 as hardlight::Wire>::decode(hardlight::wire::align_into(&mut buf, &reply[2..])).unwrap();
+    assert_eq!(&reply[..2], &[hardlight::protocol::envelope::KIND_RESULT_OK, 77]);
+    let mut buf = hardlight::protocol::wire::AlignedBuf::new();
+    let sum = <u64 as hardlight::Wire>::decode(hardlight::protocol::wire::align_into(&mut buf, &reply[2..])).unwrap();
     assert_eq!(sum, 11);
 }
 

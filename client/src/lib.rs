@@ -36,5 +36,4 @@ pub use config::{ClientConfig, DEFAULT_CALL_TIMEOUT, DEFAULT_CONNECT_TIMEOUT, DE
 pub use connection::{Connection, CLIENT_READ_BUFFER};
 pub use error::ConnectError;
 pub use events::{EventError, EventStream, DEFAULT_EVENT_BUFFER};
-pub use hardlight_core::CallError as Error;
 pub use mirror::StateMirror;

@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{All, Ev, Inner, KitchenEchoInput, KitchenMethod, Pair, Rand, Rng, ToJs};
-use hardlight::reflect::{Reflect, Registry, ReflectService};
+use hardlight::protocol::reflect::{Reflect, Registry, ReflectService};
 use hardlight::Wire;
 
 /// Random values per type in each direction.
@@ -60,13 +60,13 @@ struct Out {
 }
 
 fn encode<T: Wire>(v: &T) -> Vec<u8> {
-    hardlight::wire::encode(v).expect("encode").to_vec()
+    hardlight::protocol::wire::encode(v).expect("encode").to_vec()
 }
 
 /// Rust's verdict on `bytes` as a `T` at `depth`: the value as JS, or null.
 fn verdict<T: Wire + ToJs>(bytes: &[u8], depth: usize) -> String {
-    let mut buf = hardlight::AlignedBuf::new();
-    T::decode_with_depth(hardlight::wire::align_into(&mut buf, bytes), depth).map_or("null".into(), |v| v.js())
+    let mut buf = hardlight::protocol::wire::AlignedBuf::new();
+    T::decode_with_depth(hardlight::protocol::wire::align_into(&mut buf, bytes), depth).map_or("null".into(), |v| v.js())
 }
 
 fn add_type<T: Wire + ToJs + Rand>(out: &mut Out, name: &str, golden: &[T], rng: &mut Rng) {
@@ -106,8 +106,8 @@ fn add_type<T: Wire + ToJs + Rand>(out: &mut Out, name: &str, golden: &[T], rng:
 
 /// Validates, decodes and re-encodes what TypeScript encoded.
 fn check_ts_archive<T: Wire + ToJs>(bytes: &[u8]) -> Result<(), String> {
-    let mut buf = hardlight::AlignedBuf::new();
-    let v = T::decode(hardlight::wire::align_into(&mut buf, bytes)).map_err(|e| e.to_string())?;
+    let mut buf = hardlight::protocol::wire::AlignedBuf::new();
+    let v = T::decode(hardlight::protocol::wire::align_into(&mut buf, bytes)).map_err(|e| e.to_string())?;
     let again = encode(&v);
     if again != bytes {
         return Err(format!("re-encoded by rkyv as {} (TS wrote {})", hex(&again), hex(bytes)));
@@ -210,7 +210,7 @@ fn typescript_codecs_match_rkyv_both_ways() {
     // The method input as the runtime encodes it: a tuple of the arguments.
     let echo = &desc.methods[0];
     let args: Vec<_> = echo.args.iter().map(|(_, s)| s.clone()).collect();
-    shapes.push(format!("  EchoInput: {},", hardlight_codegen::shape_json(&hardlight::reflect::Shape::Tuple(args))));
+    shapes.push(format!("  EchoInput: {},", hardlight_codegen::shape_json(&hardlight::protocol::reflect::Shape::Tuple(args))));
     let mut out = Out { cases: Vec::new(), mutants: Vec::new() };
     add_type(&mut out, "Inner", &[Inner { a: 1, b: 2, s: "s".into() }], &mut rng);
     add_type(&mut out, "Ev", &[Ev::Unit, Ev::Tuple(1, "twelve bytes".into()), Ev::Named { x: 3, y: vec![4] }, Ev::Wide(5)], &mut rng);
@@ -223,7 +223,7 @@ fn typescript_codecs_match_rkyv_both_ways() {
     add_type(&mut out, "Tuple", &[(1u8, "t".to_string(), 2u64)], &mut rng);
     // The generated input struct archives exactly like the arguments' tuple.
     let input = KitchenEchoInput { all: sample_all(), n: 42 };
-    let input_bytes = hardlight::wire::encode(&input).expect("encode").to_vec();
+    let input_bytes = hardlight::protocol::wire::encode(&input).expect("encode").to_vec();
     out.cases.push(format!(
         "[\"EchoInput\", {:?}, [{}, {}], \"method input\"]",
         hex(&input_bytes),

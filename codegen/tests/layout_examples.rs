@@ -21,7 +21,7 @@ pub enum Figure {
 }
 
 fn hex<T: hardlight::Wire>(v: &T) -> String {
-    let b = hardlight::wire::encode(v).expect("encode");
+    let b = hardlight::protocol::wire::encode(v).expect("encode");
     b.iter().map(|x| format!("{x:02x}")).collect::<Vec<_>>().join(" ")
 }
 

@@ -22,9 +22,9 @@ use std::collections::VecDeque;
 use std::task::Waker;
 
 use crate::events::{write_events_dropped, EncodedEvent, EventLimits, SlowConsumerPolicy};
-use crate::features::FeatureSet;
+use crate::feature_set::FeatureSet;
 use crate::frame::{self, Opcode};
-use crate::state::StateWriter;
+use crate::state_diff::StateWriter;
 
 #[derive(Debug)]
 enum Item {

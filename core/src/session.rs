@@ -32,10 +32,10 @@ use std::sync::Arc;
 use crate::calls::IdAllocator;
 use crate::envelope::{self, ServerMessage};
 use crate::error::{CallError, CallErrorCode, DecodeError};
-use crate::features::FeatureSet;
+use crate::feature_set::FeatureSet;
 use crate::limits::MAX_CALLS_IN_FLIGHT;
 use crate::service::RawReply;
-use crate::state::{parse_state, ConnectionState};
+use crate::state_diff::{parse_state, ConnectionState};
 use crate::wire::AlignedBuf;
 
 /// Default bound on calls waiting for a free call id (all 256 in flight).
@@ -533,7 +533,7 @@ mod tests {
     fn state_features_events_and_drop_notices_are_reported_in_order() {
         let mut s = ClientSession::new();
         assert!(!s.is_ready());
-        let mut w = crate::state::StateWriter::new();
+        let mut w = crate::state_diff::StateWriter::new();
         w.field(1, &42u64).unwrap();
         s.handle_message(w.message().unwrap()).unwrap();
         let mut f = Vec::new();

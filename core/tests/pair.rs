@@ -21,7 +21,7 @@ use hardlight_core::client::{ClientConnection, ClientEvent, ClientRequest};
 use hardlight_core::connection::{Event, ServerConnection};
 use hardlight_core::limits::Limits;
 use hardlight_core::session::{CallToken, ClientSession, SessionEvent};
-use hardlight_core::state::StateWriter;
+use hardlight_core::state_diff::StateWriter;
 use hardlight_core::{AlignedBuf, CallError, CallErrorCode, EncodeError, EncodedEvent, EventLimits, Outbox};
 use hardlight_core::{Rejection, Reply, Service, SlowConsumerPolicy};
 

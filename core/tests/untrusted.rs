@@ -9,11 +9,11 @@
 use hardlight_core::connection::{CloseReason, Event, Mode, ServerConnection};
 use hardlight_core::envelope;
 use hardlight_core::error::{CallErrorCode, EncodeError};
-use hardlight_core::features::FeatureSet;
+use hardlight_core::feature_set::FeatureSet;
 use hardlight_core::frame::{self, Opcode, Role};
 use hardlight_core::limits::Limits;
 use hardlight_core::rkyv::{self, Archive, Deserialize, Serialize};
-use hardlight_core::state::parse_state;
+use hardlight_core::state_diff::parse_state;
 use hardlight_core::wire::{align_into, encode, AlignedBuf, Wire};
 use hardlight_core::Reply;
 use proptest::prelude::*;

@@ -7,9 +7,9 @@ use std::path::Path;
 
 use hardlight_core::envelope;
 use hardlight_core::error::CallErrorCode;
-use hardlight_core::features::FeatureSet;
+use hardlight_core::feature_set::FeatureSet;
 use hardlight_core::frame::{self, Opcode};
-use hardlight_core::state::StateWriter;
+use hardlight_core::state_diff::StateWriter;
 use hardlight_core::wire::encode;
 use hardlight_fuzz::{chain, Sample, UPGRADE};
 

@@ -1,7 +1,7 @@
 //! `FEATURES` message bodies.
 #![no_main]
 
-use hardlight_core::features::FeatureSet;
+use hardlight_core::feature_set::FeatureSet;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -2,7 +2,7 @@
 //! mirror would decode it.
 #![no_main]
 
-use hardlight_core::state::parse_state;
+use hardlight_core::state_diff::parse_state;
 use hardlight_core::wire::{align_into, AlignedBuf, Wire};
 use libfuzzer_sys::fuzz_target;
 

@@ -33,7 +33,7 @@ mod progress;
 use std::io::{self, Read};
 use std::time::{Duration, Instant};
 
-use hardlight::frame::{self, Opcode};
+use hardlight::protocol::frame::{self, Opcode};
 
 pub use self::config::{Arrival, Interval, Mode, RunConfig, RunOutcome, Syscalls};
 use self::conn::{new_hist, Conn, ConnError, Recorder, READ_BUF};

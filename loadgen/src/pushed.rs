@@ -9,8 +9,9 @@
 //! is found once by encoding the input with two different values and
 //! seeing which bytes differ, so this code never assumes rkyv's layout.
 
-use hardlight::envelope::{self, ServerMessage, CALL_HEADER_LEN, KIND_EVENT, KIND_STATE};
-use hardlight::{wire, Event, Wire};
+use hardlight::protocol::envelope::{self, ServerMessage, CALL_HEADER_LEN, KIND_EVENT, KIND_STATE};
+use hardlight::protocol::wire;
+use hardlight::{Event, Wire};
 use hardlight_bench::fan::{FanEmitInput, FanMethod, FanSubscribeInput, Tick, FAN_TOPIC};
 use hardlight_bench::stateful::{LastCall, StatefulMethod, StatefulTouchInput};
 
@@ -70,7 +71,7 @@ fn state_call(msg: &[u8]) -> Option<u8> {
     if u32::from_le_bytes(len.try_into().ok()?) != 8 || rest.len() != 8 {
         return None;
     }
-    let mut buf = hardlight::AlignedBuf::new();
+    let mut buf = hardlight::protocol::wire::AlignedBuf::new();
     let last = <u64 as Wire>::decode(wire::align_into(&mut buf, rest)).ok()?;
     LastCall::call_of(last)
 }
@@ -215,7 +216,7 @@ impl Workload for FanOut {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hardlight::envelope::{decode_client, result_header, ClientMessage};
+    use hardlight::protocol::envelope::{decode_client, result_header, ClientMessage};
 
     #[test]
     fn state_call_carries_its_id_and_reads_state_messages() {
@@ -227,7 +228,7 @@ mod tests {
         let mut p = t.payload.clone();
         p[t.id_also_at.unwrap()] = 77;
         let ClientMessage::Call { input: patched, .. } = decode_client(&p).unwrap();
-        let mut buf = hardlight::AlignedBuf::new();
+        let mut buf = hardlight::protocol::wire::AlignedBuf::new();
         let got = <StatefulTouchInput as Wire>::decode(wire::align_into(&mut buf, patched)).unwrap();
         assert_eq!(got.call, 77);
         assert_eq!(input.len(), patched.len());
@@ -260,7 +261,7 @@ mod tests {
         let at = t.stamp_at.unwrap();
         p[at..at + 8].copy_from_slice(&123_456_789u64.to_le_bytes());
         let ClientMessage::Call { input, .. } = decode_client(&p).unwrap();
-        let mut buf = hardlight::AlignedBuf::new();
+        let mut buf = hardlight::protocol::wire::AlignedBuf::new();
         let got = <FanEmitInput as Wire>::decode(wire::align_into(&mut buf, input)).unwrap();
         assert_eq!(got.tick.emitted_ns, 123_456_789);
         // The event as the server frames it: kind, type, archive.

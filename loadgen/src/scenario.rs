@@ -28,12 +28,12 @@
 //!   Latency and the rate then count deliveries, not calls, and the
 //!   emitter's own result is a [`Delivery::Ack`] (frees the id, not timed).
 
-use hardlight::envelope::{self, ServerMessage};
-use hardlight::wire;
+use hardlight::protocol::envelope::{self, ServerMessage};
+use hardlight::protocol::wire;
 use hardlight_bench::{BenchAddInput, BenchEcho64Input, BenchEchoInput, BenchMethod, Payload64, ECHO_SIZE};
 
 /// The HardLight subprotocol offered in the upgrade.
-pub const HL_SUBPROTOCOL: &str = hardlight::handshake::SUBPROTOCOL;
+pub const HL_SUBPROTOCOL: &str = hardlight::protocol::handshake::SUBPROTOCOL;
 
 /// A workload by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -304,7 +304,7 @@ impl Workload for RawEcho {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hardlight::envelope::{decode_client, result_header, ClientMessage};
+    use hardlight::protocol::envelope::{decode_client, result_header, ClientMessage};
 
     #[test]
     fn names_and_parsing() {

@@ -5,7 +5,7 @@ use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use hardlight::frame::{self, Opcode};
+use hardlight::protocol::frame::{self, Opcode};
 
 /// Where to connect: a loopback address, the Host header and the request path.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -249,7 +249,7 @@ pub fn push_control(out: &mut Vec<u8>, opcode: Opcode, payload: &[u8], mask: [u8
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hardlight::frame::{apply_mask, parse_header, Role};
+    use hardlight::protocol::frame::{apply_mask, parse_header, Role};
 
     #[test]
     fn base64_matches_known_vectors() {

@@ -56,7 +56,6 @@ use std::time::Duration;
 
 use futures::channel::oneshot;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement as GlommioPlacement};
-use hardlight_core::limits::Limits;
 
 #[cfg(feature = "broker")]
 pub use broker::{BrokerConfig, DEFAULT_BROKER_QUEUE, DEFAULT_CHANNEL_PREFIX};
@@ -68,6 +67,7 @@ pub use error::ServerError;
 pub use events::{ConnectionEvents, EmitError, EmitStats, Emitter, DEFAULT_MESH_CAPACITY};
 pub use factory::{ConnectContext, ConnectionFactory, Refusal};
 pub use hardlight_core::events::{EventLimits, SlowConsumerPolicy};
+pub use hardlight_core::limits::Limits;
 pub use shard::ACCEPT_ERROR_LOG_INTERVAL;
 use shutdown::Stopper;
 pub use shutdown::{ShutdownTrigger, SHUTDOWN_SIGNALS};

@@ -162,7 +162,7 @@ async fn raw(
 
 fn call_msg(id: u8, method: ProbeMethod, input: &[u8]) -> Message {
     let mut m = Vec::new();
-    hardlight::envelope::encode_call(&mut m, id, method.id(), input);
+    hardlight::protocol::envelope::encode_call(&mut m, id, method.id(), input);
     Message::Binary(m.into())
 }
 
@@ -176,9 +176,9 @@ async fn next_binary(
                 if matches!(
                     b.first(),
                     Some(
-                        &hardlight::envelope::KIND_LIMITS
-                            | &hardlight::envelope::KIND_FEATURES
-                            | &hardlight::envelope::KIND_STATE
+                        &hardlight::protocol::envelope::KIND_LIMITS
+                            | &hardlight::protocol::envelope::KIND_FEATURES
+                            | &hardlight::protocol::envelope::KIND_STATE
                     )
                 ) => {}
             Some(Ok(Message::Binary(b))) => return b.to_vec(),
@@ -208,15 +208,15 @@ async fn expect_close(
 async fn reused_live_id_gets_an_error_response_and_first_call_completes() {
     let (server, _) = start(builder());
     let mut ws = raw(&server).await;
-    let input = hardlight::wire::encode(&ProbeSleepEchoInput { ms: 200, value: 77 }).unwrap();
+    let input = hardlight::protocol::wire::encode(&ProbeSleepEchoInput { ms: 200, value: 77 }).unwrap();
     ws.send(call_msg(5, ProbeMethod::SleepEcho, &input)).await.unwrap();
     ws.send(call_msg(5, ProbeMethod::SleepEcho, &input)).await.unwrap();
     let first = next_binary(&mut ws).await;
-    assert_eq!(&first[..3], &[hardlight::envelope::KIND_CALL_ERROR, 5, CallErrorCode::DuplicateCallId as u8]);
+    assert_eq!(&first[..3], &[hardlight::protocol::envelope::KIND_CALL_ERROR, 5, CallErrorCode::DuplicateCallId as u8]);
     let second = next_binary(&mut ws).await;
-    assert_eq!(&second[..2], &[hardlight::envelope::KIND_RESULT_OK, 5]);
-    let mut buf = hardlight::AlignedBuf::new();
-    let v = <u64 as hardlight::Wire>::decode(hardlight::wire::align_into(&mut buf, &second[2..])).unwrap();
+    assert_eq!(&second[..2], &[hardlight::protocol::envelope::KIND_RESULT_OK, 5]);
+    let mut buf = hardlight::protocol::wire::AlignedBuf::new();
+    let v = <u64 as hardlight::Wire>::decode(hardlight::protocol::wire::align_into(&mut buf, &second[2..])).unwrap();
     assert_eq!(v, 77);
 }
 
@@ -237,7 +237,9 @@ async fn malformed_messages_close_with_named_codes() {
     expect_close(&mut ws, 1003).await;
     // Oversized message: 1009.
     let mut ws = raw(&server).await;
-    ws.send(Message::Binary(vec![1u8; hardlight::limits::DEFAULT_MAX_MESSAGE_SIZE + 1].into())).await.unwrap();
+    ws.send(Message::Binary(vec![1u8; hardlight::protocol::limits::DEFAULT_MAX_MESSAGE_SIZE + 1].into()))
+        .await
+        .unwrap();
     expect_close(&mut ws, 1009).await;
     // The server still serves.
     let c = ProbeClient::new(Connection::connect(&url(&server)).await.unwrap());
@@ -329,17 +331,17 @@ async fn slow_reader_is_backpressured_without_stalling_others() {
         tokio_tungstenite::MaybeTlsStream::Plain(s) => s,
         _ => unreachable!(),
     };
-    let input = hardlight::wire::encode(&ProbeEchoInput { data: vec![7u8; 64 * 1024] }).unwrap();
+    let input = hardlight::protocol::wire::encode(&ProbeEchoInput { data: vec![7u8; 64 * 1024] }).unwrap();
     let writer = tokio::spawn(async move {
         let mut sent = 0u64;
         for i in 0..2000u32 {
             let mut msg = Vec::new();
-            hardlight::envelope::encode_call(&mut msg, (i % 200) as u8, ProbeMethod::Echo.id(), &input);
+            hardlight::protocol::envelope::encode_call(&mut msg, (i % 200) as u8, ProbeMethod::Echo.id(), &input);
             let mut frame = Vec::new();
-            hardlight::frame::write_masked_frame(
+            hardlight::protocol::frame::write_masked_frame(
                 &mut frame,
                 true,
-                hardlight::frame::Opcode::Binary,
+                hardlight::protocol::frame::Opcode::Binary,
                 &msg,
                 [1, 2, 3, 4],
             );

@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use futures::SinkExt;
 use hardlight::client::Connection;
-use hardlight::events::EventLimits;
-use hardlight::limits::Limits;
+use hardlight::protocol::events::EventLimits;
+use hardlight::server::Limits;
 use hardlight::server::{ConnectContext, ConnectionEvents, EmitError, Emitter, Refusal, Server, ServerHandle};
 use hardlight::{SlowConsumerPolicy, StateHandle};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -225,14 +225,20 @@ async fn stalled_subscriber(server: &ServerHandle, disconnect: bool) -> tokio::n
     req.headers_mut().insert("Sec-WebSocket-Protocol", "hl/1".parse().unwrap());
     let (mut ws, _) = tokio_tungstenite::connect_async(req).await.unwrap();
     for (id, (method, input)) in [
-        (HubMethod::SetPolicy, hardlight::wire::encode(&HubSetPolicyInput { disconnect, max_events: 64 }).unwrap()),
-        (HubMethod::Subscribe, hardlight::wire::encode(&HubSubscribeInput { topic: "flood".into() }).unwrap()),
+        (
+            HubMethod::SetPolicy,
+            hardlight::protocol::wire::encode(&HubSetPolicyInput { disconnect, max_events: 64 }).unwrap(),
+        ),
+        (
+            HubMethod::Subscribe,
+            hardlight::protocol::wire::encode(&HubSubscribeInput { topic: "flood".into() }).unwrap(),
+        ),
     ]
     .into_iter()
     .enumerate()
     {
         let mut m = Vec::new();
-        hardlight::envelope::encode_call(&mut m, id as u8, method.id(), &input);
+        hardlight::protocol::envelope::encode_call(&mut m, id as u8, method.id(), &input);
         ws.send(Message::Binary(m.into())).await.unwrap();
     }
     // Let both calls land before the flood starts.
@@ -280,20 +286,22 @@ async fn drain_raw(tcp: &mut tokio::net::TcpStream, deadline: Duration) -> (u64,
         };
         buf.extend_from_slice(&chunk[..n]);
         let mut at = 0;
-        while let Ok(Some(h)) = hardlight::frame::parse_header(&buf[at..], hardlight::frame::Role::Client, usize::MAX) {
+        while let Ok(Some(h)) =
+            hardlight::protocol::frame::parse_header(&buf[at..], hardlight::protocol::frame::Role::Client, usize::MAX)
+        {
             let end_of = at + h.header_len + h.payload_len as usize;
             if end_of > buf.len() {
                 break;
             }
             let payload = &buf[at + h.header_len..end_of];
             match h.opcode {
-                hardlight::frame::Opcode::Close => {
+                hardlight::protocol::frame::Opcode::Close => {
                     return (events, dropped, Some(u16::from_be_bytes([payload[0], payload[1]])))
                 }
                 _ => match payload.first() {
-                    Some(&hardlight::envelope::KIND_EVENT) => events += 1,
-                    Some(&hardlight::envelope::KIND_EVENTS_DROPPED) => {
-                        dropped += hardlight::events::parse_events_dropped(&payload[1..]).unwrap() as u64
+                    Some(&hardlight::protocol::envelope::KIND_EVENT) => events += 1,
+                    Some(&hardlight::protocol::envelope::KIND_EVENTS_DROPPED) => {
+                        dropped += hardlight::protocol::events::parse_events_dropped(&payload[1..]).unwrap() as u64
                     }
                     _ => {}
                 },

@@ -69,13 +69,19 @@ async fn one(addr: std::net::SocketAddr, input: &[u8]) {
     let mut tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
     tcp.write_all(UPGRADE).await.unwrap();
     let mut msg = Vec::new();
-    hardlight::envelope::encode_call(&mut msg, 0, PingMethod::Ping.id(), input);
+    hardlight::protocol::envelope::encode_call(&mut msg, 0, PingMethod::Ping.id(), input);
     let mut out = Vec::new();
-    hardlight::frame::write_masked_frame(&mut out, true, hardlight::frame::Opcode::Binary, &msg, [1, 2, 3, 4]);
-    hardlight::frame::write_masked_frame(
+    hardlight::protocol::frame::write_masked_frame(
         &mut out,
         true,
-        hardlight::frame::Opcode::Close,
+        hardlight::protocol::frame::Opcode::Binary,
+        &msg,
+        [1, 2, 3, 4],
+    );
+    hardlight::protocol::frame::write_masked_frame(
+        &mut out,
+        true,
+        hardlight::protocol::frame::Opcode::Close,
         &1000u16.to_be_bytes(),
         [5, 6, 7, 8],
     );
@@ -105,7 +111,7 @@ async fn ten_thousand_connections_leave_no_connections_tasks_or_memory_behind() 
         })
         .unwrap();
     let addr = server.local_addr();
-    let input = hardlight::wire::encode(&PingPingInput { n: 1 }).unwrap().to_vec();
+    let input = hardlight::protocol::wire::encode(&PingPingInput { n: 1 }).unwrap().to_vec();
     let run = |n: usize| {
         let input = input.clone();
         async move {

@@ -14,7 +14,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use common::*;
-use hardlight::limits::Limits;
+use hardlight::server::Limits;
 
 const CHILD_ENV: &str = "HARDLIGHT_MEMORY_TEST_CHILD";
 const CONNECTIONS: usize = 10_000;

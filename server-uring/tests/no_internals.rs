@@ -5,7 +5,7 @@
 mod common;
 
 use hardlight::client::Connection;
-use hardlight::error::{CallError, CallErrorCode};
+use hardlight::protocol::error::{CallError, CallErrorCode};
 use hardlight::rkyv;
 use hardlight::server::{ConnectContext, Refusal};
 use proptest::prelude::*;

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hardlight::client::{ClientConfig, ConnectError, Connection};
-use hardlight::limits::Limits;
+use hardlight::server::Limits;
 use hardlight::server::TlsConfig;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -42,9 +42,11 @@ async fn upgraded(server: &hardlight::server::ServerHandle) -> TcpStream {
 }
 
 /// Server frames in `bytes`: (opcode, payload).
-fn frames(mut bytes: &[u8]) -> Vec<(hardlight::frame::Opcode, Vec<u8>)> {
+fn frames(mut bytes: &[u8]) -> Vec<(hardlight::protocol::frame::Opcode, Vec<u8>)> {
     let mut v = Vec::new();
-    while let Ok(Some(h)) = hardlight::frame::parse_header(bytes, hardlight::frame::Role::Client, usize::MAX) {
+    while let Ok(Some(h)) =
+        hardlight::protocol::frame::parse_header(bytes, hardlight::protocol::frame::Role::Client, usize::MAX)
+    {
         let end = h.header_len + h.payload_len as usize;
         if end > bytes.len() {
             break;
@@ -55,8 +57,10 @@ fn frames(mut bytes: &[u8]) -> Vec<(hardlight::frame::Opcode, Vec<u8>)> {
     v
 }
 
-fn close_code(fs: &[(hardlight::frame::Opcode, Vec<u8>)]) -> Option<u16> {
-    fs.iter().find(|(op, _)| *op == hardlight::frame::Opcode::Close).map(|(_, p)| u16::from_be_bytes([p[0], p[1]]))
+fn close_code(fs: &[(hardlight::protocol::frame::Opcode, Vec<u8>)]) -> Option<u16> {
+    fs.iter()
+        .find(|(op, _)| *op == hardlight::protocol::frame::Opcode::Close)
+        .map(|(_, p)| u16::from_be_bytes([p[0], p[1]]))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -175,7 +179,7 @@ async fn keepalive_pings_keep_live_clients_and_idle_peers_are_closed_4002() {
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(live.increment(1).await.unwrap(), 1, "pongs count as activity");
     let fs = frames(&read_all(&mut silent, Duration::from_secs(5)).await);
-    assert!(fs.iter().any(|(op, _)| *op == hardlight::frame::Opcode::Ping), "pinged before being dropped");
+    assert!(fs.iter().any(|(op, _)| *op == hardlight::protocol::frame::Opcode::Ping), "pinged before being dropped");
     assert_eq!(close_code(&fs), Some(4002));
     assert!(server.stats().idle_closed.get() >= 1);
 }
@@ -218,11 +222,17 @@ async fn clients_vanishing_mid_handshake_mid_message_and_mid_call_leave_nothing_
         drop(tcp);
         // Mid-call: a call that sleeps 200 ms, and the client leaves at once.
         let mut tcp = upgraded(&server).await;
-        let input = hardlight::wire::encode(&ProbeSleepEchoInput { ms: 200, value: round }).unwrap();
+        let input = hardlight::protocol::wire::encode(&ProbeSleepEchoInput { ms: 200, value: round }).unwrap();
         let mut msg = Vec::new();
-        hardlight::envelope::encode_call(&mut msg, 1, ProbeMethod::SleepEcho.id(), &input);
+        hardlight::protocol::envelope::encode_call(&mut msg, 1, ProbeMethod::SleepEcho.id(), &input);
         let mut frame = Vec::new();
-        hardlight::frame::write_masked_frame(&mut frame, true, hardlight::frame::Opcode::Binary, &msg, [7, 7, 7, 7]);
+        hardlight::protocol::frame::write_masked_frame(
+            &mut frame,
+            true,
+            hardlight::protocol::frame::Opcode::Binary,
+            &msg,
+            [7, 7, 7, 7],
+        );
         tcp.write_all(&frame).await.unwrap();
         drop(tcp);
     }

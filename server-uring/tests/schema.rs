@@ -127,8 +127,8 @@ async fn a_client_from_another_trait_version_is_refused_before_any_call() {
         Err(ConnectError::Refused { status, body }) => {
             assert_eq!(status, 400);
             assert!(body.contains("schema mismatch"), "{body}");
-            let client = hardlight::schema::format_fingerprint(older::StoreMethod::FINGERPRINT);
-            let ours = hardlight::schema::format_fingerprint(StoreMethod::FINGERPRINT);
+            let client = hardlight::protocol::schema::format_fingerprint(older::StoreMethod::FINGERPRINT);
+            let ours = hardlight::protocol::schema::format_fingerprint(StoreMethod::FINGERPRINT);
             assert!(body.contains(&format!("client fingerprint {client}")), "{body}");
             assert!(body.contains(&format!("`Store` has {ours}")), "{body}");
             // The server's per-method hashes: `put` is the one that differs.

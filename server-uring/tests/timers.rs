@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use hardlight::client::Connection;
-use hardlight::frame::{self, Opcode, Role};
-use hardlight::limits::Limits;
+use hardlight::protocol::frame::{self, Opcode, Role};
+use hardlight::server::Limits;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
@@ -178,9 +178,9 @@ async fn over_the_shard_budget_the_growing_connection_is_closed_4004_and_others_
     let (server, _) = start(builder().shard_held_bytes_budget(64 * 1024));
     let steady = ProbeClient::new(Connection::connect(&url(&server)).await.unwrap());
     // A: a real call (echo of 50,000 bytes), of which 40,000 bytes are sent.
-    let input = hardlight::wire::encode(&ProbeEchoInput { data: vec![7; 50_000] }).unwrap();
+    let input = hardlight::protocol::wire::encode(&ProbeEchoInput { data: vec![7; 50_000] }).unwrap();
     let mut msg = Vec::new();
-    hardlight::envelope::encode_call(&mut msg, 9, ProbeMethod::Echo.id(), &input);
+    hardlight::protocol::envelope::encode_call(&mut msg, 9, ProbeMethod::Echo.id(), &input);
     let call = masked(true, Opcode::Binary, &msg);
     let (mut a, a_rest) = upgraded(server.local_addr(), UPGRADE).await;
     a.write_all(&call[..40_000]).await.unwrap();

@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use hardlight::frame::{self, Opcode, Role};
+use hardlight::protocol::frame::{self, Opcode, Role};
 use hardlight::server::{ConnectContext, Refusal, Server};
 use hardlight_bench::fan::{FanHandler, FanMethod, FanService, FanSubscribeInput, Tick, FAN_TOPIC};
 use hdrhistogram::Histogram;
@@ -174,7 +174,7 @@ fn client(args: &Args, addr: std::net::SocketAddr) {
     }));
     let subscribed = Arc::new(AtomicU64::new(0));
     let local = tokio::task::LocalSet::new();
-    let input = hardlight::wire::encode(&FanSubscribeInput { topic: FAN_TOPIC.into() }).unwrap().to_vec();
+    let input = hardlight::protocol::wire::encode(&FanSubscribeInput { topic: FAN_TOPIC.into() }).unwrap().to_vec();
     let emits = args.emits;
     let n = args.connections;
     let total_deliveries = local.block_on(&rt, async {
@@ -266,7 +266,7 @@ async fn connection(
     tcp.set_nodelay(true).unwrap();
     let mut out = UPGRADE.to_vec();
     let mut msg = Vec::new();
-    hardlight::envelope::encode_call(&mut msg, 0, FanMethod::Subscribe.id(), &input);
+    hardlight::protocol::envelope::encode_call(&mut msg, 0, FanMethod::Subscribe.id(), &input);
     frame::write_masked_frame(&mut out, true, Opcode::Binary, &msg, [1, 2, 3, 4]);
     tcp.write_all(&out).await.unwrap();
     let mut buf = vec![0u8; 4096];
@@ -293,13 +293,14 @@ async fn connection(
             }
             let p = &buf[at + h.header_len..end];
             match p.first() {
-                Some(&hardlight::envelope::KIND_RESULT_OK) => {
+                Some(&hardlight::protocol::envelope::KIND_RESULT_OK) => {
                     subscribed.fetch_add(1, Ordering::Relaxed);
                 }
-                Some(&hardlight::envelope::KIND_EVENT) => {
-                    let mut ab = hardlight::AlignedBuf::new();
+                Some(&hardlight::protocol::envelope::KIND_EVENT) => {
+                    let mut ab = hardlight::protocol::wire::AlignedBuf::new();
                     let tick: Tick =
-                        <Tick as hardlight::Wire>::decode(hardlight::wire::align_into(&mut ab, &p[3..])).unwrap();
+                        <Tick as hardlight::Wire>::decode(hardlight::protocol::wire::align_into(&mut ab, &p[3..]))
+                            .unwrap();
                     let mut s = shared.borrow_mut();
                     let _ = s.latency.record(t.saturating_sub(tick.emitted_ns).max(1));
                     let seq = tick.seq as usize;

@@ -98,8 +98,8 @@ mod tests {
             assert!(names.iter().any(|n| n == expected), "{expected} missing from {names:?}");
         }
         let text = out.to_string();
-        assert!(text.contains(":: my :: hl :: service :: encode_result :: < u32 , MathError >"), "{text}");
-        assert!(text.contains(":: my :: hl :: service :: decode_result :: < u32 , MathError >"), "{text}");
+        assert!(text.contains(":: my :: hl :: __private :: service :: encode_result :: < u32 , MathError >"), "{text}");
+        assert!(text.contains(":: my :: hl :: __private :: service :: decode_result :: < u32 , MathError >"), "{text}");
         assert!(!text.contains(":: hardlight ::"), "default path leaked: {text}");
     }
 

@@ -114,7 +114,7 @@ mod wire;
 /// `Name`, `NameMethod` (the method ids), `Name<Method>Input` structs and
 /// `Name<Method>Output` aliases, `NameReply`, `NameService<T>` (the server
 /// side, for any `T: Name`) and `NameClient<C>` (the client side, for any
-/// `hardlight::Caller`). The generated items get the trait's visibility.
+/// `hardlight::protocol::service::Caller`). The generated items get the trait's visibility.
 /// See the crate documentation for what each one does.
 ///
 /// ```ignore

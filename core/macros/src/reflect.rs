@@ -19,7 +19,7 @@ fn field_types(fields: &Fields) -> Vec<&Type> {
 
 /// `Fields::Named(...)`, `Fields::Unnamed(...)` or `Fields::Unit`.
 fn fields_expr(krate: &Path, fields: &Fields) -> TokenStream {
-    let r = quote!(#krate::reflect);
+    let r = quote!(#krate::__private::reflect);
     match fields {
         Fields::Unit => quote!(#r::Fields::Unit),
         Fields::Named(n) => {
@@ -54,7 +54,7 @@ pub fn wire_impl(input: &DeriveInput, krate: &Path) -> TokenStream {
     }
     let name = &input.ident;
     let name_str = name.to_string().trim_start_matches("r#").to_string();
-    let r = quote!(#krate::reflect);
+    let r = quote!(#krate::__private::reflect);
     let (kind, tys) = match &input.data {
         Data::Struct(s) => {
             if has_rkyv_field_attr(&s.fields) {
@@ -92,7 +92,7 @@ pub fn state_impl(input: &DeriveInput, krate: &Path) -> TokenStream {
     let Fields::Named(named) = &s.fields else { return TokenStream::new() };
     let name = &input.ident;
     let name_str = name.to_string();
-    let r = quote!(#krate::reflect);
+    let r = quote!(#krate::__private::reflect);
     let tys = field_types(&s.fields);
     let items = named.named.iter().map(|f| {
         let fname = f.ident.as_ref().map(|i| i.to_string().trim_start_matches("r#").to_string());

@@ -69,7 +69,7 @@ fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             }
         });
         applies.push(quote! {
-            #idx => self.#ident = <#ty as #krate::Wire>::decode(archive)?,
+            #idx => self.#ident = <#ty as #krate::__private::Wire>::decode(archive)?,
         });
         asserts.push(quote_spanned! {ty.span()=>
             __assert_field::<#ty>();
@@ -77,29 +77,29 @@ fn expand(input: TokenStream) -> syn::Result<TokenStream> {
     }
     Ok(quote! {
         const _: () = {
-            fn __assert_field<T: #krate::Wire + ::core::cmp::PartialEq + ::core::clone::Clone>() {}
+            fn __assert_field<T: #krate::__private::Wire + ::core::cmp::PartialEq + ::core::clone::Clone>() {}
             fn __check() {
                 #(#asserts)*
             }
         };
 
-        impl #krate::ConnectionState for #name {
+        impl #krate::__private::ConnectionState for #name {
             const FIELDS: &'static [&'static str] = &[#(#names),*];
 
             fn write_diff(
                 &self,
                 before: ::core::option::Option<&Self>,
-                w: &mut #krate::state::StateWriter,
-            ) -> ::core::result::Result<(), #krate::EncodeError> {
+                w: &mut #krate::__private::state_diff::StateWriter,
+            ) -> ::core::result::Result<(), #krate::__private::EncodeError> {
                 #(#diffs)*
                 ::core::result::Result::Ok(())
             }
 
-            fn apply_field(&mut self, index: u8, archive: &[u8]) -> ::core::result::Result<(), #krate::DecodeError> {
+            fn apply_field(&mut self, index: u8, archive: &[u8]) -> ::core::result::Result<(), #krate::__private::DecodeError> {
                 match index {
                     #(#applies)*
                     other => {
-                        return ::core::result::Result::Err(#krate::DecodeError(::std::format!(
+                        return ::core::result::Result::Err(#krate::__private::DecodeError(::std::format!(
                             "unknown field {} of state `{}`", other, ::core::stringify!(#name)
                         )))
                     }

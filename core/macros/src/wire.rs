@@ -162,9 +162,9 @@ fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
 
         impl #impl_generics #name #ty_generics #bound {
             /// The type's shape for service fingerprints: its name, fields
-            /// and archived size and alignment (see `hardlight::schema`).
+            /// and archived size and alignment (see `hardlight::protocol::schema`).
             #[doc(hidden)]
-            pub const __HARDLIGHT_SHAPE: u64 = #krate::schema::mix_archived_layout::<Self>(#h);
+            pub const __HARDLIGHT_SHAPE: u64 = #krate::__private::schema::mix_archived_layout::<Self>(#h);
         }
 
         #reflect

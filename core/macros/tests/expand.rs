@@ -10,8 +10,10 @@ use std::task::{Context, Poll, Waker};
 
 use futures::channel::oneshot;
 use futures::executor::block_on;
+use hardlight::protocol::service::{Caller, RawReply, Rejection, Reply};
+use hardlight::protocol::wire::AlignedBuf;
 use hardlight::rkyv::{Archive, Deserialize, Serialize};
-use hardlight::{AlignedBuf, CallError, CallErrorCode, Caller, RawReply, Rejection, Reply, Service, Wire};
+use hardlight::{CallError, CallErrorCode, Service, Wire};
 
 /// The application error of `Counter::divide`.
 #[derive(Archive, Serialize, Deserialize, Debug, PartialEq)]
@@ -218,7 +220,7 @@ fn method_table_is_in_declaration_order() {
 #[test]
 fn unknown_method_is_rejected_before_running() {
     let service = CounterService::new(MyCounter::default());
-    let input = hardlight::wire::encode(&CounterGetInput {}).unwrap();
+    let input = hardlight::protocol::wire::encode(&CounterGetInput {}).unwrap();
     assert_eq!(service.call(5, &input, MAX_DEPTH).err(), Some(Rejection::UnknownMethod(5)));
     assert_eq!(service.call(u16::MAX, &input, MAX_DEPTH).err(), Some(Rejection::UnknownMethod(u16::MAX)));
 
@@ -243,11 +245,11 @@ fn garbage_or_truncated_input_is_rejected() {
     assert!(is_invalid(CounterMethod::Describe, &[0xff; 32]));
     // A real input, truncated: the root and the string are cut.
     let input = CounterDescribeInput { label: "a label longer than inline".into(), values: vec![1, 2, 3] };
-    let bytes = hardlight::wire::encode(&input).unwrap();
+    let bytes = hardlight::protocol::wire::encode(&input).unwrap();
     assert!(!is_invalid(CounterMethod::Describe, &bytes));
     assert!(is_invalid(CounterMethod::Describe, &bytes[..bytes.len() / 2]));
     // The input of another method does not validate as this one's.
-    let small = hardlight::wire::encode(&CounterIncrementInput { amount: 1 }).unwrap();
+    let small = hardlight::protocol::wire::encode(&CounterIncrementInput { amount: 1 }).unwrap();
     assert!(is_invalid(CounterMethod::Describe, &small));
     // Nothing ran.
     assert_eq!(service.0.value.load(Ordering::SeqCst), 0);
@@ -260,7 +262,7 @@ fn garbage_or_truncated_input_is_rejected() {
 #[test]
 fn input_is_decoded_before_the_future_is_returned() {
     let service = CounterService::new(MyCounter::default());
-    let mut buf = hardlight::wire::encode(&CounterIncrementInput { amount: 41 }).unwrap();
+    let mut buf = hardlight::protocol::wire::encode(&CounterIncrementInput { amount: 41 }).unwrap();
     let future = service.call(CounterMethod::Increment.id(), &buf, MAX_DEPTH).unwrap();
     // The driver reuses its receive buffer for the next message while the call
     // runs: this only compiles because the future does not borrow `buf`.
@@ -283,8 +285,8 @@ fn calls_run_concurrently() {
     assert_eq!(wait.as_mut().poll(&mut cx), Poll::Ready(Ok(7)));
     // Two server futures at once on the same service, interleaved by hand.
     let service = GateService::new(MyGate::new());
-    let wait_in = hardlight::wire::encode(&GateWaitInput {}).unwrap();
-    let open_in = hardlight::wire::encode(&GateOpenInput { value: 9 }).unwrap();
+    let wait_in = hardlight::protocol::wire::encode(&GateWaitInput {}).unwrap();
+    let open_in = hardlight::protocol::wire::encode(&GateOpenInput { value: 9 }).unwrap();
     let mut wait = pin!(service.call(GateMethod::Wait.id(), &wait_in, MAX_DEPTH).unwrap());
     let mut open = pin!(service.call(GateMethod::Open.id(), &open_in, MAX_DEPTH).unwrap());
     assert!(wait.as_mut().poll(&mut cx).is_pending());
@@ -295,7 +297,7 @@ fn calls_run_concurrently() {
 #[test]
 fn generated_types_are_nameable() {
     let input = CounterDivideInput { a: 6, b: 3 };
-    let bytes = hardlight::wire::encode(&input).unwrap();
+    let bytes = hardlight::protocol::wire::encode(&input).unwrap();
     let back = CounterDivideInput::decode(&bytes).unwrap();
     assert_eq!((back.a, back.b), (6, 3));
     let output: CounterDivideOutput = Err(MathError::DivByZero);

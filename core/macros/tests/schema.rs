@@ -6,7 +6,9 @@
 
 use std::sync::Arc;
 
-use hardlight::{AlignedBuf, CallError, Caller, Event, RawReply, Service, Wire};
+use hardlight::protocol::service::{Caller, RawReply};
+use hardlight::protocol::wire::AlignedBuf;
+use hardlight::{CallError, Event, Service, Wire};
 
 /// A struct wire type that keeps its other derives.
 #[hardlight::wire]
@@ -79,7 +81,7 @@ pub trait Draw {
 }
 
 fn round_trip<T: Wire + PartialEq + std::fmt::Debug>(value: T) {
-    let bytes = hardlight::wire::encode(&value).unwrap();
+    let bytes = hardlight::protocol::wire::encode(&value).unwrap();
     assert_eq!(T::decode(&bytes).unwrap(), value);
 }
 

@@ -2,8 +2,9 @@
 
 use std::rc::Rc;
 
-use hardlight::state::{apply_state, parse_state};
-use hardlight::{ConnectionState, Outbox, StateHandle};
+use hardlight::protocol::outbox::Outbox;
+use hardlight::protocol::state_diff::{apply_state, parse_state};
+use hardlight::{ConnectionState, StateHandle};
 
 #[derive(Clone, Debug, Default, PartialEq, hardlight::ConnectionState)]
 struct Chat {

@@ -9,7 +9,7 @@ use std::io::{self, Read, Write};
 use std::net::TcpStream;
 use std::os::fd::{AsRawFd, RawFd};
 
-use hardlight::frame::{self, Opcode, Role};
+use hardlight::protocol::frame::{self, Opcode, Role};
 use hdrhistogram::Histogram;
 
 use super::epoll::Clock;

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use hardlight::frame::{apply_mask, parse_header, write_frame, Opcode, Role};
+use hardlight::protocol::frame::{apply_mask, parse_header, write_frame, Opcode, Role};
 use hardlight_loadgen::engine::{Mode, RunConfig};
 use hardlight_loadgen::scenario::Scenario;
 use hardlight_loadgen::server::{start_embedded, start_embedded_for, EmbeddedService, ShardPlacement};

@@ -3,7 +3,7 @@
 // updating, a foreign origin refused, and pending calls failing at once
 // when the server dies. Saves a screenshot of the page.
 //   node --test test/browser/   (after `npm run build` and
-//   `cargo build -p hardlight-server --example chat`)
+//   `cargo build -p hardlight-server --example chat-server`)
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { mkdirSync } from "node:fs";

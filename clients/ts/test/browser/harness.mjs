@@ -39,9 +39,9 @@ export async function freePort() {
 
 /** The chat example's binary: HL_CHAT_SERVER, or the workspace's debug build. */
 export function chatBinary() {
-  const bin = process.env.HL_CHAT_SERVER ?? join(REPO, "target/debug/examples/chat");
+  const bin = process.env.HL_CHAT_SERVER ?? join(REPO, "target/debug/examples/chat-server");
   if (!existsSync(bin)) {
-    throw new Error(`${bin} missing: cargo build -p hardlight-server --example chat (or set HL_CHAT_SERVER)`);
+    throw new Error(`${bin} missing: cargo build -p hardlight-server --example chat-server (or set HL_CHAT_SERVER)`);
   }
   return bin;
 }

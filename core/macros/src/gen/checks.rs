@@ -46,7 +46,7 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
     }
     quote! {
         const _: () = {
-            fn __assert_wire<T: #krate::Wire>() {}
+            fn __assert_wire<T: #krate::__private::Wire>() {}
             #[allow(dead_code)]
             fn __check() {
                 #fields

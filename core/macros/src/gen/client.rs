@@ -19,9 +19,9 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
         let tys: Vec<_> = m.args.iter().map(|a| &a.ty).collect();
         let output_ty = m.output.ty();
         let decode = match &m.output {
-            Output::Result { ok, err, .. } => quote!(#krate::service::decode_result::<#ok, #err>(__hardlight_reply)),
+            Output::Result { ok, err, .. } => quote!(#krate::__private::service::decode_result::<#ok, #err>(__hardlight_reply)),
             Output::Unit | Output::Plain(_) => {
-                quote!(#krate::service::decode_output::<#output_ty>(__hardlight_reply))
+                quote!(#krate::__private::service::decode_output::<#output_ty>(__hardlight_reply))
             }
         };
         let fallback_doc = format!("Calls `{}::{}`.", tr_name, m.name);
@@ -31,10 +31,10 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
             pub async fn #ident(
                 &self,
                 #(#args: #tys),*
-            ) -> ::core::result::Result<#output_ty, #krate::CallError> {
-                let __hardlight_input = #krate::service::encode_input(&#input { #(#args),* })?;
+            ) -> ::core::result::Result<#output_ty, #krate::__private::CallError> {
+                let __hardlight_input = #krate::__private::service::encode_input(&#input { #(#args),* })?;
                 let __hardlight_reply =
-                    #krate::Caller::call_raw(&self.caller, #method_enum::#variant as u16, __hardlight_input).await?;
+                    #krate::__private::Caller::call_raw(&self.caller, #method_enum::#variant as u16, __hardlight_input).await?;
                 #decode
             }
         }
@@ -72,7 +72,7 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
         }
 
         #[allow(clippy::too_many_arguments)]
-        impl<#caller: #krate::Caller> #client_struct<#caller> {
+        impl<#caller: #krate::__private::Caller> #client_struct<#caller> {
             #(#methods)*
         }
     }

@@ -20,7 +20,7 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
         // points at it.
         out.extend(quote_spanned! {ty.span()=>
             #[doc = #doc]
-            impl #krate::Event for #ty {
+            impl #krate::__private::Event for #ty {
                 const TYPE: u16 = #id;
             }
         });

@@ -15,7 +15,7 @@ use crate::model::Output;
 
 pub fn generate(cx: &Ctx<'_>) -> TokenStream {
     let krate = cx.krate();
-    let r = quote!(#krate::reflect);
+    let r = quote!(#krate::__private::reflect);
     let method_enum = cx.method_enum();
     let tr_name = &cx.tr_name;
     let mut tys: Vec<&Type> = Vec::new();

@@ -19,13 +19,13 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
         let variant = &m.variant;
         match &m.output {
             Output::Result { ok, err, whole } => quote_spanned! {whole.span()=>
-                Self::#variant(value) => #krate::service::encode_result::<#ok, #err>(value, buf)
+                Self::#variant(value) => #krate::__private::service::encode_result::<#ok, #err>(value, buf)
             },
             Output::Plain(ty) => quote_spanned! {ty.span()=>
-                Self::#variant(value) => #krate::service::encode_output::<#ty>(value, buf)
+                Self::#variant(value) => #krate::__private::service::encode_output::<#ty>(value, buf)
             },
             Output::Unit => quote! {
-                Self::#variant(value) => #krate::service::encode_output::<()>(value, buf)
+                Self::#variant(value) => #krate::__private::service::encode_output::<()>(value, buf)
             },
         }
     });
@@ -37,11 +37,11 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
             #( #[doc = #variant_docs] #variants(#outputs), )*
         }
 
-        impl #krate::Reply for #reply_enum {
+        impl #krate::__private::Reply for #reply_enum {
             fn encode(
                 &self,
-                buf: &mut #krate::AlignedBuf,
-            ) -> ::core::result::Result<bool, #krate::EncodeError> {
+                buf: &mut #krate::__private::AlignedBuf,
+            ) -> ::core::result::Result<bool, #krate::__private::EncodeError> {
                 match self {
                     #(#encode_arms,)*
                 }

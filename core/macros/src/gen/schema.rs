@@ -65,7 +65,7 @@ fn type_hash(cx: &Ctx<'_>, start: u64, ty: &Type) -> TokenStream {
     let h = hash(start, type_text(ty).as_bytes());
     let mut types = Vec::new();
     collect_types(ty, &mut types);
-    types.into_iter().fold(quote!(#h), |acc, t| quote!(#krate::schema::mix(#acc, <#t>::__HARDLIGHT_SHAPE)))
+    types.into_iter().fold(quote!(#h), |acc, t| quote!(#krate::__private::schema::mix(#acc, <#t>::__HARDLIGHT_SHAPE)))
 }
 
 pub fn generate(cx: &Ctx<'_>) -> TokenStream {
@@ -79,7 +79,7 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
         for a in &m.args {
             h = hash(START, format!("arg {}", a.ident.to_string().trim_start_matches("r#")).as_bytes());
             let ty = type_hash(cx, h, &a.ty);
-            expr = quote!(#krate::schema::mix(#expr, #ty));
+            expr = quote!(#krate::__private::schema::mix(#expr, #ty));
         }
         let outputs: Vec<(&str, &Type)> = match &m.output {
             Output::Unit => Vec::new(),
@@ -88,16 +88,16 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
         };
         for (what, t) in outputs {
             let ty = type_hash(cx, hash(START, what.as_bytes()), t);
-            expr = quote!(#krate::schema::mix(#expr, #ty));
+            expr = quote!(#krate::__private::schema::mix(#expr, #ty));
         }
-        quote!(#krate::schema::MethodSchema { name: #name, hash: #expr })
+        quote!(#krate::__private::schema::MethodSchema { name: #name, hash: #expr })
     });
     let events = cx.args.events.iter().enumerate().map(|(i, ty)| {
         let name = type_text(ty);
         let id = i as u16;
         let h = type_hash(cx, hash(START, format!("event {i}").as_bytes()), ty);
         quote! {
-            #krate::schema::EventSchema {
+            #krate::__private::schema::EventSchema {
                 name: #name,
                 id: #id,
                 hash: #h,
@@ -112,23 +112,23 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
     quote! {
         impl #method_enum {
             #[doc = #doc]
-            pub const SCHEMA: #krate::Schema = {
+            pub const SCHEMA: #krate::__private::Schema = {
                 #[allow(unused_imports)]
-                use #krate::schema::DefaultShape as _;
-                const METHODS: &[#krate::schema::MethodSchema] = &[#(#methods),*];
-                const EVENTS: &[#krate::schema::EventSchema] = &[#(#events),*];
-                let mut fingerprint = #krate::schema::HASH_START;
+                use #krate::__private::schema::DefaultShape as _;
+                const METHODS: &[#krate::__private::schema::MethodSchema] = &[#(#methods),*];
+                const EVENTS: &[#krate::__private::schema::EventSchema] = &[#(#events),*];
+                let mut fingerprint = #krate::__private::schema::HASH_START;
                 let mut i = 0;
                 while i < METHODS.len() {
-                    fingerprint = #krate::schema::mix(fingerprint, METHODS[i].hash);
+                    fingerprint = #krate::__private::schema::mix(fingerprint, METHODS[i].hash);
                     i += 1;
                 }
                 let mut i = 0;
                 while i < EVENTS.len() {
-                    fingerprint = #krate::schema::mix(fingerprint, EVENTS[i].hash);
+                    fingerprint = #krate::__private::schema::mix(fingerprint, EVENTS[i].hash);
                     i += 1;
                 }
-                #krate::Schema { service: #tr_name, methods: METHODS, events: EVENTS, fingerprint }
+                #krate::__private::Schema { service: #tr_name, methods: METHODS, events: EVENTS, fingerprint }
             };
 
             /// `SCHEMA.fingerprint`: the value a generated client sends in

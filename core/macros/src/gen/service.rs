@@ -33,12 +33,12 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
             }
         }
 
-        impl<T: #tr> #krate::Service for #service_struct<T> {
+        impl<T: #tr> #krate::__private::Service for #service_struct<T> {
             type Reply = #reply_enum;
 
             const METHOD_NAMES: &'static [&'static str] = #method_enum::NAMES;
 
-            const SCHEMA: ::core::option::Option<&'static #krate::Schema> =
+            const SCHEMA: ::core::option::Option<&'static #krate::__private::Schema> =
                 ::core::option::Option::Some(&#method_enum::SCHEMA);
 
             fn call<'s>(
@@ -48,7 +48,7 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
                 max_depth: usize,
             ) -> ::core::result::Result<
                 impl ::core::future::Future<Output = #reply_enum> + use<'s, T>,
-                #krate::Rejection,
+                #krate::__private::Rejection,
             > {
                 // The decoded, owned input of the call; the future only holds
                 // this, never `input`, which the driver reuses at once.
@@ -58,11 +58,11 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
                 let args = match method {
                     #(
                         #ids => __Args::#variants(
-                            <#inputs as #krate::Wire>::decode_with_depth(input, max_depth)
-                                .map_err(#krate::Rejection::InvalidInput)?,
+                            <#inputs as #krate::__private::Wire>::decode_with_depth(input, max_depth)
+                                .map_err(#krate::__private::Rejection::InvalidInput)?,
                         ),
                     )*
-                    _ => return ::core::result::Result::Err(#krate::Rejection::UnknownMethod(method)),
+                    _ => return ::core::result::Result::Err(#krate::__private::Rejection::UnknownMethod(method)),
                 };
                 ::core::result::Result::Ok(async move {
                     match args {

@@ -2,7 +2,7 @@
 //! arrives, one per line, and sends each line typed on standard input.
 //!
 //! ```text
-//! cargo run --release -p hardlight-client --example chat -- ws://127.0.0.1:9001 --user NAME --thread T
+//! cargo run --release -p hardlight-client --example chat-client -- ws://127.0.0.1:9001 --user NAME --thread T
 //! ```
 
 #[allow(dead_code)] // the server half of the API is unused here

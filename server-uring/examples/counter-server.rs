@@ -1,7 +1,7 @@
 //! Serves the counter service.
 //!
 //! ```text
-//! cargo run --release -p hardlight-server --example counter -- --listen 127.0.0.1:9000 [--cores N]
+//! cargo run --release -p hardlight-server --example counter-server -- --listen 127.0.0.1:9000 [--cores N]
 //! ```
 //!
 //! Over TLS (wss://), in development mode: a fresh self-signed certificate
@@ -9,8 +9,8 @@
 //! trust (`--tls CERT.pem KEY.pem` serves real files instead):
 //!
 //! ```text
-//! cargo run --release -p hardlight-server --example counter -- --listen 127.0.0.1:9443 --tls-self-signed /tmp/hl-dev-cert.pem
-//! cargo run --release -p hardlight-client --example counter -- wss://localhost:9443 --trust /tmp/hl-dev-cert.pem
+//! cargo run --release -p hardlight-server --example counter-server -- --listen 127.0.0.1:9443 --tls-self-signed /tmp/hl-dev-cert.pem
+//! cargo run --release -p hardlight-client --example counter-client -- wss://localhost:9443 --trust /tmp/hl-dev-cert.pem
 //! ```
 
 #[path = "api/counter.rs"]
@@ -70,7 +70,7 @@ fn main() {
             }
             other => {
                 eprintln!(
-                    "unknown argument {other}\nusage: counter [--listen ADDR] [--cores N] [--tls-self-signed CERT_OUT | --tls CERT KEY]"
+                    "unknown argument {other}\nusage: counter-server [--listen ADDR] [--cores N] [--tls-self-signed CERT_OUT | --tls CERT KEY]"
                 );
                 std::process::exit(2);
             }

@@ -1,7 +1,7 @@
 //! Serves the chat service.
 //!
 //! ```text
-//! cargo run --release -p hardlight-server --example chat -- --listen 127.0.0.1:9001 --data DIR [--cores N] [--broker redis://127.0.0.1:6379] [--allow-origin http://127.0.0.1:8080 ...]
+//! cargo run --release -p hardlight-server --example chat-server -- --listen 127.0.0.1:9001 --data DIR [--cores N] [--broker redis://127.0.0.1:6379] [--allow-origin http://127.0.0.1:8080 ...]
 //! ```
 //!
 //! With `--allow-origin` (repeatable), browsers may connect only from the
@@ -39,7 +39,7 @@ fn main() {
             "--allow-origin" => origins.push(args.next().expect("--allow-origin needs an origin")),
             other => {
                 eprintln!(
-                    "unknown argument {other}\nusage: chat [--listen ADDR] [--data DIR] [--cores N] [--broker redis://HOST:PORT] [--allow-origin ORIGIN]..."
+                    "unknown argument {other}\nusage: chat-server [--listen ADDR] [--data DIR] [--cores N] [--broker redis://HOST:PORT] [--allow-origin ORIGIN]..."
                 );
                 std::process::exit(2);
             }

@@ -1,14 +1,14 @@
 //! Calls the counter service: increments, decrements and reads it.
 //!
 //! ```text
-//! cargo run --release -p hardlight-server --example counter -- --listen 127.0.0.1:9000
-//! cargo run --release -p hardlight-client --example counter -- ws://127.0.0.1:9000
+//! cargo run --release -p hardlight-server --example counter-server -- --listen 127.0.0.1:9000
+//! cargo run --release -p hardlight-client --example counter-client -- ws://127.0.0.1:9000
 //! ```
 //!
 //! Over TLS with the server's development certificate (see the server example):
 //!
 //! ```text
-//! cargo run --release -p hardlight-client --example counter -- wss://localhost:9443 --trust /tmp/hl-dev-cert.pem
+//! cargo run --release -p hardlight-client --example counter-client -- wss://localhost:9443 --trust /tmp/hl-dev-cert.pem
 //! ```
 
 #[allow(dead_code)] // the server half of the API is unused here
@@ -29,7 +29,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         (None, _) => {}
         // wss:// with a certificate the public roots do not cover (a dev one).
         (Some("--trust"), Some(pem_file)) => config = config.trust_pem(&std::fs::read_to_string(pem_file)?)?,
-        _ => return Err("usage: counter [URL] [--trust CERT.pem]".into()),
+        _ => return Err("usage: counter-client [URL] [--trust CERT.pem]".into()),
     }
     let counter = CounterClient::new(Connection::connect_with(&url, config).await?);
     println!("increment(5) -> {}", counter.increment(5).await?);
