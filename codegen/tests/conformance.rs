@@ -41,6 +41,10 @@ fn unhex(s: &str) -> Vec<u8> {
 pub fn ts_ready() -> bool {
     let ts = repo().join("clients/ts");
     if Command::new("node").arg("--version").output().is_err() || !ts.join("node_modules/typescript").exists() {
+        assert!(
+            std::env::var_os("HL_REQUIRE_TS").is_none(),
+            "HL_REQUIRE_TS is set but node or clients/ts/node_modules is missing"
+        );
         eprintln!("SKIPPED: node or clients/ts/node_modules missing (run `npm ci` in clients/ts); CI runs this test");
         return false;
     }
