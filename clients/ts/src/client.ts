@@ -52,7 +52,17 @@ export interface ConnectOptions {
   maxDepth?: number;
   /** A WebSocket constructor other than the global one (for other runtimes). */
   webSocket?: typeof WebSocket;
+  /**
+   * Send the service's schema fingerprint (default true), as the offered
+   * subprotocol `hl-schema.<fingerprint>` (browsers cannot set the
+   * `HardLight-Schema` header): a server built from another version of the
+   * service refuses the upgrade.
+   */
+  schemaCheck?: boolean;
 }
+
+/** Prefix of the offered subprotocol that carries the schema fingerprint. */
+export const SCHEMA_PROTOCOL_PREFIX = "hl-schema.";
 
 /** Per-call options. */
 export interface CallOptions {
@@ -87,7 +97,9 @@ export class Connection<S = Record<string, unknown>, E = Record<string, unknown>
   /** Opens a connection and waits until the server's initial state and features arrived. */
   static open<S, E>(url: string, service: ServiceDesc, options: ConnectOptions = {}): Promise<Connection<S, E>> {
     const Ws = options.webSocket ?? globalThis.WebSocket;
-    const ws = new Ws(url, [SUBPROTOCOL]);
+    const protocols = [SUBPROTOCOL];
+    if (options.schemaCheck ?? true) protocols.push(SCHEMA_PROTOCOL_PREFIX + service.fingerprint);
+    const ws = new Ws(url, protocols);
     const conn = new Connection<S, E>(ws, service, options);
     return new Promise((resolve, reject) => {
       const timer = setTimeout(() => {

@@ -3,7 +3,7 @@
  * codecs driven by modules that `hardlight-codegen` generates from the Rust
  * service. See clients/ts/README.md.
  */
-export { connect, Connection, SUBPROTOCOL, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS } from "./client.js";
+export { connect, Connection, SUBPROTOCOL, SCHEMA_PROTOCOL_PREFIX, DEFAULT_CALL_TIMEOUT_MS, DEFAULT_CONNECT_TIMEOUT_MS } from "./client.js";
 export type { CallOptions, ConnectOptions, MethodDesc, Result, ServiceDesc } from "./client.js";
 export { CallError, ClientSession, FeatureSet, SessionError, MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_WAITING_CALLS } from "./session.js";
 export type { CallErrorKind, RawReply, SessionEvent } from "./session.js";

@@ -4,8 +4,8 @@
  * sends and receives, and shows the synced state and enabled methods.
  * `window.hl` exposes the connection to the Playwright test.
  */
-import { CallError } from "../../src/index.js";
-import { ChatClient, connectChat, type ChatConnection, type ChatMessage, type ChatState } from "./chat.gen.js";
+import { CallError, connect } from "../../src/index.js";
+import { ChatClient, connectChat, SERVICE, type ChatConnection, type ChatMessage, type ChatState } from "./chat.gen.js";
 
 const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
 const params = new URLSearchParams(location.search);
@@ -14,10 +14,17 @@ const shown = new Set<string>();
 
 declare global {
   interface Window {
-    hl: { conn?: ChatConnection; chat?: ChatClient; CallError: typeof CallError; received: ChatMessage[] };
+    hl: {
+      conn?: ChatConnection;
+      chat?: ChatClient;
+      CallError: typeof CallError;
+      received: ChatMessage[];
+      connect: typeof connect;
+      SERVICE: typeof SERVICE;
+    };
   }
 }
-window.hl = { CallError, received: [] };
+window.hl = { CallError, received: [], connect, SERVICE };
 
 function showMessage(m: ChatMessage): void {
   // A message posted while joining is both in the history and pushed.

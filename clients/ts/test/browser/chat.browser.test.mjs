@@ -83,6 +83,17 @@ test("chat between two Chromium pages through the glommio server", { skip, timeo
     assert.equal(await mallory.textContent("#status"), "connection failed");
     assert.match(await mallory.textContent("#error"), /connection failed: closed with code 1006/);
 
+    // A page built from another version of the service is refused (its
+    // fingerprint travels as an offered subprotocol); the right one connects.
+    const fingerprints = await alice.evaluate(async (ws) => {
+      const { connect, SERVICE } = window.hl;
+      const other = await connect(ws, { ...SERVICE, fingerprint: "0000000000000001" }).then(() => "connected", (e) => e.message);
+      const same = await connect(ws, SERVICE).then((c) => (c.close(), "connected"), (e) => e.message);
+      return { other, same };
+    }, server.url);
+    assert.match(fingerprints.other, /connection failed: closed with code 1006/);
+    assert.equal(fingerprints.same, "connected");
+
     // Killing the server fails pending calls at once, long before their timeout.
     process.kill(server.child.pid, "SIGSTOP");
     await alice.evaluate(() => {
