@@ -94,6 +94,29 @@ test("chat between two Chromium pages through the glommio server", { skip, timeo
     assert.match(fingerprints.other, /connection failed: closed with code 1006/);
     assert.equal(fingerprints.same, "connected");
 
+    // More calls than the 256 call ids: the rest wait for a free id, and all complete.
+    const burst = await alice.evaluate(async () => {
+      const calls = Array.from({ length: 600 }, () => window.hl.chat.history("general"));
+      const waiting = window.hl.conn.load.waiting;
+      const results = await Promise.all(calls);
+      return { waiting, ok: results.filter((r) => r.length === 2).length, after: window.hl.conn.load };
+    });
+    assert.deepEqual(burst, { waiting: 600 - 256, ok: 600, after: { inFlight: 0, waiting: 0 } });
+
+    // A call whose server does not answer times out; its id stays reserved
+    // until the late answer arrives, which is then dropped.
+    process.kill(server.child.pid, "SIGSTOP");
+    const timedOut = await alice.evaluate(async () => {
+      const t = performance.now();
+      const kind = await window.hl.chat.history("general", { timeoutMs: 300 }).then(() => "ok", (e) => e.kind);
+      return { kind, ms: performance.now() - t, load: window.hl.conn.load };
+    });
+    assert.equal(timedOut.kind, "Timeout");
+    assert.ok(timedOut.ms >= 300 && timedOut.ms < 2000, `${timedOut.ms} ms`);
+    assert.deepEqual(timedOut.load, { inFlight: 1, waiting: 0 });
+    process.kill(server.child.pid, "SIGCONT");
+    await alice.waitForFunction(() => window.hl.conn.load.inFlight === 0);
+
     // Killing the server fails pending calls at once, long before their timeout.
     process.kill(server.child.pid, "SIGSTOP");
     await alice.evaluate(() => {
