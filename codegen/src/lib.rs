@@ -34,6 +34,10 @@ pub enum GenError {
     /// An enum variant has a field named `tag`, which the TypeScript form uses for the variant's name.
     #[error("variant `{0}` has a field named `tag`, which the TypeScript form uses for the variant name")]
     TagField(String),
+    /// A `Vec` of a zero-sized type: its length costs no bytes, so a hostile
+    /// peer could announce four billion elements in eight bytes.
+    #[error("`{0}` is a Vec of a zero-sized type, which a peer could make arbitrarily long for free")]
+    ZeroSizedElements(String),
     /// rkyv's tag is a byte: at most 256 variants.
     #[error("enum `{0}` has more than 256 variants")]
     TooManyVariants(String),

@@ -46,8 +46,32 @@ pub fn check(reg: &Registry, desc: &ServiceDesc, state: Option<&State>) -> Resul
     }
     for s in shapes {
         check_shape(s)?;
+        check_zero_sized(reg, s)?;
     }
     Ok(())
+}
+
+/// Whether values of `s` take no bytes.
+fn zero_sized(reg: &Registry, s: &Shape) -> bool {
+    match s {
+        Shape::Unit => true,
+        Shape::Array(i, n) => *n == 0 || zero_sized(reg, i),
+        Shape::Tuple(t) => t.iter().all(|x| zero_sized(reg, x)),
+        Shape::Named(n) => match reg.get(n).map(|d| &d.kind) {
+            Some(TypeKind::Struct(f)) => field_shapes(f).into_iter().all(|x| zero_sized(reg, x)),
+            _ => false,
+        },
+        _ => false,
+    }
+}
+
+fn check_zero_sized(reg: &Registry, s: &Shape) -> Result<(), GenError> {
+    match s {
+        Shape::Vec(i) if zero_sized(reg, i) => Err(GenError::ZeroSizedElements(ts_type(s))),
+        Shape::Vec(i) | Shape::Option(i) | Shape::Array(i, _) => check_zero_sized(reg, i),
+        Shape::Tuple(t) => t.iter().try_for_each(|x| check_zero_sized(reg, x)),
+        _ => Ok(()),
+    }
 }
 
 fn field_shapes(f: &Fields) -> Vec<&Shape> {
@@ -313,5 +337,9 @@ mod tests {
         assert_eq!(shape(&Shape::Array(Box::new(Shape::U8), 4)), "{ k: \"array\", of: { k: \"u8\" }, len: 4 }");
         assert!(check_shape(&Shape::Option(Box::new(Shape::Option(Box::new(Shape::U8))))).is_err());
         assert!(check_shape(&Shape::Vec(Box::new(Shape::Option(Box::new(Shape::U8))))).is_ok());
+        let reg = Registry::new();
+        assert!(check_zero_sized(&reg, &Shape::Vec(Box::new(Shape::Tuple(vec![])))).is_err());
+        assert!(check_zero_sized(&reg, &Shape::Option(Box::new(Shape::Vec(Box::new(Shape::Unit))))).is_err());
+        assert!(check_zero_sized(&reg, &Shape::Vec(Box::new(Shape::Array(Box::new(Shape::U8), 1)))).is_ok());
     }
 }

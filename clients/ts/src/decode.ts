@@ -125,6 +125,9 @@ function read(rd: Reader, s: Shape, at: number): unknown {
       const target = at + d.getInt32(at, true);
       const len = d.getUint32(at + 4, true);
       const l = layoutOf(rd.types, s.of);
+      // The generator refuses vecs of zero-sized types; a hand-written shape
+      // must not let eight bytes announce four billion elements.
+      if (l.size === 0 && len > 0) throw new DecodeError("a vec of zero-sized elements is not supported");
       return rd.subtree(target, l.size * len, l.align, () => {
         const out = new Array(len);
         for (let i = 0; i < len; i++) out[i] = read(rd, s.of, target + i * l.size);
