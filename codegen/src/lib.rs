@@ -20,7 +20,7 @@
 
 mod render;
 
-use hardlight_core::reflect::{Registry, ReflectService, ReflectState, ServiceDesc, Shape};
+use hardlight_core::reflect::{ReflectService, ReflectState, Registry, ServiceDesc, Shape};
 
 /// Why a module could not be generated.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]

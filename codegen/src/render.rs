@@ -207,7 +207,11 @@ fn ts_decl(name: &str, kind: &TypeKind) -> String {
                         ),
                         Fields::Unnamed(u) => format!(
                             "{{ tag: {tag}; {} }}",
-                            u.iter().enumerate().map(|(i, t)| format!("{i}: {};", ts_type(t))).collect::<Vec<_>>().join(" ")
+                            u.iter()
+                                .enumerate()
+                                .map(|(i, t)| format!("{i}: {};", ts_type(t)))
+                                .collect::<Vec<_>>()
+                                .join(" ")
                         ),
                     }
                 })
@@ -265,8 +269,13 @@ pub fn module(reg: &Registry, desc: &ServiceDesc, state: Option<&State>, runtime
     out.push_str("}\n\n");
     let _ = writeln!(out, "/** Archived layouts of the named types (for the runtime's codecs). */");
     let _ = writeln!(out, "export const TYPES: Types = {};\n", types(reg));
-    let _ = writeln!(out, "/** The service as the runtime needs it: method ids and shapes, event ids, state fields. */");
-    let _ = writeln!(out, "export const SERVICE: ServiceDesc = {{\n  name: {},\n  fingerprint: FINGERPRINT,\n  types: TYPES,", quote(name));
+    let _ =
+        writeln!(out, "/** The service as the runtime needs it: method ids and shapes, event ids, state fields. */");
+    let _ = writeln!(
+        out,
+        "export const SERVICE: ServiceDesc = {{\n  name: {},\n  fingerprint: FINGERPRINT,\n  types: TYPES,",
+        quote(name)
+    );
     out.push_str("  methods: [\n");
     for m in &desc.methods {
         let (ok, err) = match &m.output {
@@ -283,7 +292,8 @@ pub fn module(reg: &Registry, desc: &ServiceDesc, state: Option<&State>, runtime
     }
     out.push_str("  ],\n  events: [\n");
     for e in &desc.events {
-        let _ = writeln!(out, "    {{ id: {}, name: {}, shape: {} }},", e.id, quote(&ts_type(&e.shape)), shape(&e.shape));
+        let _ =
+            writeln!(out, "    {{ id: {}, name: {}, shape: {} }},", e.id, quote(&ts_type(&e.shape)), shape(&e.shape));
     }
     out.push_str("  ],\n  state: [\n");
     for (fname, s) in state.map(|s| s.1.as_slice()).unwrap_or_default() {
@@ -298,7 +308,8 @@ pub fn module(reg: &Registry, desc: &ServiceDesc, state: Option<&State>, runtime
          export function connect{name}(url: string, options?: ConnectOptions): Promise<{name}Connection> {{\n  \
          return connect(url, SERVICE, options) as Promise<{name}Connection>;\n}}\n"
     );
-    let _ = writeln!(out, "/** Typed methods of `{name}`; each call rejects with a `CallError` on transport failure. */");
+    let _ =
+        writeln!(out, "/** Typed methods of `{name}`; each call rejects with a `CallError` on transport failure. */");
     let _ = writeln!(out, "export class {name}Client {{\n  constructor(readonly connection: {name}Connection) {{}}\n");
     for m in &desc.methods {
         let params: Vec<String> = m.args.iter().map(|(a, s)| format!("{}: {}", camel(a), ts_type(s))).collect();

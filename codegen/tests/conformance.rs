@@ -17,7 +17,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::{All, Ev, Inner, KitchenEchoInput, KitchenMethod, Pair, Rand, Rng, ToJs};
-use hardlight::protocol::reflect::{Reflect, Registry, ReflectService};
+use hardlight::protocol::reflect::{Reflect, ReflectService, Registry};
 use hardlight::Wire;
 
 /// Random values per type in each direction.
@@ -70,7 +70,8 @@ fn encode<T: Wire>(v: &T) -> Vec<u8> {
 /// Rust's verdict on `bytes` as a `T` at `depth`: the value as JS, or null.
 fn verdict<T: Wire + ToJs>(bytes: &[u8], depth: usize) -> String {
     let mut buf = hardlight::protocol::wire::AlignedBuf::new();
-    T::decode_with_depth(hardlight::protocol::wire::align_into(&mut buf, bytes), depth).map_or("null".into(), |v| v.js())
+    T::decode_with_depth(hardlight::protocol::wire::align_into(&mut buf, bytes), depth)
+        .map_or("null".into(), |v| v.js())
 }
 
 fn add_type<T: Wire + ToJs + Rand>(out: &mut Out, name: &str, golden: &[T], rng: &mut Rng) {
@@ -214,10 +215,18 @@ fn typescript_codecs_match_rkyv_both_ways() {
     // The method input as the runtime encodes it: a tuple of the arguments.
     let echo = &desc.methods[0];
     let args: Vec<_> = echo.args.iter().map(|(_, s)| s.clone()).collect();
-    shapes.push(format!("  EchoInput: {},", hardlight_codegen::shape_json(&hardlight::protocol::reflect::Shape::Tuple(args))));
+    shapes.push(format!(
+        "  EchoInput: {},",
+        hardlight_codegen::shape_json(&hardlight::protocol::reflect::Shape::Tuple(args))
+    ));
     let mut out = Out { cases: Vec::new(), mutants: Vec::new() };
     add_type(&mut out, "Inner", &[Inner { a: 1, b: 2, s: "s".into() }], &mut rng);
-    add_type(&mut out, "Ev", &[Ev::Unit, Ev::Tuple(1, "twelve bytes".into()), Ev::Named { x: 3, y: vec![4] }, Ev::Wide(5)], &mut rng);
+    add_type(
+        &mut out,
+        "Ev",
+        &[Ev::Unit, Ev::Tuple(1, "twelve bytes".into()), Ev::Named { x: 3, y: vec![4] }, Ev::Wide(5)],
+        &mut rng,
+    );
     add_type(&mut out, "Pair", &[Pair(1, "p".into())], &mut rng);
     add_type(&mut out, "All", &[sample_all(), empty_all()], &mut rng);
     add_type(&mut out, "u64", &[0u64, u64::MAX], &mut rng);

@@ -46,8 +46,5 @@ fn documented_archives() {
 #[test]
 fn strings_at_the_inline_boundary() {
     assert_eq!(hex(&"12345678".to_string()), "31 32 33 34 35 36 37 38");
-    assert_eq!(
-        hex(&"123456789".to_string()),
-        "31 32 33 34 35 36 37 38 39 00 00 00 89 00 00 00 f4 ff ff ff"
-    );
+    assert_eq!(hex(&"123456789".to_string()), "31 32 33 34 35 36 37 38 39 00 00 00 89 00 00 00 f4 ff ff ff");
 }

@@ -246,12 +246,7 @@ pub fn parse_request_for(
         }));
     }
     Ok(Some((
-        UpgradeRequest {
-            path: req.path.unwrap_or("/").to_string(),
-            key: key.to_string(),
-            headers,
-            protocol: selected,
-        },
+        UpgradeRequest { path: req.path.unwrap_or("/").to_string(), key: key.to_string(), headers, protocol: selected },
         used,
     )))
 }

@@ -309,7 +309,10 @@ mod tests {
         let def = reg.get("Node").unwrap();
         assert_eq!(
             def.kind,
-            TypeKind::Struct(Fields::Named(vec![("children".into(), Shape::Vec(Box::new(Shape::Named("Node".into()))))]))
+            TypeKind::Struct(Fields::Named(vec![(
+                "children".into(),
+                Shape::Vec(Box::new(Shape::Named("Node".into())))
+            )]))
         );
         assert!(reg.collisions.is_empty());
     }

@@ -6,7 +6,7 @@
 
 pub mod values;
 
-pub use values::{Rng, Rand, ToJs};
+pub use values::{Rand, Rng, ToJs};
 
 /// A nested struct with a string that is sometimes inline, sometimes not.
 #[hardlight::wire]
