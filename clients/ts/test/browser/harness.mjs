@@ -13,9 +13,21 @@ export const TS_ROOT = resolve(import.meta.dirname, "../..");
 export const REPO = resolve(TS_ROOT, "../..");
 const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".map": "application/json" };
 
-/** Serves clients/ts/ on 127.0.0.1 (the page and the compiled runtime). */
-export async function staticServer() {
+/**
+ * Serves clients/ts/ on 127.0.0.1 (the page and the compiled runtime);
+ * a POST's body goes to `onPost(path, body)`.
+ */
+export async function staticServer(onPost = () => {}) {
   const server = createServer((req, res) => {
+    if (req.method === "POST") {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        res.writeHead(204).end();
+        onPost(req.url, body);
+      });
+      return;
+    }
     const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^(\.\.[/\\])+/, "");
     const file = join(TS_ROOT, path);
     if (!file.startsWith(TS_ROOT) || !existsSync(file)) {
@@ -85,6 +97,18 @@ export async function chatServer(allowedOrigin, extraArgs = []) {
   };
 }
 
+/** Flags Debian's chromium needs here: headless, and no background connections (refused by this machine's closed network). */
+export const CHROMIUM_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
 /** Debian's chromium, headless, with the flags this machine's closed network needs. */
 export function chromiumPath() {
   if (process.env.CHROMIUM) return process.env.CHROMIUM;
@@ -95,21 +119,12 @@ export function chromiumPath() {
   }
 }
 
-export async function launch(executablePath = chromiumPath()) {
+export async function launch(executablePath = chromiumPath(), extraArgs = []) {
   // playwright-core gives each launch a fresh profile directory of its own
   // (it refuses a --user-data-dir argument), which is what Chromium needs here.
   const browser = await chromium.launch({
     executablePath,
-    args: [
-      "--headless",
-      "--no-sandbox",
-      "--disable-gpu",
-      "--disable-quic",
-      "--no-first-run",
-      "--disable-background-networking",
-      "--disable-component-update",
-      "--disable-sync",
-    ],
+    args: [...CHROMIUM_FLAGS, ...extraArgs],
   });
   return {
     browser,
