@@ -52,7 +52,43 @@ async function run(): Promise<unknown> {
   );
   const concurrent = figures(lat, performance.now() - t0);
   chat.connection.close();
-  return { sequential, concurrent, isolated: self.crossOriginIsolated, userAgent: navigator.userAgent };
+  const raw = await rawFloor(calls, total, concurrency);
+  return { sequential, concurrent, raw, isolated: self.crossOriginIsolated, userAgent: navigator.userAgent };
+}
+
+/**
+ * The browser's own floor, without this client: hand-written CALL
+ * envelopes for a method id the service does not have (the server answers
+ * CALL_ERROR UnknownMethod without running a handler) on a bare WebSocket.
+ */
+async function rawFloor(calls: number, total: number, concurrency: number): Promise<{ sequential: Figures; concurrent: Figures }> {
+  const ws = new WebSocket(params.get("ws") ?? `ws://${location.hostname}:9001`, ["hl.1"]);
+  ws.binaryType = "arraybuffer";
+  await new Promise((ok) => (ws.onopen = ok));
+  const sent = new Float64Array(256);
+  const run = (n: number, inFlight: number) =>
+    new Promise<Figures>((ok) => {
+      const lat: number[] = [];
+      let started = 0;
+      const t0 = performance.now();
+      const send = (id: number) => {
+        started++;
+        sent[id] = performance.now();
+        ws.send(new Uint8Array([0x01, id, 0xff, 0xff]));
+      };
+      ws.onmessage = (ev) => {
+        const b = new Uint8Array(ev.data as ArrayBuffer);
+        if (b[0] !== 0x12) return;
+        lat.push(performance.now() - sent[b[1]]);
+        if (lat.length === n) ok(figures(lat, performance.now() - t0));
+        else if (started < n) send(b[1]);
+      };
+      for (let i = 0; i < inFlight; i++) send(i);
+    });
+  const sequential = await run(calls, 1);
+  const concurrent = await run(Math.floor(total / concurrency) * concurrency, concurrency);
+  ws.close();
+  return { sequential, concurrent };
 }
 
 run().then(
