@@ -247,16 +247,17 @@ export class Connection<S = Record<string, unknown>, E = Record<string, unknown>
     } catch (e) {
       return Promise.reject(new CallError("Encode", `could not encode the call input: ${(e as Error).message}`));
     }
+    const timeoutMs = options.timeoutMs ?? this.options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
     try {
-      call = this.session.startCall(method.id, input);
+      call = this.session.startCall(method.id, input, timeoutMs);
     } catch (e) {
       return Promise.reject(e);
     }
-    const timeoutMs = options.timeoutMs ?? this.options.callTimeoutMs ?? DEFAULT_CALL_TIMEOUT_MS;
     const promise = new Promise((resolve, reject) => {
       const timer = setTimeout(() => {
         if (this.pending.delete(call)) {
           this.session.abandon(call);
+          this.pump(); // the CANCEL, if the server accepts one
           reject(new CallError("Timeout", `call timed out after ${timeoutMs} ms`));
         }
       }, timeoutMs);

@@ -8,6 +8,10 @@
  */
 
 export const KIND_CALL = 0x01;
+/** A CALL with the client's time limit appended (u32 ms LE); only to servers whose LIMITS sets the flag. */
+export const KIND_CALL_DEADLINE = 0x02;
+/** The client gave up on a call: `[0x03, id]`; only to servers whose LIMITS sets the flag. */
+export const KIND_CANCEL = 0x03;
 export const KIND_RESULT_OK = 0x10;
 export const KIND_RESULT_ERR = 0x11;
 export const KIND_CALL_ERROR = 0x12;
@@ -23,6 +27,10 @@ export const MAX_CALLS_IN_FLIGHT = 256;
 export const DEFAULT_MAX_WAITING_CALLS = 16 * 1024;
 /** Bytes before a CALL's input archive. */
 export const CALL_HEADER_LEN = 4;
+/** Bytes after a CALL_DEADLINE's input: the time limit in ms, u32 LE. */
+export const DEADLINE_TRAILER_LEN = 4;
+/** LIMITS flag: the server accepts CALL_DEADLINE and CANCEL. */
+export const FLAG_DEADLINE_AND_CANCEL = 1;
 
 /** Protocol-level refusal codes (CALL_ERROR), PROTOCOL.md section 4. */
 export const CALL_ERROR_CODES: Record<number, string> = {
@@ -33,6 +41,8 @@ export const CALL_ERROR_CODES: Record<number, string> = {
   5: "MethodDisabled",
   6: "ShuttingDown",
   7: "EncodeFailed",
+  8: "Cancelled",
+  9: "DeadlineExceeded",
 };
 
 /** Why a call has no result: the kinds of `hardlight_core::CallError`. */
@@ -83,6 +93,7 @@ interface Waiting {
   call: number;
   method: number;
   input: Uint8Array;
+  timeoutMs: number | undefined;
 }
 
 /** The set of methods the server lets this connection call. */
@@ -125,6 +136,7 @@ export class ClientSession {
   private featureSet: FeatureSet | undefined;
   private closed: string | undefined;
   private maxMessageSize: number | undefined;
+  private limitFlags = 0;
   /** Events the server dropped for this connection, in total. */
   eventsDropped = 0;
 
@@ -155,13 +167,16 @@ export class ClientSession {
    * free id, else queued (in order) until a reply frees one. Throws
    * `Disconnected` after close, `TooLarge` beyond the server's announced
    * limit (not sent; the connection stays open), `TooManyWaiting` when the
-   * queue is full. Returns the call's token (never reused).
+   * queue is full. Returns the call's token (never reused). With
+   * `timeoutMs`, a server that accepts deadlines gets it with the call
+   * (CALL_DEADLINE) and drops the handler when it passes.
    */
-  startCall(method: number, input: Uint8Array): number {
+  startCall(method: number, input: Uint8Array, timeoutMs?: number): number {
     if (this.closed !== undefined) {
       throw new CallError("Disconnected", `connection closed before the call was answered: ${this.closed}`);
     }
-    const size = CALL_HEADER_LEN + input.length;
+    const trailer = this.deadlineMs(timeoutMs) !== undefined ? DEADLINE_TRAILER_LEN : 0;
+    const size = CALL_HEADER_LEN + input.length + trailer;
     if (this.maxMessageSize !== undefined && size > this.maxMessageSize) {
       throw new CallError(
         "TooLarge",
@@ -171,7 +186,7 @@ export class ClientSession {
     const call = this.nextToken;
     const id = this.waitingCalls.length === 0 ? this.allocate() : undefined;
     if (id !== undefined) {
-      this.send(id, call, method, input);
+      this.send(id, call, method, input, timeoutMs);
     } else {
       if (this.waitingCalls.length >= this.maxWaiting) {
         throw new CallError(
@@ -179,27 +194,41 @@ export class ClientSession {
           `too many calls waiting for a free call id (limit ${this.maxWaiting}); the call was not sent`,
         );
       }
-      this.waitingCalls.push({ call, method, input: input.slice() });
+      this.waitingCalls.push({ call, method, input: input.slice(), timeoutMs });
     }
     this.nextToken++;
     return call;
   }
 
-  private send(id: number, call: number, method: number, input: Uint8Array): void {
+  private send(id: number, call: number, method: number, input: Uint8Array, timeoutMs: number | undefined): void {
     this.inFlightCalls[id] = call;
-    const msg = new Uint8Array(CALL_HEADER_LEN + input.length);
-    msg[0] = KIND_CALL;
+    const ms = this.deadlineMs(timeoutMs);
+    const msg = new Uint8Array(CALL_HEADER_LEN + input.length + (ms === undefined ? 0 : DEADLINE_TRAILER_LEN));
+    msg[0] = ms === undefined ? KIND_CALL : KIND_CALL_DEADLINE;
     msg[1] = id;
     msg[2] = method & 0xff;
     msg[3] = method >> 8;
     msg.set(input, CALL_HEADER_LEN);
+    if (ms !== undefined) new DataView(msg.buffer).setUint32(CALL_HEADER_LEN + input.length, ms, true);
     this.transmit.push(msg);
+  }
+
+  /** The deadline to send: whole ms rounded up, 1 to 2^32-1, if the server accepts deadlines. */
+  private deadlineMs(timeoutMs: number | undefined): number | undefined {
+    if (timeoutMs === undefined || !this.acceptsDeadlineAndCancel) return undefined;
+    return Math.min(0xffffffff, Math.max(1, Math.ceil(timeoutMs)));
+  }
+
+  /** Whether the server announced that it accepts CALL_DEADLINE and CANCEL. */
+  get acceptsDeadlineAndCancel(): boolean {
+    return (this.limitFlags & FLAG_DEADLINE_AND_CANCEL) !== 0;
   }
 
   /**
    * Gives up on a call (timeout). A waiting call is forgotten; a sent one
    * keeps its id reserved until the server answers, and that answer is
-   * discarded. Returns whether the call was still open.
+   * discarded; a server that accepts it gets a CANCEL, so it drops the
+   * handler and answers at once. Returns whether the call was still open.
    */
   abandon(call: number): boolean {
     const w = this.waitingCalls.findIndex((x) => x.call === call);
@@ -210,6 +239,7 @@ export class ClientSession {
     const id = this.inFlightCalls.indexOf(call);
     if (id < 0) return false;
     this.inFlightCalls[id] = -1;
+    if (this.closed === undefined && this.acceptsDeadlineAndCancel) this.transmit.push(new Uint8Array([KIND_CANCEL, id]));
     return true;
   }
 
@@ -261,8 +291,11 @@ export class ClientSession {
         return;
       case KIND_LIMITS: {
         if (body.length < 4) throw new SessionError("malformed limits message from the server");
-        const max = new DataView(body.buffer, body.byteOffset, 4).getUint32(0, true);
+        const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
+        const max = view.getUint32(0, true);
         this.maxMessageSize = max > 0 ? max : undefined;
+        // Flags came later; a 4-byte body (an older server) has none.
+        this.limitFlags = body.length >= 8 ? view.getUint32(4, true) : 0;
         return;
       }
       case KIND_EVENT:
@@ -290,7 +323,7 @@ export class ClientSession {
     if (w) {
       const next = this.allocate();
       if (next === undefined) throw new Error("an id was just freed");
-      this.send(next, w.call, w.method, w.input);
+      this.send(next, w.call, w.method, w.input, w.timeoutMs);
     }
   }
 

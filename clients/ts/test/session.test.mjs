@@ -155,3 +155,28 @@ test("EVENT and EVENTS_DROPPED; unknown kinds are ignored; stray replies are err
   assert.throws(() => s.handleMessage(new Uint8Array([0x10, 42])), SessionError);
   assert.throws(() => s.handleMessage(new Uint8Array([])), SessionError);
 });
+
+test("deadlines and CANCEL only once LIMITS announces them", () => {
+  const s = new ClientSession();
+  s.startCall(7, new Uint8Array([0xaa]), 1500);
+  assert.deepEqual([...drain(s)[0]], [0x01, 0, 7, 0, 0xaa], "no flag: a plain CALL");
+  s.handleMessage(new Uint8Array([0x22, 0, 0, 0x10, 0, 1, 0, 0, 0]));
+  assert.equal(s.acceptsDeadlineAndCancel, true);
+  const call = s.startCall(7, new Uint8Array([0xaa]), 1500.2);
+  assert.deepEqual([...drain(s)[0]], [0x02, 1, 7, 0, 0xaa, 0xdd, 0x05, 0, 0], "CALL_DEADLINE, 1501 ms rounded up");
+  s.startCall(7, new Uint8Array([0xbb]));
+  assert.equal(drain(s)[0][0], 0x01, "no timeout: a plain CALL");
+  assert.equal(s.abandon(call), true);
+  assert.deepEqual([...drain(s)[0]], [0x03, 1], "CANCEL for the abandoned call's id");
+  s.handleMessage(new Uint8Array([0x12, 1, 8]));
+  assert.deepEqual(events(s), [], "the Cancelled answer of an abandoned call is dropped");
+  s.handleMessage(new Uint8Array([0x22, 0, 0, 0x10, 0]));
+  assert.equal(s.acceptsDeadlineAndCancel, false, "an older server's 4-byte LIMITS has no flags");
+});
+
+test("the new refusal codes have names", () => {
+  const s = new ClientSession();
+  s.startCall(0, new Uint8Array());
+  s.handleMessage(new Uint8Array([0x12, drain(s)[0][1], 9]));
+  assert.equal(events(s)[0].result.code, "DeadlineExceeded");
+});
