@@ -42,8 +42,12 @@ class Writer {
   }
 }
 
-/** What a value's out-of-line parts left behind for its inline bytes. */
-type Resolver = number | Resolver[] | null;
+/**
+ * What a value's out-of-line parts left behind for its inline bytes: a
+ * position, a string's bytes (encoded once) and position, or the
+ * resolvers of its parts.
+ */
+type Resolver = number | { bytes: Uint8Array; at: number } | Resolver[] | null;
 
 function fields(f: FieldsDesc, v: unknown): unknown[] {
   if (f.style === "unit") return [];
@@ -76,12 +80,13 @@ function variantFields(f: FieldsDesc, v: unknown): unknown[] {
 function deps(w: Writer, types: Types, s: Shape, v: unknown): Resolver {
   switch (s.k) {
     case "string": {
-      const bytes = utf8.encode(v as string);
-      if (bytes.length <= INLINE_CAPACITY) return null;
+      if (typeof v !== "string") throw new EncodeError(`string expected, got ${typeof v}`);
+      const bytes = utf8.encode(v);
+      if (bytes.length <= INLINE_CAPACITY) return { bytes, at: -1 };
       if (bytes.length > MAX_STRING_LEN) throw new EncodeError("string too long");
       const at = w.reserve(bytes.length);
       w.buf.set(bytes, at);
-      return at;
+      return { bytes, at };
     }
     case "vec": {
       const arr = v as unknown[];
@@ -181,7 +186,7 @@ function resolve(w: Writer, types: Types, s: Shape, v: unknown, r: Resolver, at:
       return;
     }
     case "string": {
-      const bytes = utf8.encode(v as string);
+      const { bytes, at: target } = r as { bytes: Uint8Array; at: number };
       if (bytes.length <= INLINE_CAPACITY) {
         w.buf.fill(0xff, at, at + INLINE_CAPACITY);
         w.buf.set(bytes, at);
@@ -190,7 +195,7 @@ function resolve(w: Writer, types: Types, s: Shape, v: unknown, r: Resolver, at:
         // Length with 0b10 in bits 6 and 7 (a UTF-8 continuation byte can
         // never start a string, so the first byte says "out of line").
         d.setUint32(at, ((l & 0x3f) | 0x80 | ((l & ~0x3f) << 2)) >>> 0, true);
-        d.setInt32(at + 4, (r as number) - at, true);
+        d.setInt32(at + 4, target - at, true);
       }
       return;
     }
