@@ -140,6 +140,7 @@ fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    let reflect = crate::reflect::wire_impl(&input, &krate);
     let name = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     // A generic type's archived layout exists only where its parameters are
@@ -167,6 +168,8 @@ fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
             #[doc(hidden)]
             pub const __HARDLIGHT_SHAPE: u64 = #krate::__private::schema::mix_archived_layout::<Self>(#h);
         }
+
+        #reflect
     })
 }
 
