@@ -30,6 +30,7 @@ pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod outbox;
+pub mod reflect;
 pub mod resume;
 pub mod schema;
 pub mod service;
@@ -61,6 +62,7 @@ pub use rkyv;
 pub mod __private {
     pub use crate::error::{CallError, DecodeError, EncodeError};
     pub use crate::events::Event;
+    pub use crate::reflect;
     pub use crate::schema::{self, Schema};
     pub use crate::service::{self, Caller, Rejection, Reply, Service};
     pub use crate::state_diff::{self, ConnectionState};

@@ -228,7 +228,7 @@ pub mod protocol {
     #[doc(inline)]
     pub use hardlight_core::{
         backoff, broker, calls, client, connection, envelope, error, events, feature_set, features, frame, handshake,
-        limits, outbox, resume, schema, service, session, state, state_diff, wire,
+        limits, outbox, reflect, resume, schema, service, session, state, state_diff, wire,
     };
 }
 
