@@ -24,20 +24,19 @@
 
 use std::any::Any;
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+
 use std::rc::Rc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::Poll;
 
 use crossbeam_channel::{Receiver, Sender, TrySendError};
 use futures::task::AtomicWaker;
 use hardlight_core::events::EventLimits;
 use hardlight_core::{ConnectionState, EncodeError, EncodedEvent, Event, Outbox, Schema, StateHandle};
 
+pub(crate) use crate::registry::{route, Registry};
 use crate::resume::SharedHistory;
 use crate::stats::BrokerStats;
-use hardlight_core::resume::ConnectionResume;
 use hardlight_core::resume::Position;
 
 /// Default capacity of each shard's inbound event channel.
@@ -54,13 +53,13 @@ pub(crate) enum Target {
 }
 
 pub(crate) struct Routed {
-    target: Target,
-    event: EncodedEvent,
+    pub(crate) target: Target,
+    pub(crate) event: EncodedEvent,
     /// For topic events: the position and framed `TOPIC_EVENT` for
     /// connections that resume (`crate::resume`).
-    positioned: Option<(Position, EncodedEvent)>,
+    pub(crate) positioned: Option<(Position, EncodedEvent)>,
     /// Not an event: the topic lost events (`Emitter::mark_lost`).
-    lost: bool,
+    pub(crate) lost: bool,
 }
 
 /// One shard's inbound edge of the mesh.
@@ -71,8 +70,8 @@ pub(crate) struct Inbox {
 
 /// The receiving end, owned by its shard.
 pub(crate) struct InboxReceiver {
-    rx: Receiver<Routed>,
-    waker: Arc<AtomicWaker>,
+    pub(crate) rx: Receiver<Routed>,
+    pub(crate) waker: Arc<AtomicWaker>,
 }
 
 impl InboxReceiver {
@@ -191,7 +190,7 @@ impl BridgeLink {
         }
     }
 
-    fn interest(&self, topic: Arc<str>, delta: i8) {
+    pub(crate) fn interest(&self, topic: Arc<str>, delta: i8) {
         if self.control.send(Control::Interest { topic, delta }).is_ok() {
             self.waker.wake();
         }
@@ -254,7 +253,7 @@ impl Emitter {
     /// Encodes `event` if the service declares its type at its id: a type
     /// it does not declare (or a hand-written `Event` impl whose id belongs
     /// to another type) would reach clients as another type's bytes.
-    fn encode<E: Event>(&self, event: &E) -> Result<EncodedEvent, EmitError> {
+    pub(crate) fn encode<E: Event>(&self, event: &E) -> Result<EncodedEvent, EmitError> {
         if let Some(schema) = self.schema {
             if !schema.declares_event::<E>(E::TYPE) {
                 return Err(EmitError::Undeclared { event: std::any::type_name::<E>(), service: schema.service });
@@ -383,214 +382,6 @@ impl Emitter {
     }
 }
 
-/// A shard's local connections and topic subscriptions.
-pub(crate) struct Registry {
-    conns: Vec<Option<Entry>>,
-    free: Vec<usize>,
-    topics: HashMap<Arc<str>, HashSet<usize>>,
-    /// Told when a topic gains its first or loses its last subscriber here.
-    bridge: Option<Arc<BridgeLink>>,
-    /// The server's topic history (replays for resuming connections).
-    history: SharedHistory,
-}
-
-struct Entry {
-    outbox: Rc<Outbox>,
-    state: Option<Rc<dyn Any>>,
-    topics: HashSet<Arc<str>>,
-    /// Set for a connection that opted in to resume.
-    resume: Option<ConnectionResume>,
-}
-
-impl Registry {
-    pub(crate) fn new(bridge: Option<Arc<BridgeLink>>, history: SharedHistory) -> Self {
-        Self { bridge, history, conns: Vec::new(), free: Vec::new(), topics: HashMap::new() }
-    }
-
-    /// The connection opted in to resume: it gets topic events with their
-    /// position, none until [`Self::resume`].
-    pub(crate) fn enable_resume(&mut self, key: usize) {
-        if let Some(Some(e)) = self.conns.get_mut(key) {
-            let r = ConnectionResume::new();
-            r.opened(&crate::resume::lock(&self.history), &e.outbox);
-            e.resume = Some(r);
-        }
-    }
-
-    /// The connection's first message arrived (with these positions if it
-    /// was a `RESUME`): replay what it missed, then live events.
-    pub(crate) fn resume(&mut self, key: usize, req: hardlight_core::resume::ResumeRequest) {
-        if let Some(Some(e)) = self.conns.get_mut(key) {
-            if let Some(r) = e.resume.as_mut() {
-                let mut h = crate::resume::lock(&self.history);
-                r.release(req, &mut h, std::time::Instant::now(), &e.outbox);
-            }
-        }
-    }
-
-    /// `topic` has no subscriber on this shard any more.
-    fn topic_gone(&mut self, topic: &str) {
-        if let Some((t, _)) = self.topics.remove_entry(topic) {
-            if let Some(b) = &self.bridge {
-                b.interest(t, -1);
-            }
-        }
-    }
-
-    pub(crate) fn register(&mut self, outbox: Rc<Outbox>) -> usize {
-        let entry = Entry { outbox, state: None, topics: HashSet::new(), resume: None };
-        match self.free.pop() {
-            Some(k) => {
-                self.conns[k] = Some(entry);
-                k
-            }
-            None => {
-                self.conns.push(Some(entry));
-                self.conns.len() - 1
-            }
-        }
-    }
-
-    pub(crate) fn unregister(&mut self, key: usize) {
-        if let Some(entry) = self.conns.get_mut(key).and_then(Option::take) {
-            for t in entry.topics {
-                if let Some(set) = self.topics.get_mut(&t) {
-                    set.remove(&key);
-                    if set.is_empty() {
-                        self.topic_gone(&t);
-                    }
-                }
-            }
-            self.free.push(key);
-        }
-    }
-
-    fn set_state(&mut self, key: usize, state: Rc<dyn Any>) {
-        if let Some(Some(e)) = self.conns.get_mut(key) {
-            e.state = Some(state);
-        }
-    }
-
-    fn subscribe(&mut self, key: usize, topic: &str) {
-        let Some(Some(e)) = self.conns.get_mut(key) else {
-            return;
-        };
-        let topic: Arc<str> = match self.topics.get_key_value(topic) {
-            Some((k, _)) => k.clone(),
-            None => {
-                let t: Arc<str> = topic.into();
-                if let Some(b) = &self.bridge {
-                    b.interest(t.clone(), 1);
-                }
-                t
-            }
-        };
-        e.topics.insert(topic.clone());
-        if let Some(r) = e.resume.as_mut() {
-            let mut h = crate::resume::lock(&self.history);
-            r.subscribed(&topic, &mut h, std::time::Instant::now(), &e.outbox);
-        }
-        self.topics.entry(topic).or_default().insert(key);
-    }
-
-    fn unsubscribe(&mut self, key: usize, topic: &str) {
-        if let Some(Some(e)) = self.conns.get_mut(key) {
-            e.topics.remove(topic);
-            if let Some(r) = e.resume.as_mut() {
-                r.unsubscribed(topic);
-            }
-        }
-        if let Some(set) = self.topics.get_mut(topic) {
-            set.remove(&key);
-            if set.is_empty() {
-                self.topic_gone(topic);
-            }
-        }
-    }
-
-    fn deliver(&mut self, routed: &Routed) -> usize {
-        let mut n = 0;
-        if routed.lost {
-            let Target::Topic(t) = &routed.target else { return 0 };
-            if let Some(set) = self.topics.get(t) {
-                for &k in set {
-                    if let Some(Some(e)) = self.conns.get_mut(k) {
-                        if let Some(r) = e.resume.as_mut() {
-                            r.lost(t, &e.outbox);
-                            n += 1;
-                        }
-                    }
-                }
-            }
-            return n;
-        }
-        match &routed.target {
-            Target::All => {
-                for e in self.conns.iter().flatten() {
-                    e.outbox.push_event(&routed.event);
-                    n += 1;
-                }
-            }
-            Target::Topic(t) => {
-                if let Some(set) = self.topics.get(t) {
-                    for &k in set {
-                        let Some(Some(e)) = self.conns.get_mut(k) else { continue };
-                        match (e.resume.as_mut(), &routed.positioned) {
-                            (Some(r), Some((at, framed))) => {
-                                if r.admit(t, *at) {
-                                    e.outbox.push_event(framed);
-                                    n += 1;
-                                }
-                            }
-                            _ => {
-                                e.outbox.push_event(&routed.event);
-                                n += 1;
-                            }
-                        }
-                    }
-                }
-            }
-            Target::Matching(pred) => {
-                for e in self.conns.iter().flatten() {
-                    if e.state.as_deref().is_some_and(|s| pred(s)) {
-                        e.outbox.push_event(&routed.event);
-                        n += 1;
-                    }
-                }
-            }
-        }
-        n
-    }
-}
-
-/// The shard task that takes routed events off its inbox and queues them on
-/// local connections. Runs until the inbox's senders are all gone or `stop`.
-pub(crate) async fn route(
-    receiver: InboxReceiver,
-    registry: Rc<RefCell<Registry>>,
-    stopped: Rc<std::cell::Cell<bool>>,
-) {
-    std::future::poll_fn(|cx| {
-        receiver.waker.register(cx.waker());
-        // Bounded work per wake-up so a flood of events cannot starve the
-        // shard's connections; the rest is taken on the next poll.
-        for _ in 0..1024 {
-            match receiver.rx.try_recv() {
-                Ok(routed) => {
-                    registry.borrow_mut().deliver(&routed);
-                }
-                Err(crossbeam_channel::TryRecvError::Empty) => {
-                    return if stopped.get() { Poll::Ready(()) } else { Poll::Pending };
-                }
-                Err(crossbeam_channel::TryRecvError::Disconnected) => return Poll::Ready(()),
-            }
-        }
-        cx.waker().wake_by_ref();
-        Poll::Pending
-    })
-    .await
-}
-
 impl std::fmt::Debug for ConnectionEvents {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ConnectionEvents").field("key", &self.key).finish()
@@ -650,41 +441,6 @@ impl ConnectionEvents {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn interest(inbox: &BridgeInbox) -> Vec<(String, i8)> {
-        inbox
-            .control
-            .try_iter()
-            .map(|c| match c {
-                Control::Interest { topic, delta } => (topic.to_string(), delta),
-                Control::Shutdown => ("<shutdown>".into(), 0),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn the_bridge_hears_of_a_topic_once_per_shard_on_first_and_last_subscriber() {
-        let (link, inbox) = bridge_link(8, Arc::default());
-        let history = crate::resume::new_history(Default::default());
-        let mut reg = Registry::new(Some(link), history);
-        let a = reg.register(Rc::new(Outbox::new(0)));
-        let b = reg.register(Rc::new(Outbox::new(0)));
-        reg.subscribe(a, "t");
-        reg.subscribe(a, "t");
-        reg.subscribe(b, "t");
-        reg.subscribe(b, "u");
-        assert_eq!(interest(&inbox), vec![("t".into(), 1), ("u".into(), 1)]);
-        reg.unsubscribe(a, "t");
-        reg.unsubscribe(a, "never");
-        assert_eq!(interest(&inbox), vec![]);
-        // The last subscriber of both topics goes away with its connection.
-        reg.unregister(b);
-        let mut gone = interest(&inbox);
-        gone.sort();
-        assert_eq!(gone, vec![("t".into(), -1), ("u".into(), -1)]);
-        reg.subscribe(a, "t");
-        assert_eq!(interest(&inbox), vec![("t".into(), 1)]);
-    }
 
     #[test]
     fn a_full_bridge_queue_drops_and_counts_and_never_blocks() {

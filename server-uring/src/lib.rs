@@ -40,6 +40,7 @@ pub mod echo;
 mod error;
 mod events;
 mod factory;
+mod registry;
 mod resume;
 mod ring;
 pub mod rt;
