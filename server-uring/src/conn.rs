@@ -23,12 +23,15 @@ use hardlight_core::error::{CallErrorCode, CloseCode};
 use hardlight_core::handshake::UpgradeRequest;
 use hardlight_core::schema::SchemaMismatch;
 use hardlight_core::{Outbox, Rejection, Reply, Service};
+use tracing::Instrument;
 
 use crate::clock::{before_park, ConnTimer, HeldBytes, Parking};
 use crate::events::ConnectionEvents;
 use crate::factory::{ConnectContext, ConnectionFactory};
+use crate::metrics::{call_span, ConnMetrics};
 use crate::shard::Shard;
 use crate::slots::CallSlots;
+use crate::stats::RefusalReason;
 
 /// Serves one accepted TCP connection: TLS first when configured, then
 /// [`serve`]. The TLS handshake counts against the handshake timeout too.
@@ -46,10 +49,12 @@ pub(crate) async fn serve_tcp<F: ConnectionFactory>(
         Either::Left((Err(e), _)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             shard.stats.tls_failures.inc();
+            shard.stats.refused.record(RefusalReason::Tls);
         }
         Either::Right(_) => {
             tracing::debug!(%peer, "TLS handshake timed out");
             shard.stats.handshake_timeouts.inc();
+            shard.stats.refused.record(RefusalReason::HandshakeTimeout);
         }
     }
 }
@@ -79,6 +84,7 @@ where
         None => {
             tracing::debug!(%peer, "handshake timed out");
             shard.stats.handshake_timeouts.inc();
+            shard.stats.refused.record(RefusalReason::HandshakeTimeout);
             return;
         }
     };
@@ -107,12 +113,14 @@ pub(crate) fn upgrade<F: ConnectionFactory>(
     if let Some(mismatch) = schema_mismatch::<F::Service>(req) {
         tracing::debug!(%peer, error = %mismatch, "client built from another service schema");
         shard.stats.handshake_failures.inc();
+        shard.stats.refused.record(RefusalReason::SchemaMismatch);
         conn.refuse(400, &mismatch.to_string());
         return None;
     }
     if !hardlight_core::handshake::origin_allowed(req, &shard.config.allowed_origins) {
         tracing::debug!(%peer, origin = ?req.header("origin"), "origin not allowed");
         shard.stats.handshake_failures.inc();
+        shard.stats.refused.record(RefusalReason::Origin);
         conn.refuse(403, "origin not allowed");
         return None;
     }
@@ -142,11 +150,13 @@ pub(crate) fn upgrade<F: ConnectionFactory>(
         }
         Ok(Err(refusal)) => {
             tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "connection refused by factory");
+            shard.stats.refused.record_factory(refusal.status);
             conn.refuse(refusal.status, &refusal.reason);
             None
         }
         Err(_) => {
             tracing::error!(%peer, "connection factory panicked");
+            shard.stats.refused.record(RefusalReason::FactoryPanic);
             conn.refuse(500, "internal error");
             None
         }
@@ -182,6 +192,7 @@ where
                 Event::HandshakeFailed(e) => {
                     tracing::debug!(%peer, error = %e, "upgrade refused");
                     shard.stats.handshake_failures.inc();
+                    shard.stats.refused.record(RefusalReason::of(&e));
                     flush(stream, conn).await?;
                     return Ok(None);
                 }
@@ -227,8 +238,14 @@ where
 {
     let depth = conn.limits().max_validation_depth;
     let mut slots = CallSlots::new();
-    let mut start =
-        |method: u16, input: &[u8]| service.call(method, input, depth).map(|f| AssertUnwindSafe(f).catch_unwind());
+    let conn_id = shard.next_conn_id();
+    let mut start = |id: u8, method: u16, input: &[u8]| {
+        service.call(method, input, depth).map(|f| {
+            let span = call_span(<F::Service as Service>::METHOD_NAMES, method, id, conn_id);
+            AssertUnwindSafe(f.instrument(span)).catch_unwind()
+        })
+    };
+    let metrics = ConnMetrics::attach(shard.metrics.as_ref(), conn);
     let signal_key = shard.shutdown.subscribe();
     let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
     let mut shutting_down = false;
@@ -258,6 +275,9 @@ where
                 }
             }
             let closed = process_events(conn, &mut slots, &mut start);
+            if let Some(m) = &metrics {
+                m.end_round(conn);
+            }
 
             // Write everything this round produced in one go.
             match poll_write_out(&mut *stream, conn, cx) {
@@ -285,6 +305,9 @@ where
     })
     .await;
     slots.clear();
+    if let Some(m) = &metrics {
+        m.end_round(conn);
+    }
     result
 }
 
@@ -338,7 +361,7 @@ pub(crate) fn drop_calls_after_grace<F: Future>(action: Option<TimerAction>, slo
 pub(crate) fn process_events<F, R>(
     conn: &mut ServerConnection,
     slots: &mut CallSlots<F>,
-    start: &mut impl FnMut(u16, &[u8]) -> Result<F, Rejection>,
+    start: &mut impl FnMut(u8, u16, &[u8]) -> Result<F, Rejection>,
 ) -> bool
 where
     F: Future<Output = std::thread::Result<R>>,
@@ -349,7 +372,7 @@ where
         match ev {
             Event::Call { id, method, input } => {
                 // Disabled methods never get here: the core refused them.
-                let started = std::panic::catch_unwind(AssertUnwindSafe(|| start(method, input)));
+                let started = std::panic::catch_unwind(AssertUnwindSafe(|| start(id, method, input)));
                 match started {
                     Ok(Ok(fut)) => {
                         if let Some(out) = slots.start(id, fut) {
@@ -541,8 +564,9 @@ mod alloc_tests {
             frame::write_masked_frame(&mut batch, true, Opcode::Binary, &msg, [id, 1, 2, 3]);
         }
         let mut slots = CallSlots::new();
-        let mut start =
-            |method: u16, input: &[u8]| service.call(method, input, 64).map(|f| AssertUnwindSafe(f).catch_unwind());
+        let mut start = |_id: u8, method: u16, input: &[u8]| {
+            service.call(method, input, 64).map(|f| AssertUnwindSafe(f).catch_unwind())
+        };
         let outbox = Outbox::new(2);
         outbox.open();
         let mut round = |conn: &mut ServerConnection, slots: &mut _| {

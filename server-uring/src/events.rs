@@ -215,6 +215,48 @@ pub struct EmitStats {
     /// Shard deliveries refused because a shard inbox was full (events
     /// from the broker included).
     pub mesh_full: AtomicU64,
+    /// Events queued for a connection (one per recipient; direct sends
+    /// included). Counted per shard per event, not per recipient.
+    pub delivered: AtomicU64,
+    /// Queued events dropped under [`hardlight_core::events::SlowConsumerPolicy::DropOldest`]
+    /// (the oldest queued made room for a newer one).
+    pub dropped_oldest: AtomicU64,
+    /// Events not queued because the connection was over its bound under
+    /// [`hardlight_core::events::SlowConsumerPolicy::Disconnect`] (it is closed with 4001).
+    pub dropped_disconnect: AtomicU64,
+}
+
+/// What queuing events on a shard's connections did, counted locally and
+/// added to [`EmitStats`] once per routed event.
+#[derive(Default)]
+struct Tally {
+    delivered: u64,
+    dropped_oldest: u64,
+    dropped_disconnect: u64,
+}
+
+impl Tally {
+    fn push(&mut self, outbox: &Outbox, event: &EncodedEvent) {
+        let dropped = outbox.events_dropped();
+        if outbox.push_event(event) {
+            self.delivered += 1;
+        } else {
+            self.dropped_disconnect += 1;
+        }
+        self.dropped_oldest += outbox.events_dropped() - dropped;
+    }
+
+    fn add_to(&self, stats: &EmitStats) {
+        for (n, c) in [
+            (self.delivered, &stats.delivered),
+            (self.dropped_oldest, &stats.dropped_oldest),
+            (self.dropped_disconnect, &stats.dropped_disconnect),
+        ] {
+            if n > 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl Emitter {
@@ -282,6 +324,11 @@ impl Emitter {
         self.bridge.as_ref().map(|b| &*b.stats)
     }
 
+    /// The shared counters, for a shard's registry to count deliveries in.
+    pub(crate) fn stats_arc(&self) -> Arc<EmitStats> {
+        self.stats.clone()
+    }
+
     /// The registry's link to the bridge, if any.
     pub(crate) fn bridge(&self) -> Option<Arc<BridgeLink>> {
         self.bridge.clone()
@@ -332,6 +379,8 @@ pub(crate) struct Registry {
     topics: HashMap<Arc<str>, HashSet<usize>>,
     /// Told when a topic gains its first or loses its last subscriber here.
     bridge: Option<Arc<BridgeLink>>,
+    /// Where deliveries are counted (the emitter's).
+    stats: Arc<EmitStats>,
 }
 
 struct Entry {
@@ -343,6 +392,12 @@ struct Entry {
 impl Registry {
     pub(crate) fn new(bridge: Option<Arc<BridgeLink>>) -> Self {
         Self { bridge, ..Self::default() }
+    }
+
+    /// Counts deliveries in `stats` (the emitter's) instead of its own.
+    pub(crate) fn counting_in(mut self, stats: Arc<EmitStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// `topic` has no subscriber on this shard any more.
@@ -420,10 +475,11 @@ impl Registry {
 
     fn deliver(&self, routed: &Routed) -> usize {
         let mut n = 0;
+        let mut tally = Tally::default();
         match &routed.target {
             Target::All => {
                 for e in self.conns.iter().flatten() {
-                    e.outbox.push_event(&routed.event);
+                    tally.push(&e.outbox, &routed.event);
                     n += 1;
                 }
             }
@@ -431,7 +487,7 @@ impl Registry {
                 if let Some(set) = self.topics.get(t) {
                     for &k in set {
                         if let Some(Some(e)) = self.conns.get(k) {
-                            e.outbox.push_event(&routed.event);
+                            tally.push(&e.outbox, &routed.event);
                             n += 1;
                         }
                     }
@@ -440,12 +496,13 @@ impl Registry {
             Target::Matching(pred) => {
                 for e in self.conns.iter().flatten() {
                     if e.state.as_deref().is_some_and(|s| pred(s)) {
-                        e.outbox.push_event(&routed.event);
+                        tally.push(&e.outbox, &routed.event);
                         n += 1;
                     }
                 }
             }
         }
+        tally.add_to(&self.stats);
         n
     }
 }
@@ -510,7 +567,9 @@ impl ConnectionEvents {
     /// changes and responses. Its type must be one the service declares
     /// ([`EmitError::Undeclared`] otherwise).
     pub fn send<E: Event>(&self, event: &E) -> Result<(), EmitError> {
-        self.outbox.push_event(&self.emitter.encode(event)?);
+        let mut tally = Tally::default();
+        tally.push(&self.outbox, &self.emitter.encode(event)?);
+        tally.add_to(&self.emitter.stats);
         Ok(())
     }
 

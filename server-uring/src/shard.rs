@@ -38,6 +38,11 @@ pub(crate) struct Shard<F> {
     /// output (`crate::clock::HeldBytes`), against
     /// `ServerConfig::shard_held_bytes_budget`.
     pub(crate) held_bytes: Cell<usize>,
+    /// This shard's Prometheus counters, when metrics are on
+    /// (`ServerBuilder::metrics_listen`).
+    pub(crate) metrics: Option<Arc<crate::metrics::ShardMetrics>>,
+    /// The next connection's number (`conn` field of the per-call span).
+    next_conn: Cell<u64>,
     open: Cell<usize>,
     /// Most connections open since the last heap trim (see [`Shard::closed_one`]).
     peak: Cell<usize>,
@@ -52,8 +57,10 @@ impl<F> Shard<F> {
         factory: Arc<F>,
         stats: Arc<ServerStats>,
         emitter: Emitter,
+        metrics: Option<Arc<crate::metrics::ShardMetrics>>,
     ) -> Rc<Self> {
-        let registry = Rc::new(std::cell::RefCell::new(Registry::new(emitter.bridge())));
+        let registry =
+            Rc::new(std::cell::RefCell::new(Registry::new(emitter.bridge()).counting_in(emitter.stats_arc())));
         Rc::new(Shard {
             index,
             config,
@@ -63,6 +70,8 @@ impl<F> Shard<F> {
             registry,
             emitter,
             held_bytes: Cell::new(0),
+            metrics,
+            next_conn: Cell::new(0),
             open: Cell::new(0),
             peak: Cell::new(0),
             all_closed: LocalSignal::default(),
@@ -71,6 +80,15 @@ impl<F> Shard<F> {
 }
 
 impl<F> Shard<F> {
+    /// A number for a new connection, unique in the process: the shard's
+    /// index in the top 16 bits, a count below (what the per-call span
+    /// calls `conn`; never a peer address).
+    pub(crate) fn next_conn_id(&self) -> u64 {
+        let n = self.next_conn.get();
+        self.next_conn.set(n + 1);
+        ((self.index as u64) << 48) | n
+    }
+
     /// After a spike of connections has mostly gone (open down to a quarter
     /// of a peak of at least [`TRIM_AFTER_PEAK`]), hands the freed heap back
     /// to the OS. glibc keeps freed memory in its per-thread arenas, so
@@ -112,6 +130,7 @@ pub(crate) struct ShardParts<F> {
     pub(crate) stats: Arc<ServerStats>,
     pub(crate) emitter: Emitter,
     pub(crate) inbox: InboxReceiver,
+    pub(crate) metrics: Option<Arc<crate::metrics::ShardMetrics>>,
 }
 
 /// Runs a shard until `stop` fires (or its sender is dropped) and its
@@ -127,8 +146,8 @@ pub(crate) async fn run<F, C, Fut>(
     C: Fn(TcpStream, SocketAddr, Rc<Shard<F>>) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
-    let ShardParts { index, addr, config, factory, stats, emitter, inbox } = parts;
-    let shard = Shard::new(index, config, factory, stats, emitter);
+    let ShardParts { index, addr, config, factory, stats, emitter, inbox, metrics } = parts;
+    let shard = Shard::new(index, config, factory, stats, emitter, metrics);
     let registry = shard.registry.clone();
     let router_stopped = Rc::new(Cell::new(false));
     let wake_router = inbox.waker();
@@ -144,6 +163,7 @@ pub(crate) async fn run<F, C, Fut>(
                 shard.stats.accepted.inc();
                 if shard.open.get() >= shard.config.max_connections_per_shard {
                     shard.stats.over_capacity.inc();
+                    shard.stats.refused.record(crate::stats::RefusalReason::OverCapacity);
                     if let Some(refused) = capacity_log.record(std::time::Instant::now()) {
                         tracing::warn!(shard = index, refused, "connection limit reached; closing new connections");
                     }

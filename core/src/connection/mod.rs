@@ -31,6 +31,7 @@ use crate::limits::{Limits, IDLE_READ_BUFFER};
 use crate::service::Reply;
 use crate::wire::{AlignedBuf, ARCHIVE_ALIGN};
 
+pub use observe::{CallObserver, CallOutcome};
 pub use timers::TimerAction;
 
 /// Bytes of padding before a reassembled message in the aligned message
@@ -135,6 +136,10 @@ pub struct ConnectionStats {
     pub calls_failed: u64,
     /// Complete data messages received (any kind, after reassembly).
     pub messages_received: u64,
+    /// Bytes read from the peer (handshake included).
+    pub bytes_read: u64,
+    /// Bytes written to the peer (as reported by `advance_outbound`).
+    pub bytes_written: u64,
 }
 
 /// One server-side connection's protocol state.
@@ -171,6 +176,8 @@ pub struct ServerConnection {
     release_buffers: bool,
     /// The last read filled the read buffer: the next one gets a larger one.
     filled: bool,
+    /// Told of every call's outcome (metrics); none by default.
+    observer: observe::Observer,
 }
 
 impl ServerConnection {
@@ -207,6 +214,7 @@ impl ServerConnection {
             outbox: None,
             release_buffers: false,
             filled: false,
+            observer: observe::Observer::default(),
         }
     }
 
@@ -293,6 +301,7 @@ impl ServerConnection {
         debug_assert!(self.in_end + n <= self.inbuf.len());
         self.in_end = (self.in_end + n).min(self.inbuf.len());
         self.filled = self.in_end == self.inbuf.len();
+        self.stats.bytes_read += n as u64;
         // Stamped by the next `handle_timeout`: no clock read per read.
         self.time.heard = true;
     }
@@ -345,6 +354,7 @@ impl ServerConnection {
 
     /// Records that `n` bytes of [`Self::outbound`] were written.
     pub fn advance_outbound(&mut self, n: usize) {
+        self.stats.bytes_written += n.min(self.out.len() - self.out_start) as u64;
         self.out_start = (self.out_start + n).min(self.out.len());
         if self.out_start == self.out.len() {
             self.out.clear();
@@ -441,6 +451,7 @@ impl ServerConnection {
             return;
         }
         if self.phase != Phase::Open {
+            self.observe_end(id, CallOutcome::Dropped);
             return;
         }
         // What the call queued (state, features) goes out before its answer.
@@ -457,10 +468,12 @@ impl ServerConnection {
                 self.out.extend_from_slice(&envelope::result_header(id, ok));
                 self.out.extend_from_slice(&self.scratch);
                 self.stats.calls_completed += 1;
+                self.observe_end(id, if ok { CallOutcome::Ok } else { CallOutcome::AppError });
             }
             Err(_) => {
                 // rkyv's serializer texts may name server types: not for the peer.
                 self.write_call_error(id, CallErrorCode::EncodeFailed, "the server could not encode the output");
+                self.observe_end(id, CallOutcome::Failed(CallErrorCode::EncodeFailed));
             }
         }
         self.close_if_drained();
@@ -476,6 +489,7 @@ impl ServerConnection {
             self.drain_outbox_all();
             self.write_call_error(id, code, detail);
         }
+        self.observe_end(id, CallOutcome::Failed(code));
         self.close_if_drained();
     }
 
@@ -492,6 +506,7 @@ impl ServerConnection {
     }
 }
 
+mod observe;
 mod ordering;
 mod parse;
 mod timers;

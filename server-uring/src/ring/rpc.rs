@@ -18,12 +18,14 @@ use std::task::{Context, Poll};
 use futures::FutureExt;
 use hardlight_core::connection::Event;
 use hardlight_core::Service;
+use tracing::Instrument;
 
 use super::io::Io;
 use super::timers::{self, Timer};
 use crate::clock::{before_park, must_rearm, HeldBytes, Parking};
 use crate::conn::{drop_calls_after_grace, process_events, start_round, upgrade, Defer, Upgraded};
 use crate::factory::ConnectionFactory;
+use crate::metrics::{call_span, ConnMetrics};
 use crate::shard::Shard;
 use crate::slots::CallSlots;
 
@@ -63,6 +65,7 @@ async fn handshake<F: ConnectionFactory>(
                     Event::HandshakeFailed(e) => {
                         tracing::debug!(peer = %io.peer, error = %e, "upgrade refused");
                         shard.stats.handshake_failures.inc();
+                        shard.stats.refused.record(crate::stats::RefusalReason::of(&e));
                         Some(None)
                     }
                     Event::Closed(_) => Some(None),
@@ -76,6 +79,7 @@ async fn handshake<F: ConnectionFactory>(
         if deadline.poll_at(timers::now(), cx).is_ready() {
             tracing::debug!(peer = %io.peer, "handshake timed out");
             shard.stats.handshake_timeouts.inc();
+            shard.stats.refused.record(crate::stats::RefusalReason::HandshakeTimeout);
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -105,8 +109,14 @@ async fn run<F: ConnectionFactory>(
 ) {
     let depth = shard.config.limits.max_validation_depth;
     let mut slots = CallSlots::new();
-    let mut start =
-        |method: u16, input: &[u8]| service.call(method, input, depth).map(|f| AssertUnwindSafe(f).catch_unwind());
+    let conn_id = shard.next_conn_id();
+    let mut start = |id: u8, method: u16, input: &[u8]| {
+        service.call(method, input, depth).map(|f| {
+            let span = call_span(<F::Service as Service>::METHOD_NAMES, method, id, conn_id);
+            AssertUnwindSafe(f.instrument(span)).catch_unwind()
+        })
+    };
+    let metrics = ConnMetrics::attach(shard.metrics.as_ref(), &mut io.borrow_mut().core);
     let signal_key = shard.shutdown.subscribe();
     let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
     let mut shutting_down = false;
@@ -131,6 +141,9 @@ async fn run<F: ConnectionFactory>(
             if io.readable() {
                 closed |= process_events(&mut io.core, &mut slots, &mut start);
             }
+            if let Some(m) = &metrics {
+                m.end_round(&io.core);
+            }
             if (closed || io.core.is_closed() || io.eof) && io.flushed() {
                 return Poll::Ready(());
             }
@@ -147,6 +160,9 @@ async fn run<F: ConnectionFactory>(
     })
     .await;
     slots.clear();
+    if let Some(m) = &metrics {
+        m.end_round(&io.borrow().core);
+    }
 }
 
 /// A ring connection's single timer, armed at the instant the core asks for
