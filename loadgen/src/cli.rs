@@ -135,6 +135,10 @@ pub struct BenchArgs {
     /// (HardLight's own io_uring loop).
     #[arg(long, value_name = "glommio|ring", default_value = "glommio")]
     pub backend: String,
+    /// The embedded server with its Prometheus endpoint on (on a free
+    /// loopback port, scraped once a second), for metrics-on/off A/Bs.
+    #[arg(long)]
+    pub metrics: bool,
     /// No progress line on stderr.
     #[arg(long)]
     pub no_progress: bool,
@@ -256,6 +260,10 @@ pub struct RunArgs {
     /// (HardLight's own io_uring loop).
     #[arg(long, value_name = "glommio|ring", default_value = "glommio")]
     pub backend: String,
+    /// The embedded server with its Prometheus endpoint on (on a free
+    /// loopback port, scraped once a second), for metrics-on/off A/Bs.
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// `loadgen serve`.
@@ -274,6 +282,10 @@ pub struct ServeArgs {
     /// (HardLight's own io_uring loop).
     #[arg(long, value_name = "glommio|ring", default_value = "glommio")]
     pub backend: String,
+    /// The embedded server with its Prometheus endpoint on (on a free
+    /// loopback port, scraped once a second), for metrics-on/off A/Bs.
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// `loadgen compare`.

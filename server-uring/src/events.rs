@@ -632,6 +632,30 @@ mod tests {
     }
 
     #[test]
+    fn deliveries_and_drops_by_policy_are_counted_once_per_routed_event() {
+        use hardlight_core::events::SlowConsumerPolicy;
+        let stats = Arc::new(EmitStats::default());
+        let mut reg = Registry::new(None).counting_in(stats.clone());
+        let limits = |policy| EventLimits { max_events: 2, max_bytes: 1 << 20, policy };
+        for policy in [SlowConsumerPolicy::DropOldest, SlowConsumerPolicy::Disconnect] {
+            let outbox = Rc::new(Outbox::new(0));
+            outbox.open();
+            outbox.set_event_limits(limits(policy));
+            reg.register(outbox);
+        }
+        let routed = Routed { target: Target::All, event: EncodedEvent::from_archive(1, &[]) };
+        for _ in 0..4 {
+            reg.deliver(&routed);
+        }
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // Drop-oldest queues all 4 and drops 2; disconnect queues 2, and the
+        // third overflows it: refused, and so is the fourth.
+        assert_eq!(get(&stats.dropped_oldest), 2);
+        assert_eq!(get(&stats.dropped_disconnect), 2);
+        assert_eq!(get(&stats.delivered), 4 + 2);
+    }
+
+    #[test]
     fn a_full_bridge_queue_drops_and_counts_and_never_blocks() {
         let stats = Arc::new(BrokerStats::default());
         let (link, inbox) = bridge_link(2, stats.clone());
