@@ -92,8 +92,8 @@ fn envelope_benches(c: &mut Criterion) {
     });
     g.bench_function("decode_client/echo64", |b| {
         b.iter(|| match envelope::decode_client(black_box(&msg)) {
-            Ok(ClientMessage::Call { id, method, input }) => black_box((id, method, input)),
-            Err(e) => panic!("{e}"),
+            Ok(ClientMessage::Call { id, method, input, .. }) => black_box((id, method, input)),
+            other => panic!("{other:?}"),
         })
     });
     let mut result = envelope::result_header(7, true).to_vec();
@@ -321,7 +321,7 @@ fn hardlight_call<S: Service>(
     cx: &mut Context<'_>,
 ) -> usize {
     feed(conn, frame);
-    let Some(Event::Call { id, method, input }) = conn.poll_event() else { panic!("expected a call") };
+    let Some(Event::Call { id, method, input, .. }) = conn.poll_event() else { panic!("expected a call") };
     assert!(features.is_enabled(method));
     let fut = service.call(method, input, DEPTH).unwrap_or_else(|r| panic!("{}", r.detail()));
     let Poll::Ready(reply) = pin!(fut).poll(cx) else { panic!("bench handlers finish at once") };
@@ -348,7 +348,7 @@ fn tungstenite_call<S: Service>(
     cx: &mut Context<'_>,
 ) -> usize {
     let Message::Binary(msg) = tungstenite_read_again(ws) else { panic!("expected binary") };
-    let Ok(ClientMessage::Call { id, method, input }) = envelope::decode_client(&msg) else {
+    let Ok(ClientMessage::Call { id, method, input, .. }) = envelope::decode_client(&msg) else {
         panic!("expected a call")
     };
     assert!(peer.live.begin(id) && peer.features.is_enabled(method));

@@ -218,12 +218,13 @@ async fn baseline_closes_malformed_connections_with_the_real_servers_codes() {
         .await
         .unwrap();
     expect_close(&mut ws, 1009).await;
-    // A raw connection first gets LIMITS (1 MiB), then FEATURES (3 methods,
-    // all enabled), then its call's result envelope.
+    // A raw connection first gets LIMITS (1 MiB; flags 0: the baseline does
+    // not take deadlines or CANCEL), then FEATURES (3 methods, all
+    // enabled), then its call's result envelope.
     let (mut ws, _) = raw(&server, Some("hl/1")).await;
     assert_eq!(
         next_message(&mut ws).await,
-        Message::Binary(vec![hardlight::protocol::envelope::KIND_LIMITS, 0x00, 0x00, 0x10, 0x00].into())
+        Message::Binary(vec![hardlight::protocol::envelope::KIND_LIMITS, 0x00, 0x00, 0x10, 0x00, 0, 0, 0, 0].into())
     );
     assert_eq!(
         next_message(&mut ws).await,

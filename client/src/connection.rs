@@ -223,16 +223,21 @@ impl Connection {
 
     /// Sends a call and waits for its reply, with this handle's timeout.
     ///
-    /// When all 256 ids are taken the call waits for a free one; that wait
-    /// counts against the timeout. A call that times out keeps its id
-    /// reserved until the server's response arrives, because the server
-    /// still considers the id live and would reject its reuse.
+    /// The timeout travels with the call as its deadline (`CALL_DEADLINE`),
+    /// so the server drops the handler when it passes. When all 256 ids are
+    /// taken the call waits for a free one; that wait counts against the
+    /// timeout. A call that times out, or whose future is dropped, is
+    /// cancelled on the server (`CANCEL`: the handler is dropped and the
+    /// server answers at once); its id stays reserved until that answer,
+    /// because the server still considers the id live until then. Servers
+    /// that predate deadlines and CANCEL (their `LIMITS` lacks the flag) get
+    /// plain calls and no CANCEL.
     pub async fn call(&self, method: u16, input: &[u8]) -> Result<RawReply, CallError> {
         let (tx, rx) = oneshot::channel();
         // The waiter is registered under the same lock that queues the
         // call, so the reply cannot be handled before it is there.
         let (started, _) = self.shared.with_inner(|inner| {
-            let call = inner.session.start_call(method, input)?;
+            let call = inner.session.start_call_within(method, input, Some(self.call_timeout))?;
             inner.waiters.insert(call, tx);
             Ok::<_, CallError>(call)
         });
@@ -252,7 +257,8 @@ impl Connection {
 }
 
 /// If a call is abandoned (timeout, or its future dropped) the session
-/// forgets it; a call already sent keeps its id reserved until the reply.
+/// forgets it and sends CANCEL; a call already sent keeps its id reserved
+/// until the server's answer.
 struct Abandon<'a> {
     shared: &'a Shared,
     call: Option<CallToken>,
@@ -261,9 +267,11 @@ struct Abandon<'a> {
 impl Drop for Abandon<'_> {
     fn drop(&mut self) {
         if let Some(call) = self.call {
-            let mut inner = self.shared.lock();
-            inner.waiters.remove(&call);
-            inner.session.abandon(call);
+            // Through `with_inner`, which sends what the session queued (the CANCEL).
+            self.shared.with_inner(|inner| {
+                inner.waiters.remove(&call);
+                inner.session.abandon(call);
+            });
         }
     }
 }

@@ -24,6 +24,12 @@ pub enum CallErrorCode {
     ShuttingDown = 6,
     /// The handler's output could not be encoded.
     EncodeFailed = 7,
+    /// The client cancelled the call (`CANCEL`); the handler was dropped
+    /// where it stood. Frees the call id on both sides.
+    Cancelled = 8,
+    /// The deadline the client sent with the call (`CALL_DEADLINE`) passed
+    /// before the handler finished; the handler was dropped.
+    DeadlineExceeded = 9,
 }
 
 impl CallErrorCode {
@@ -38,6 +44,8 @@ impl CallErrorCode {
             5 => Self::MethodDisabled,
             6 => Self::ShuttingDown,
             7 => Self::EncodeFailed,
+            8 => Self::Cancelled,
+            9 => Self::DeadlineExceeded,
             _ => return None,
         })
     }
@@ -52,6 +60,8 @@ impl CallErrorCode {
             Self::MethodDisabled => "method disabled for this connection",
             Self::ShuttingDown => "server shutting down",
             Self::EncodeFailed => "server could not encode the output",
+            Self::Cancelled => "cancelled by the client",
+            Self::DeadlineExceeded => "deadline exceeded before the handler finished",
         }
     }
 }

@@ -28,6 +28,7 @@
 
 use std::collections::VecDeque;
 use std::sync::Arc;
+use std::time::Duration;
 
 use crate::calls::IdAllocator;
 use crate::envelope::{self, ServerMessage};
@@ -123,6 +124,7 @@ struct Waiting {
     call: CallToken,
     method: u16,
     input: Vec<u8>,
+    timeout: Option<Duration>,
 }
 
 /// The client side of one connection (see the module docs).
@@ -189,16 +191,33 @@ impl ClientSession {
     /// for it; the call is not sent and the connection stays open), and
     /// with `TooManyWaiting` when the wait queue is full.
     pub fn start_call(&mut self, method: u16, input: &[u8]) -> Result<CallToken, CallError> {
+        self.start_call_within(method, input, None)
+    }
+
+    /// [`Self::start_call`] with the caller's time limit, which travels to
+    /// the server as the call's deadline (`CALL_DEADLINE`) when the server
+    /// announced it accepts one: the server then drops the handler and
+    /// answers `DeadlineExceeded` once `timeout` has passed, counted from
+    /// when it reads the call. A call that waited for a free id carries its
+    /// whole `timeout` (the session has no clock); the driver's own timeout
+    /// and [`Self::abandon`], which sends `CANCEL`, end it on time anyway.
+    pub fn start_call_within(
+        &mut self,
+        method: u16,
+        input: &[u8],
+        timeout: Option<Duration>,
+    ) -> Result<CallToken, CallError> {
         if let Some(reason) = &self.closed {
             return Err(CallError::Disconnected(reason.clone()));
         }
-        let size = envelope::CALL_HEADER_LEN + input.len();
+        let trailer = if self.deadline_ms(timeout).is_some() { envelope::DEADLINE_TRAILER_LEN } else { 0 };
+        let size = envelope::CALL_HEADER_LEN + input.len() + trailer;
         if let Some(l) = self.limits.filter(|l| size > l.max_message_size as usize) {
             return Err(CallError::TooLarge { size, limit: l.max_message_size as usize });
         }
         let call = CallToken(self.next_token);
         match self.ids.allocate() {
-            Some(id) if self.waiting.is_empty() => self.send(id, call, method, input),
+            Some(id) if self.waiting.is_empty() => self.send(id, call, method, input, timeout),
             id => {
                 // Waiting calls go first: an id freed just now belongs to them.
                 if let Some(id) = id {
@@ -207,23 +226,41 @@ impl ClientSession {
                 if self.waiting.len() >= self.max_waiting {
                     return Err(CallError::TooManyWaiting(self.max_waiting));
                 }
-                self.waiting.push_back(Waiting { call, method, input: input.to_vec() });
+                self.waiting.push_back(Waiting { call, method, input: input.to_vec(), timeout });
             }
         }
         self.next_token += 1;
         Ok(call)
     }
 
-    fn send(&mut self, id: u8, call: CallToken, method: u16, input: &[u8]) {
+    fn send(&mut self, id: u8, call: CallToken, method: u16, input: &[u8], timeout: Option<Duration>) {
         self.in_flight[id as usize] = Some(call);
-        let mut msg = Vec::with_capacity(envelope::CALL_HEADER_LEN + input.len());
-        envelope::encode_call(&mut msg, id, method, input);
+        let mut msg = Vec::with_capacity(envelope::CALL_HEADER_LEN + input.len() + envelope::DEADLINE_TRAILER_LEN);
+        match self.deadline_ms(timeout) {
+            Some(ms) => envelope::encode_call_deadline(&mut msg, id, method, input, ms),
+            None => envelope::encode_call(&mut msg, id, method, input),
+        }
         self.transmit.push_back(msg);
+    }
+
+    /// The deadline to send for `timeout`, in whole milliseconds rounded up
+    /// (at least 1, at most `u32::MAX`), if the server accepts deadlines.
+    fn deadline_ms(&self, timeout: Option<Duration>) -> Option<u32> {
+        let t = timeout.filter(|_| self.accepts_deadline_and_cancel())?;
+        let ms = t.as_nanos().div_ceil(1_000_000).max(1);
+        Some(u32::try_from(ms).unwrap_or(u32::MAX))
+    }
+
+    /// Whether the server announced that it accepts `CALL_DEADLINE` and `CANCEL`.
+    pub fn accepts_deadline_and_cancel(&self) -> bool {
+        self.limits.is_some_and(|l| l.accepts_deadline_and_cancel())
     }
 
     /// Gives up on `call` (the caller timed out or went away). A call still
     /// waiting for an id is forgotten; a call already sent keeps its id
-    /// reserved until the server's reply, which is then discarded. No
+    /// reserved until the server's answer, which is then discarded, and,
+    /// when the server accepts it, a `CANCEL` is queued so the server drops
+    /// the handler and answers at once (`Cancelled`). No
     /// [`SessionEvent::Reply`] is produced for an abandoned call. Returns
     /// whether the call was still open.
     pub fn abandon(&mut self, call: CallToken) -> bool {
@@ -231,9 +268,12 @@ impl ClientSession {
             self.waiting.remove(pos);
             return true;
         }
-        match self.in_flight.iter_mut().find(|slot| **slot == Some(call)) {
-            Some(slot) => {
-                *slot = None;
+        match self.in_flight.iter().position(|slot| *slot == Some(call)) {
+            Some(id) => {
+                self.in_flight[id] = None;
+                if self.closed.is_none() && self.accepts_deadline_and_cancel() {
+                    self.transmit.push_back(envelope::encode_cancel(id as u8).to_vec());
+                }
                 true
             }
             None => false,
@@ -319,7 +359,7 @@ impl ClientSession {
         }
         if let Some(w) = self.waiting.pop_front() {
             let id = self.ids.allocate().expect("an id was just freed");
-            self.send(id, w.call, w.method, &w.input);
+            self.send(id, w.call, w.method, &w.input, w.timeout);
         }
         Ok(())
     }
@@ -566,7 +606,7 @@ mod tests {
         let mut s = ClientSession::new();
         s.start_call(0, &[0; 100]).unwrap();
         sent(&mut s);
-        s.handle_message(&envelope::AnnouncedLimits { max_message_size: 64 }.encode()).unwrap();
+        s.handle_message(&envelope::AnnouncedLimits { max_message_size: 64, flags: 0 }.encode()).unwrap();
         assert_eq!(s.server_limits().map(|l| l.max_message_size), Some(64));
         assert_eq!(s.start_call(0, &[0; 61]), Err(CallError::TooLarge { size: 65, limit: 64 }));
         assert!(s.poll_transmit().is_none(), "nothing sent");

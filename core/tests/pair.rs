@@ -100,6 +100,8 @@ struct Pair {
     now: Instant,
     /// When set, bytes from the client are lost (a peer that died).
     cut: bool,
+    /// Calls whose futures the server dropped on the core's `Event::Cancel`.
+    dropped: Vec<u8>,
 }
 
 impl Pair {
@@ -125,6 +127,7 @@ impl Pair {
             seen: RefCell::default(),
             now: Instant::now(),
             cut: false,
+            dropped: Vec::new(),
         };
         pair.drive();
         assert!(matches!(pair.next(), Some(ClientEvent::Connected)), "upgrade accepted");
@@ -187,7 +190,13 @@ impl Pair {
                     self.server.attach_outbox(self.outbox.clone(), TestService::METHOD_NAMES);
                     self.server.flush_outbox();
                 }
-                Event::Call { id, method, input } => {
+                Event::Cancel { id } => {
+                    let before = self.pending.len();
+                    self.pending.retain(|(p, _)| *p != id);
+                    assert_eq!(self.pending.len(), before - 1, "Cancel names a running call");
+                    self.dropped.push(id);
+                }
+                Event::Call { id, method, input, .. } => {
                     let service = self.service;
                     match service.call(method, input, 64) {
                         Ok(fut) => {
@@ -311,9 +320,13 @@ fn the_drop_notice_comes_before_the_next_event() {
 }
 
 #[test]
-fn an_abandoned_call_keeps_its_id_until_the_server_answers() {
+fn an_abandoned_call_keeps_its_id_until_a_server_without_cancel_answers() {
     let mut pair = Pair::new();
     pair.names();
+    // As a server that predates CANCEL announces (no flags): the client
+    // then never sends CANCEL and must keep the id until the late answer.
+    let old = hardlight_core::envelope::AnnouncedLimits { max_message_size: 1 << 20, flags: 0 };
+    pair.client.session_mut().handle_message(&old.encode()).unwrap();
     let gated = pair.call(1, b"late");
     pair.drive();
     pair.client.session_mut().abandon(gated);
@@ -425,4 +438,57 @@ fn a_peer_that_stops_answering_is_closed_4002_at_the_idle_timeout() {
     let names = pair.names();
     assert_eq!(names, vec!["closed"]);
     assert!(pair.client.session().close_reason().unwrap().contains("4002"));
+}
+
+#[test]
+fn an_abandoned_call_is_cancelled_on_the_server_which_frees_its_id() {
+    let mut p = Pair::new();
+    assert!(p.client.session_mut().accepts_deadline_and_cancel(), "the server announced CANCEL");
+    let gated = p.call(1, b"slow");
+    p.drive();
+    assert_eq!(p.pending.len(), 1, "the handler runs");
+    assert!(p.client.session_mut().abandon(gated));
+    assert_eq!(p.client.session_mut().in_flight(), 1, "reserved until the server answers");
+    p.drive();
+    assert!(p.pending.is_empty(), "CANCEL dropped the handler");
+    assert_eq!(p.dropped.len(), 1);
+    assert_eq!(p.client.session_mut().in_flight(), 0, "the server's Cancelled answer freed the id");
+    assert!(p.replies().is_empty(), "no reply for an abandoned call");
+    // The gate opening later changes nothing: the future is gone.
+    p.service.gate.set(true);
+    let next = p.call(0, b"after");
+    p.drive();
+    assert_eq!(p.replies(), vec![(next, Ok(b"after".to_vec()))]);
+}
+
+#[test]
+fn a_call_past_its_deadline_is_dropped_and_answered_deadline_exceeded_at_that_instant() {
+    let mut p = Pair::new();
+    let call = p.client.session_mut().start_call_within(1, b"slow", Some(Duration::from_millis(100))).unwrap();
+    p.drive();
+    assert_eq!(p.pending.len(), 1);
+    assert_eq!(p.server.poll_timeout(), Some(p.now + Duration::from_millis(100)), "the server's timer is the deadline");
+    p.advance(Duration::from_millis(99));
+    assert_eq!(p.pending.len(), 1, "not before its deadline");
+    assert!(p.replies().is_empty());
+    p.advance(Duration::from_millis(1));
+    assert!(p.pending.is_empty(), "dropped at its deadline");
+    match p.replies().as_slice() {
+        [(c, Err(CallError::Rejected { code: CallErrorCode::DeadlineExceeded, .. }))] => assert_eq!(*c, call),
+        other => panic!("expected DeadlineExceeded, got {other:?}"),
+    }
+    assert_eq!(p.client.session_mut().in_flight(), 0);
+}
+
+#[test]
+fn a_call_answered_before_its_deadline_leaves_no_timer_behind() {
+    let mut p = Pair::new();
+    let call = p.client.session_mut().start_call_within(0, b"fast", Some(Duration::from_millis(100))).unwrap();
+    p.drive();
+    assert_eq!(p.replies(), vec![(call, Ok(b"fast".to_vec()))]);
+    // The next instant the server asks for is its keepalive, not the old deadline.
+    assert!(p.server.poll_timeout().unwrap() > p.now + Duration::from_secs(1));
+    // A CANCEL that crosses the answer is ignored: the id is not live.
+    p.advance(Duration::from_millis(200));
+    assert!(p.dropped.is_empty());
 }

@@ -234,3 +234,9 @@ pub mod protocol {
 
 #[doc(hidden)]
 pub use hardlight_core::__private;
+
+// Every Rust snippet in the README and docs/ compiles: rustdoc collects them
+// as doc-tests of this crate (`cargo test -p hardlight --doc`).
+#[cfg(doctest)]
+#[doc = include_str!("../../README.md")]
+struct ReadmeSnippets;

@@ -222,12 +222,12 @@ mod tests {
     fn state_call_carries_its_id_and_reads_state_messages() {
         let w = StateCall::new();
         let t = w.template();
-        let ClientMessage::Call { method, input, .. } = decode_client(&t.payload).unwrap();
+        let Ok(ClientMessage::Call { method, input, .. }) = decode_client(&t.payload) else { panic!("a call") };
         assert_eq!(method, StatefulMethod::Touch.id());
         // Patching the byte at id_also_at sets the `call` argument.
         let mut p = t.payload.clone();
         p[t.id_also_at.unwrap()] = 77;
-        let ClientMessage::Call { input: patched, .. } = decode_client(&p).unwrap();
+        let Ok(ClientMessage::Call { input: patched, .. }) = decode_client(&p) else { panic!("a call") };
         let mut buf = hardlight::protocol::wire::AlignedBuf::new();
         let got = <StatefulTouchInput as Wire>::decode(wire::align_into(&mut buf, patched)).unwrap();
         assert_eq!(got.call, 77);
@@ -254,13 +254,13 @@ mod tests {
         let w = FanOut::new();
         assert!(w.sends(0, 10) && !w.sends(1, 10));
         assert!(w.setup_messages(0).is_empty());
-        let ClientMessage::Call { method, .. } = decode_client(&w.setup_messages(3)[0]).unwrap();
+        let Ok(ClientMessage::Call { method, .. }) = decode_client(&w.setup_messages(3)[0]) else { panic!("a call") };
         assert_eq!(method, FanMethod::Subscribe.id());
         let t = w.template();
         let mut p = t.payload.clone();
         let at = t.stamp_at.unwrap();
         p[at..at + 8].copy_from_slice(&123_456_789u64.to_le_bytes());
-        let ClientMessage::Call { input, .. } = decode_client(&p).unwrap();
+        let Ok(ClientMessage::Call { input, .. }) = decode_client(&p) else { panic!("a call") };
         let mut buf = hardlight::protocol::wire::AlignedBuf::new();
         let got = <FanEmitInput as Wire>::decode(wire::align_into(&mut buf, input)).unwrap();
         assert_eq!(got.tick.emitted_ns, 123_456_789);

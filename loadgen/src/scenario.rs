@@ -324,7 +324,8 @@ mod tests {
             assert_eq!(w.subprotocol(), Some("hl/1"));
             let t = w.template();
             match decode_client(&t.payload).unwrap() {
-                ClientMessage::Call { id, .. } => assert_eq!(id, 0),
+                ClientMessage::Call { id, timeout_ms, .. } => assert_eq!((id, timeout_ms), (0, None)),
+                other => panic!("expected a call, got {other:?}"),
             }
             assert_eq!(t.id_at, 1);
             // Build the reply the server would send for call 9.

@@ -7,6 +7,7 @@
 //! writes this way is what lets a busy connection answer many calls per
 //! syscall.
 
+use std::cell::RefCell;
 use std::future::{poll_fn, Future};
 use std::io;
 use std::net::SocketAddr;
@@ -22,9 +23,10 @@ use hardlight_core::connection::{Event, ServerConnection, TimerAction};
 use hardlight_core::error::{CallErrorCode, CloseCode};
 use hardlight_core::handshake::UpgradeRequest;
 use hardlight_core::schema::SchemaMismatch;
-use hardlight_core::{Outbox, Rejection, Reply, Service};
+use hardlight_core::{Features, Outbox, Rejection, Reply, Service};
 use tracing::Instrument;
 
+use crate::call::{next_connection_id, ConnInfo, InCall};
 use crate::clock::{before_park, ConnTimer, HeldBytes, Parking};
 use crate::events::ConnectionEvents;
 use crate::factory::{ConnectContext, ConnectionFactory};
@@ -74,7 +76,7 @@ where
             Either::Right(_) => None,
         }
     };
-    let (service, outbox, _registration) = match outcome {
+    let made = match outcome {
         Some(Ok(Some(made))) => made,
         Some(Ok(None)) => return,
         Some(Err(e)) => {
@@ -89,7 +91,7 @@ where
         }
     };
     shard.stats.upgrades.inc();
-    if let Err(e) = run(&mut stream, &mut conn, &service, &outbox, &shard).await {
+    if let Err(e) = run(&mut stream, &mut conn, &made, &shard).await {
         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
         shard.stats.io_errors.inc();
     }
@@ -97,8 +99,14 @@ where
 }
 
 /// What a connection's factory made of its upgrade: the service, the
-/// connection's outbox and its entry in the shard's event registry.
-pub(crate) type Upgraded<F> = (<F as ConnectionFactory>::Service, Rc<Outbox>, Registration);
+/// connection's outbox, its entry in the shard's event registry (removed on
+/// drop) and what its calls' contexts share.
+pub(crate) struct Upgraded<F: ConnectionFactory> {
+    pub(crate) service: F::Service,
+    pub(crate) outbox: Rc<Outbox>,
+    pub(crate) _registration: Registration,
+    pub(crate) info: Rc<ConnInfo>,
+}
 
 /// Decides an upgrade request: the origin rule, then the application's
 /// factory (a panic there refuses with 500). Queues the 101 (followed by
@@ -135,7 +143,14 @@ pub(crate) fn upgrade<F: ConnectionFactory>(
         outbox: outbox.clone(),
         emitter: shard.emitter.clone(),
     };
-    let ctx = ConnectContext { peer, request: req, shard: shard.index, outbox: &outbox, events: &events };
+    let ctx = ConnectContext {
+        peer,
+        request: req,
+        shard: shard.index,
+        outbox: &outbox,
+        events: &events,
+        state: RefCell::new(None),
+    };
     let made = std::panic::catch_unwind(AssertUnwindSafe(|| shard.factory.connect(&ctx)));
     match made {
         Ok(Ok(service)) => {
@@ -146,7 +161,16 @@ pub(crate) fn upgrade<F: ConnectionFactory>(
             outbox.open();
             conn.attach_outbox(outbox.clone(), <F::Service as Service>::METHOD_NAMES);
             conn.flush_outbox();
-            Some((service, outbox, registration))
+            let info = Rc::new(ConnInfo {
+                id: next_connection_id(shard.index),
+                peer,
+                shard: shard.index,
+                method_names: <F::Service as Service>::METHOD_NAMES,
+                features: Features::new(outbox.clone()),
+                events: events.clone(),
+                state: ctx.state.into_inner(),
+            });
+            Some(Upgraded { service, outbox, _registration: registration, info })
         }
         Ok(Err(refusal)) => {
             tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "connection refused by factory");
@@ -200,7 +224,9 @@ where
                     flush(stream, conn).await?;
                     return Ok(None);
                 }
-                Event::Call { .. } | Event::Message { .. } => unreachable!("no messages before the upgrade"),
+                Event::Call { .. } | Event::Cancel { .. } | Event::Message { .. } => {
+                    unreachable!("no messages before the upgrade")
+                }
             }
         }
         let buf = conn.read_buf();
@@ -225,24 +251,19 @@ pub(crate) async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Serv
 }
 
 /// The message loop of an upgraded connection.
-async fn run<F, S>(
-    stream: &mut S,
-    conn: &mut ServerConnection,
-    service: &F::Service,
-    outbox: &Outbox,
-    shard: &Shard<F>,
-) -> io::Result<()>
+async fn run<F, S>(stream: &mut S, conn: &mut ServerConnection, made: &Upgraded<F>, shard: &Shard<F>) -> io::Result<()>
 where
     F: ConnectionFactory,
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let (service, outbox, info) = (&made.service, &*made.outbox, &made.info);
     let depth = conn.limits().max_validation_depth;
     let mut slots = CallSlots::new();
-    let conn_id = shard.next_conn_id();
-    let mut start = |id: u8, method: u16, input: &[u8]| {
-        service.call(method, input, depth).map(|f| {
-            let span = call_span(<F::Service as Service>::METHOD_NAMES, method, id, conn_id);
-            AssertUnwindSafe(f.instrument(span)).catch_unwind()
+    let mut start = |call: CallStart<'_>| {
+        service.call(call.method, call.input, depth).map(|f| {
+            let span = call_span(info.method_names, call.method, call.id, info.id);
+            let fut = AssertUnwindSafe(f.instrument(span)).catch_unwind();
+            InCall::new(info, call.id, call.method, call.timeout, fut)
         })
     };
     let metrics = ConnMetrics::attach(shard.metrics.as_ref(), conn);
@@ -354,6 +375,14 @@ pub(crate) fn drop_calls_after_grace<F: Future>(action: Option<TimerAction>, slo
     }
 }
 
+/// A call the core delivered, for the driver's start function.
+pub(crate) struct CallStart<'a> {
+    pub(crate) id: u8,
+    pub(crate) method: u16,
+    pub(crate) input: &'a [u8],
+    pub(crate) timeout: Option<std::time::Duration>,
+}
+
 /// Handles every event buffered in `conn`: starts calls (each polled once in
 /// place; most finish here and their replies are framed into `outbound` at
 /// once) and notes a close. Returns whether the connection closed. No socket
@@ -361,7 +390,7 @@ pub(crate) fn drop_calls_after_grace<F: Future>(action: Option<TimerAction>, slo
 pub(crate) fn process_events<F, R>(
     conn: &mut ServerConnection,
     slots: &mut CallSlots<F>,
-    start: &mut impl FnMut(u8, u16, &[u8]) -> Result<F, Rejection>,
+    start: &mut impl FnMut(CallStart<'_>) -> Result<F, Rejection>,
 ) -> bool
 where
     F: Future<Output = std::thread::Result<R>>,
@@ -370,9 +399,10 @@ where
     let mut closed = false;
     while let Some(ev) = conn.poll_event() {
         match ev {
-            Event::Call { id, method, input } => {
+            Event::Call { id, method, input, timeout } => {
                 // Disabled methods never get here: the core refused them.
-                let started = std::panic::catch_unwind(AssertUnwindSafe(|| start(id, method, input)));
+                let call = CallStart { id, method, input, timeout };
+                let started = std::panic::catch_unwind(AssertUnwindSafe(|| start(call)));
                 match started {
                     Ok(Ok(fut)) => {
                         if let Some(out) = slots.start(id, fut) {
@@ -385,6 +415,11 @@ where
                         conn.fail(id, CallErrorCode::HandlerPanicked, "handler panicked");
                     }
                 }
+            }
+            Event::Cancel { id } => {
+                // The core answered it (Cancelled or DeadlineExceeded):
+                // the handler is dropped where it stands.
+                slots.cancel(id);
             }
             Event::Closed(reason) => {
                 tracing::trace!(?reason, "connection closed");
@@ -564,9 +599,8 @@ mod alloc_tests {
             frame::write_masked_frame(&mut batch, true, Opcode::Binary, &msg, [id, 1, 2, 3]);
         }
         let mut slots = CallSlots::new();
-        let mut start = |_id: u8, method: u16, input: &[u8]| {
-            service.call(method, input, 64).map(|f| AssertUnwindSafe(f).catch_unwind())
-        };
+        let mut start =
+            |call: CallStart<'_>| service.call(call.method, call.input, 64).map(|f| AssertUnwindSafe(f).catch_unwind());
         let outbox = Outbox::new(2);
         outbox.open();
         let mut round = |conn: &mut ServerConnection, slots: &mut _| {

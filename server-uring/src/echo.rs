@@ -111,7 +111,7 @@ where
                     shard.stats.handshake_failures.inc();
                     false
                 }
-                Event::Closed(_) | Event::Call { .. } | Event::Message { .. } => false,
+                Event::Closed(_) | Event::Call { .. } | Event::Cancel { .. } | Event::Message { .. } => false,
             };
             flush(stream, conn).await?;
             return Ok(upgraded);
@@ -142,7 +142,7 @@ pub(crate) fn answer(conn: &mut ServerConnection, echo: &mut Vec<u8>) -> bool {
                 tracing::trace!(?reason, "echo connection closed");
                 closed = true;
             }
-            Event::Upgrade(_) | Event::HandshakeFailed(_) | Event::Call { .. } => {}
+            Event::Upgrade(_) | Event::HandshakeFailed(_) | Event::Call { .. } | Event::Cancel { .. } => {}
         }
     }
     closed

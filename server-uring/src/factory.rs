@@ -1,5 +1,7 @@
 //! How the application makes one handler per connection.
 
+use std::any::Any;
+use std::cell::RefCell;
 use std::net::SocketAddr;
 use std::rc::Rc;
 
@@ -19,17 +21,22 @@ pub struct ConnectContext<'a> {
     pub shard: usize,
     pub(crate) outbox: &'a Rc<Outbox>,
     pub(crate) events: &'a ConnectionEvents,
+    /// The state handle made by [`Self::state`], for
+    /// [`crate::CallContext::state`].
+    pub(crate) state: RefCell<Option<Rc<dyn Any>>>,
 }
 
 impl ConnectContext<'_> {
     /// Creates this connection's state with its initial value. The client
     /// receives the whole initial state right after the upgrade; afterwards
-    /// only changed fields. Give the handle to the service's handler.
+    /// only changed fields. Handlers reach it through
+    /// [`crate::CallContext::state`], or keep the returned handle.
     pub fn state<S: ConnectionState>(&self, initial: S) -> StateHandle<S> {
         let handle = StateHandle::new(initial, self.outbox.clone());
         // Registered with the shard so `Emitter::to_matching` can select
         // recipients by state.
         self.events.attach_state(Rc::new(handle.clone()));
+        *self.state.borrow_mut() = Some(Rc::new(handle.clone()));
         handle
     }
 

@@ -30,6 +30,7 @@
 
 #[cfg(feature = "broker")]
 mod broker;
+mod call;
 #[cfg(test)]
 mod census;
 mod clock;
@@ -58,8 +59,9 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement as GlommioPlacement};
 
-#[cfg(feature = "broker")]
 pub use broker::{BrokerConfig, DEFAULT_BROKER_QUEUE, DEFAULT_CHANNEL_PREFIX};
+#[cfg(feature = "broker")]
+pub use call::CallContext;
 pub use config::{
     io_memory_rule, memlock_limit, online_cpus, Backend, Placement, ServerConfig, DEFAULT_MAX_CONNECTIONS_PER_SHARD,
     DEFAULT_SHARD_HELD_BYTES_BUDGET, MAX_IO_MEMORY, MIN_IO_MEMORY,

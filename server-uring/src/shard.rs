@@ -41,8 +41,6 @@ pub(crate) struct Shard<F> {
     /// This shard's Prometheus counters, when metrics are on
     /// (`ServerBuilder::metrics_listen`).
     pub(crate) metrics: Option<Arc<crate::metrics::ShardMetrics>>,
-    /// The next connection's number (`conn` field of the per-call span).
-    next_conn: Cell<u64>,
     open: Cell<usize>,
     /// Most connections open since the last heap trim (see [`Shard::closed_one`]).
     peak: Cell<usize>,
@@ -71,7 +69,6 @@ impl<F> Shard<F> {
             emitter,
             held_bytes: Cell::new(0),
             metrics,
-            next_conn: Cell::new(0),
             open: Cell::new(0),
             peak: Cell::new(0),
             all_closed: LocalSignal::default(),
@@ -80,22 +77,22 @@ impl<F> Shard<F> {
 }
 
 impl<F> Shard<F> {
-    /// A number for a new connection, unique in the process: the shard's
-    /// index in the top 16 bits, a count below (what the per-call span
-    /// calls `conn`; never a peer address).
-    pub(crate) fn next_conn_id(&self) -> u64 {
-        let n = self.next_conn.get();
-        self.next_conn.set(n + 1);
-        ((self.index as u64) << 48) | n
+    /// Counts a connection in: the trim rule below needs the shard's peak.
+    /// Both backends call it for every connection they start serving.
+    pub(crate) fn opened_one(&self) {
+        self.open.set(self.open.get() + 1);
+        self.peak.set(self.peak.get().max(self.open.get()));
     }
 
-    /// After a spike of connections has mostly gone (open down to a quarter
+    /// Counts a connection out, and applies the trim rule: after a spike
+    /// of connections has mostly gone (open down to a quarter
     /// of a peak of at least [`TRIM_AFTER_PEAK`]), hands the freed heap back
     /// to the OS. glibc keeps freed memory in its per-thread arenas, so
     /// without this a shard's resident memory stayed at its peak (290-370 MB
     /// after 10,000 connections closed). Rare by construction: a few
     /// milliseconds once per spike.
     pub(crate) fn closed_one(&self) {
+        self.open.set(self.open.get().saturating_sub(1));
         let (open, peak) = (self.open.get(), self.peak.get());
         if peak >= TRIM_AFTER_PEAK && open <= peak / 4 {
             self.peak.set(open);
@@ -175,8 +172,7 @@ pub(crate) async fn run<F, C, Fut>(
                 }
                 let peer = stream.peer_addr().unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
                 let shard2 = shard.clone();
-                shard.open.set(shard.open.get() + 1);
-                shard.peak.set(shard.peak.get().max(shard.open.get()));
+                shard.opened_one();
                 shard.stats.open.inc();
                 let serving = serve_conn(stream, peer, shard2.clone());
                 // Unit tests count the connection task's live waker clones.
@@ -184,7 +180,6 @@ pub(crate) async fn run<F, C, Fut>(
                 let serving = crate::census::Census::new(serving);
                 glommio::spawn_local(async move {
                     serving.await;
-                    shard2.open.set(shard2.open.get() - 1);
                     shard2.closed_one();
                     shard2.stats.open.dec();
                     if shard2.open.get() == 0 {

@@ -175,6 +175,17 @@ impl<F: Future> CallSlots<F> {
         }
     }
 
+    /// Drops call `id`'s future in place, if one is stored (the call was
+    /// cancelled or its deadline passed; the core already answered it).
+    pub(crate) fn cancel(&mut self, id: u8) {
+        if !self.live.finish(id) {
+            return;
+        }
+        if let Some(page) = self.pages[id as usize / PAGE].as_mut() {
+            page[id as usize % PAGE].fut = None;
+        }
+    }
+
     /// Drops every stored future (in place).
     pub(crate) fn clear(&mut self) {
         for page in self.pages.iter_mut().flatten() {

@@ -18,8 +18,12 @@ use hardlight::server::Limits;
 
 const CHILD_ENV: &str = "HARDLIGHT_MEMORY_TEST_CHILD";
 const CONNECTIONS: usize = 10_000;
-/// Bound on server memory per connection asserted here (see the test).
+/// Bound on glommio server memory per connection asserted here (see the test).
 const MAX_PER_CONNECTION: u64 = 20 * 1024;
+/// The targets per pending handshake and per idle upgraded connection,
+/// which the ring backend meets.
+const MAX_PENDING_RING: u64 = 4 * 1024;
+const MAX_IDLE_RING: u64 = 8 * 1024;
 /// Quiet time after which a connection gives its large buffers back.
 const KEEPALIVE: Duration = Duration::from_secs(1);
 
@@ -37,7 +41,11 @@ fn child_process_entry() {
         handshake_timeout: Duration::from_secs(120),
         ..Limits::default()
     };
-    let (server, _) = start(builder().limits(limits).max_connections_per_shard(2 * CONNECTIONS));
+    let mut b = builder().limits(limits).max_connections_per_shard(2 * CONNECTIONS);
+    if std::env::var(CHILD_ENV).as_deref() == Ok("ring") {
+        b = b.backend(hardlight::server::Backend::Ring);
+    }
+    let (server, _) = start(b);
     println!("LISTENING {}", server.local_addr());
     std::thread::sleep(Duration::from_secs(600));
 }
@@ -74,12 +82,22 @@ fn settled_rss_kib(pid: u32) -> u64 {
 
 #[test]
 fn ten_thousand_idle_connections_cost_a_few_kilobytes_each_and_memory_returns_after() {
+    measure("glommio");
+}
+
+#[test]
+fn the_same_on_the_ring_backend_which_also_gives_the_heap_back_after_a_spike() {
+    measure("ring");
+}
+
+/// Runs the server in a child process on `backend` and checks its memory.
+fn measure(backend: &str) {
     if std::env::var_os(CHILD_ENV).is_some() {
         return;
     }
     let mut child = Command::new(std::env::current_exe().unwrap())
         .args(["child_process_entry", "--exact", "--nocapture", "--test-threads=1"])
-        .env(CHILD_ENV, "1")
+        .env(CHILD_ENV, backend)
         .stdout(Stdio::piped())
         .spawn()
         .expect("child starts");
@@ -123,17 +141,22 @@ fn ten_thousand_idle_connections_cost_a_few_kilobytes_each_and_memory_returns_af
     std::thread::sleep(Duration::from_secs(1));
     let after = settled_rss_kib(pid);
     eprintln!(
-        "server VmRSS: before {before} KiB, {CONNECTIONS} pending handshakes {pending} KiB ({per_pending} B each), \
+        "{backend} server VmRSS: before {before} KiB, {CONNECTIONS} pending handshakes {pending} KiB ({per_pending} B each), \
          idle upgraded {idle} KiB ({per_idle} B each), after they closed {after} KiB"
     );
-    // Measured on the 2-core VM (debug build): 15.2 KB per pending
-    // handshake and 16.0 KB per idle upgraded connection, down from ~28 and
+    // Measured on the 2-core VM (debug build). glommio: 15.3 KB per pending
+    // handshake and 16.3 KB per idle upgraded connection, down from ~28 and
     // ~29 KB when every connection allocated its 16 KiB read buffer and its
-    // other buffers up front. The issue's targets (4 and 8 KB) are not met:
-    // the rest is the connection task and glommio's stream, not the core's
-    // buffers (1 KiB while idle). These bounds guard the gain.
-    assert!(per_pending <= MAX_PER_CONNECTION, "a pending handshake costs {per_pending} bytes");
-    assert!(per_idle <= MAX_PER_CONNECTION, "an idle upgraded connection costs {per_idle} bytes");
+    // other buffers up front. ring, the same core and connection code on
+    // HardLight's own loop: 2.6 KB and 3.8 KB, within the targets of 4 and
+    // 8 KB; the ~12 KB more under glommio are its per-connection task,
+    // stream and I/O sources, not HardLight's buffers (1 KiB while idle).
+    let (max_pending, max_idle) = match backend {
+        "ring" => (MAX_PENDING_RING, MAX_IDLE_RING),
+        _ => (MAX_PER_CONNECTION, MAX_PER_CONNECTION),
+    };
+    assert!(per_pending <= max_pending, "{backend}: a pending handshake costs {per_pending} bytes");
+    assert!(per_idle <= max_idle, "{backend}: an idle upgraded connection costs {per_idle} bytes");
     // Before the heap trim, 290-370 MB stayed resident after 10,000 closed.
     assert!(after <= 2 * before, "resident memory after the spike: {after} KiB, before {before} KiB");
 }

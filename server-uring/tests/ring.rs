@@ -7,6 +7,8 @@
 // binary; the copies are identical.
 #![allow(clippy::duplicate_mod)]
 
+#[path = "call_context.rs"]
+mod call_context;
 #[path = "e2e.rs"]
 mod e2e;
 #[path = "echo.rs"]

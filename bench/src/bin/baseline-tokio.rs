@@ -122,6 +122,9 @@ async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsE
     // bench service has no state to send).
     let announced = envelope::AnnouncedLimits {
         max_message_size: u32::try_from(Limits::default().max_message_size).unwrap_or(u32::MAX),
+        // The baseline does not implement deadlines and CANCEL: clients
+        // then send plain CALLs, the messages it measures.
+        flags: 0,
     };
     ws.send(Message::binary(announced.encode().to_vec())).await?;
     let mut features = Vec::new();
@@ -165,11 +168,18 @@ async fn run(mut ws: WebSocketStream<TcpStream>, depth: usize) -> Result<(), WsE
                 }
                 Input::Message(Some(Ok(Message::Binary(msg)))) if !conn.closing => {
                     match envelope::decode_client(&msg) {
-                        Ok(ClientMessage::Call { id, method, input }) => {
+                        Ok(ClientMessage::Call { id, method, input, timeout_ms: None }) => {
                             match conn.start(&service, id, method, input) {
                                 Ok(call) => calls.push(call),
                                 Err(refusal) => ws.feed(refusal).await?,
                             }
+                        }
+                        // Deadlines and CANCEL were not announced (flags 0):
+                        // as a server that predates them, refuse the kind.
+                        Ok(_) => {
+                            conn.closing = true;
+                            let reason = format!("unknown message kind {:#04x}", msg[0]);
+                            ws.close(Some(close_frame(CloseCode::MalformedEnvelope, &reason))).await?;
                         }
                         Err(e) => {
                             conn.closing = true;

@@ -75,6 +75,18 @@ pub enum Event<'a> {
         /// Input archive, aligned to [`ARCHIVE_ALIGN`]; valid until the next
         /// `poll_event`/`on_read`.
         input: &'a [u8],
+        /// The client's time limit for this call (`CALL_DEADLINE`), counted
+        /// from now; `None` for a plain `CALL`. The core enforces it: when
+        /// it passes, [`Event::Cancel`] tells the driver to drop the call.
+        timeout: Option<Duration>,
+    },
+    /// Drop call `id`'s handler without answering: the core has answered it
+    /// (`Cancelled` for the client's CANCEL, `DeadlineExceeded` when its
+    /// deadline passed) and freed its id. Comes before any later event that
+    /// could reuse the id.
+    Cancel {
+        /// The call id.
+        id: u8,
     },
     /// A complete message ([`Mode::Echo`] only). `text` messages are valid UTF-8.
     Message {
@@ -167,6 +179,9 @@ pub struct ServerConnection {
     pending_close: Option<CloseReason>,
     stats: ConnectionStats,
     time: timers::Timers,
+    /// Calls the core ended on the client's behalf (CANCEL, deadline), for
+    /// [`Event::Cancel`], oldest first.
+    cancelled: std::collections::VecDeque<u8>,
     /// The queue of server-originated messages, once attached.
     outbox: Option<ordering::Attached>,
     /// Set when the peer went quiet (the keepalive ping): the next
@@ -211,6 +226,7 @@ impl ServerConnection {
             pending_close: None,
             stats: ConnectionStats::default(),
             time: timers::Timers::default(),
+            cancelled: std::collections::VecDeque::new(),
             outbox: None,
             release_buffers: false,
             filled: false,
@@ -450,6 +466,7 @@ impl ServerConnection {
             debug_assert!(false, "complete() for call {id} that is not in flight");
             return;
         }
+        self.time.forget_deadline(id);
         if self.phase != Phase::Open {
             self.observe_end(id, CallOutcome::Dropped);
             return;
@@ -485,12 +502,24 @@ impl ServerConnection {
             debug_assert!(false, "fail() for call {id} that is not in flight");
             return;
         }
+        self.time.forget_deadline(id);
         if self.phase == Phase::Open {
             self.drain_outbox_all();
             self.write_call_error(id, code, detail);
         }
         self.observe_end(id, CallOutcome::Failed(code));
         self.close_if_drained();
+    }
+
+    /// Ends call `id` on the client's behalf: answers it with `code` and
+    /// queues [`Event::Cancel`] so the driver drops its handler. Nothing
+    /// happens for an id that is not live (its answer already went out: the
+    /// client's CANCEL crossed it).
+    fn cancel(&mut self, id: u8, code: CallErrorCode, detail: &str) {
+        if self.calls.is_live(id) {
+            self.fail(id, code, detail);
+            self.cancelled.push_back(id);
+        }
     }
 
     fn write_call_error(&mut self, id: u8, code: CallErrorCode, detail: &str) {

@@ -13,6 +13,9 @@ impl ServerConnection {
             self.observe_closed(&reason);
             return Some(Event::Closed(reason));
         }
+        if let Some(id) = self.cancelled.pop_front() {
+            return Some(Event::Cancel { id });
+        }
         loop {
             match self.phase {
                 Phase::Closed | Phase::AwaitingAccept => return None,
@@ -29,9 +32,14 @@ impl ServerConnection {
                 Step::Message { text } => match self.mode {
                     Mode::Rpc => {
                         // Borrow ends before the next loop iteration on every path that continues.
-                        if let Some((id, method)) = self.take_call() {
-                            let input = &self.msg[MSG_PAD + envelope::CALL_HEADER_LEN..];
-                            return Some(Event::Call { id, method, input });
+                        if let Some((id, method, timeout_ms)) = self.take_call() {
+                            let end = self.msg.len() - timeout_ms.map_or(0, |_| envelope::DEADLINE_TRAILER_LEN);
+                            let input = &self.msg[MSG_PAD + envelope::CALL_HEADER_LEN..end];
+                            let timeout = timeout_ms.map(|ms| Duration::from_millis(ms.into()));
+                            return Some(Event::Call { id, method, input, timeout });
+                        }
+                        if let Some(id) = self.cancelled.pop_front() {
+                            return Some(Event::Cancel { id });
                         }
                     }
                     Mode::Echo => {
@@ -46,11 +54,17 @@ impl ServerConnection {
 
     /// Examines the message in `msg` (a complete binary message). Returns the
     /// call to deliver, or `None` if it was answered here or dropped.
-    fn take_call(&mut self) -> Option<(u8, u16)> {
+    fn take_call(&mut self) -> Option<(u8, u16, Option<u32>)> {
         let closing = !matches!(self.phase, Phase::Open);
         let body = &self.msg[MSG_PAD..];
         match envelope::decode_client(body) {
-            Ok(ClientMessage::Call { id, method, .. }) => {
+            Ok(ClientMessage::Cancel { id }) => {
+                if !closing {
+                    self.cancel(id, CallErrorCode::Cancelled, "cancelled by the client");
+                }
+                None
+            }
+            Ok(ClientMessage::Call { id, method, timeout_ms, .. }) => {
                 if closing {
                     return None;
                 }
@@ -74,7 +88,10 @@ impl ServerConnection {
                     self.fail(id, code, &detail);
                     return None;
                 }
-                Some((id, method))
+                if let Some(ms) = timeout_ms {
+                    self.time.add_deadline(id, ms);
+                }
+                Some((id, method, timeout_ms))
             }
             Err(e) => {
                 if !closing {

@@ -1,6 +1,6 @@
 //! The time rules of a connection: keepalive ping, idle close (4002), the
-//! message deadline (4003), the close-handshake timeout and the shutdown
-//! grace period.
+//! message deadline (4003), the close-handshake timeout, the shutdown
+//! grace period, and the deadlines clients send with their calls.
 //!
 //! Time is an input. The core never reads a clock: the driver passes `now`
 //! to [`ServerConnection::handle_timeout`] and asks
@@ -36,6 +36,10 @@ pub enum TimerAction {
     /// connection is closed ([`super::Event::Closed`] follows) and its
     /// unsent output dropped; the driver closes the socket.
     GaveUp,
+    /// One or more calls' deadlines passed: each was answered
+    /// `DeadlineExceeded`, and [`super::Event::Cancel`] follows for each so
+    /// the driver drops its handler.
+    DeadlinesPassed,
 }
 
 /// The state behind the time rules. Every instant here came from a driver's
@@ -58,6 +62,29 @@ pub(super) struct Timers {
     pub(super) grace: Option<Duration>,
     /// When the grace period ends.
     grace_until: Option<Instant>,
+    /// Live calls that came with a deadline: `(id, timeout in ms, due)`.
+    /// `due` is `None` until the next `handle_timeout` stamps it (the core
+    /// has no clock when the call arrives). At most one entry per live id,
+    /// so at most 256; empty (and unallocated) for clients that send none.
+    deadlines: Vec<(u8, u32, Option<Instant>)>,
+}
+
+impl Timers {
+    /// Call `id` must finish within `ms` milliseconds of now.
+    pub(super) fn add_deadline(&mut self, id: u8, ms: u32) {
+        self.deadlines.push((id, ms, None));
+    }
+
+    /// Call `id` was answered: its deadline no longer applies.
+    pub(super) fn forget_deadline(&mut self, id: u8) {
+        if let Some(i) = self.deadlines.iter().position(|d| d.0 == id) {
+            self.deadlines.swap_remove(i);
+        }
+    }
+
+    fn next_deadline(&self) -> Option<Instant> {
+        self.deadlines.iter().filter_map(|d| d.2).min()
+    }
 }
 
 fn min_opt(a: Option<Instant>, b: Option<Instant>) -> Option<Instant> {
@@ -95,7 +122,7 @@ impl ServerConnection {
                 if let Some((since, _)) = t.message_since {
                     due = min_opt(due, since.checked_add(l.message_timeout));
                 }
-                min_opt(due, t.grace_until)
+                min_opt(min_opt(due, t.grace_until), t.next_deadline())
             }
             Phase::Closing(_) => t.closing_since.and_then(|s| s.checked_add(l.close_timeout)),
             Phase::Handshake | Phase::AwaitingAccept | Phase::Closed => None,
@@ -123,7 +150,10 @@ impl ServerConnection {
     /// on the peer's Close after `close_timeout`.
     pub fn handle_timeout(&mut self, now: Instant) -> Option<TimerAction> {
         match self.phase {
-            Phase::Open => self.open_timeouts(now),
+            Phase::Open => {
+                let passed = self.expire_deadlines(now);
+                self.open_timeouts(now).or(passed.then_some(TimerAction::DeadlinesPassed))
+            }
             Phase::Closing(code) => {
                 let since = *self.time.closing_since.get_or_insert(now);
                 if now.saturating_duration_since(since) < self.limits.close_timeout {
@@ -142,6 +172,28 @@ impl ServerConnection {
             }
             Phase::Handshake | Phase::AwaitingAccept | Phase::Closed => None,
         }
+    }
+
+    /// Stamps deadlines that arrived since the last call, then ends the
+    /// calls whose deadline is `now` or earlier. True if any ended.
+    fn expire_deadlines(&mut self, now: Instant) -> bool {
+        if self.time.deadlines.is_empty() {
+            return false;
+        }
+        // A deadline too far ahead to represent as an Instant never passes.
+        self.time.deadlines.retain_mut(|(_, ms, due)| {
+            if due.is_none() {
+                *due = now.checked_add(Duration::from_millis(u64::from(*ms)));
+            }
+            due.is_some()
+        });
+        let mut passed = false;
+        while let Some(i) = self.time.deadlines.iter().position(|d| d.2.is_some_and(|due| due <= now)) {
+            let (id, _, _) = self.time.deadlines.swap_remove(i);
+            self.cancel(id, crate::error::CallErrorCode::DeadlineExceeded, "the call's deadline passed");
+            passed = true;
+        }
+        passed
     }
 
     fn open_timeouts(&mut self, now: Instant) -> Option<TimerAction> {

@@ -17,6 +17,7 @@ impl ServerConnection {
             if self.mode == Mode::Rpc {
                 let limits = envelope::AnnouncedLimits {
                     max_message_size: u32::try_from(self.limits.max_message_size).unwrap_or(u32::MAX),
+                    flags: envelope::FLAG_DEADLINE_AND_CANCEL,
                 };
                 frame::write_header(&mut self.out, true, Opcode::Binary, envelope::LIMITS_LEN, None);
                 self.out.extend_from_slice(&limits.encode());

@@ -12,6 +12,8 @@
 //! Off (the default, no `ServerBuilder::metrics_listen`), the hot path pays
 //! one branch on a `None` per call and per round.
 
+#[cfg(test)]
+mod cost;
 pub(crate) mod expo;
 pub(crate) mod http;
 
@@ -48,7 +50,7 @@ impl Local {
 
 /// How a call ended, as the `outcome` label: `ok`, `app_error`, `dropped`,
 /// then one per [`CallErrorCode`].
-pub(crate) const OUTCOMES: [&str; 10] = [
+pub(crate) const OUTCOMES: [&str; 12] = [
     "ok",
     "app_error",
     "dropped",
@@ -59,6 +61,8 @@ pub(crate) const OUTCOMES: [&str; 10] = [
     "method_disabled",
     "shutting_down",
     "encode_failed",
+    "cancelled",
+    "deadline_exceeded",
 ];
 
 fn outcome_index(o: CallOutcome) -> usize {
@@ -79,6 +83,8 @@ fn code_index(code: CallErrorCode) -> usize {
         CallErrorCode::MethodDisabled => 7,
         CallErrorCode::ShuttingDown => 8,
         CallErrorCode::EncodeFailed => 9,
+        CallErrorCode::Cancelled => 10,
+        CallErrorCode::DeadlineExceeded => 11,
     }
 }
 

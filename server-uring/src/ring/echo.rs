@@ -39,7 +39,7 @@ pub(crate) async fn serve(io: Rc<RefCell<Io>>, shard: Rc<Shard<Echo>>) {
                         shard.stats.handshake_failures.inc();
                         false
                     }
-                    Event::Closed(_) | Event::Call { .. } | Event::Message { .. } => false,
+                    Event::Closed(_) | Event::Call { .. } | Event::Cancel { .. } | Event::Message { .. } => false,
                 });
             }
             if io.eof {

@@ -22,8 +22,9 @@ use tracing::Instrument;
 
 use super::io::Io;
 use super::timers::{self, Timer};
+use crate::call::InCall;
 use crate::clock::{before_park, must_rearm, HeldBytes, Parking};
-use crate::conn::{drop_calls_after_grace, process_events, start_round, upgrade, Defer, Upgraded};
+use crate::conn::{drop_calls_after_grace, process_events, start_round, upgrade, CallStart, Defer, Upgraded};
 use crate::factory::ConnectionFactory;
 use crate::metrics::{call_span, ConnMetrics};
 use crate::shard::Shard;
@@ -33,7 +34,7 @@ use crate::slots::CallSlots;
 pub(crate) async fn serve<F: ConnectionFactory>(io: Rc<RefCell<Io>>, shard: Rc<Shard<F>>) {
     let mut deadline = Timer::after(shard.config.limits.handshake_timeout);
     let outcome = handshake(&io, &shard, &mut deadline).await;
-    let Some(Some((service, outbox, _registration))) = outcome else {
+    let Some(Some(made)) = outcome else {
         if outcome.is_some() {
             // Refused: the response goes out, within the handshake deadline.
             flushed(&io, &mut deadline).await;
@@ -41,7 +42,7 @@ pub(crate) async fn serve<F: ConnectionFactory>(io: Rc<RefCell<Io>>, shard: Rc<S
         return;
     };
     shard.stats.upgrades.inc();
-    run(&io, &service, &outbox, &shard).await;
+    run(&io, &made, &shard).await;
 }
 
 /// Reads the upgrade request and asks the factory for a service. `None`:
@@ -69,7 +70,7 @@ async fn handshake<F: ConnectionFactory>(
                         Some(None)
                     }
                     Event::Closed(_) => Some(None),
-                    Event::Call { .. } | Event::Message { .. } => None,
+                    Event::Call { .. } | Event::Cancel { .. } | Event::Message { .. } => None,
                 });
             }
             if io.eof {
@@ -101,19 +102,15 @@ pub(crate) async fn flushed(io: &RefCell<Io>, deadline: &mut Timer) {
 }
 
 /// The message loop of an upgraded connection: one round per wake-up.
-async fn run<F: ConnectionFactory>(
-    io: &RefCell<Io>,
-    service: &F::Service,
-    outbox: &hardlight_core::Outbox,
-    shard: &Shard<F>,
-) {
+async fn run<F: ConnectionFactory>(io: &RefCell<Io>, made: &Upgraded<F>, shard: &Shard<F>) {
+    let (service, outbox, info) = (&made.service, &*made.outbox, &made.info);
     let depth = shard.config.limits.max_validation_depth;
     let mut slots = CallSlots::new();
-    let conn_id = shard.next_conn_id();
-    let mut start = |id: u8, method: u16, input: &[u8]| {
-        service.call(method, input, depth).map(|f| {
-            let span = call_span(<F::Service as Service>::METHOD_NAMES, method, id, conn_id);
-            AssertUnwindSafe(f.instrument(span)).catch_unwind()
+    let mut start = |call: CallStart<'_>| {
+        service.call(call.method, call.input, depth).map(|f| {
+            let span = call_span(info.method_names, call.method, call.id, info.id);
+            let fut = AssertUnwindSafe(f.instrument(span)).catch_unwind();
+            InCall::new(info, call.id, call.method, call.timeout, fut)
         })
     };
     let metrics = ConnMetrics::attach(shard.metrics.as_ref(), &mut io.borrow_mut().core);

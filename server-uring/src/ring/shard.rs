@@ -230,6 +230,8 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
         }
         if task.io.is_some() {
             self.open -= 1;
+            // The shard's own count too: it trims the heap after a spike.
+            self.shard.closed_one();
             self.shard.stats.open.dec();
         }
         self.tasks[token as usize] = None;
@@ -307,6 +309,7 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
         let core = ServerConnection::with_mode(shard.config.limits.clone(), self.mode);
         let io = Rc::new(RefCell::new(Io::new(fd, peer, core)));
         self.open += 1;
+        shard.opened_one();
         shard.stats.open.inc();
         let fut = (self.serve)(io.clone(), shard);
         // Unit tests count the connection task's live waker clones.

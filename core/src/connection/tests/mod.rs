@@ -55,7 +55,7 @@ fn open() -> ServerConnection {
     let end = out.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
     assert!(out.starts_with(b"HTTP/1.1 101"));
     // The LIMITS message follows the 101 at once, before anything else.
-    assert_eq!(frames(&out[end..]), vec![(Opcode::Binary, vec![0x22, 0x00, 0x00, 0x10, 0x00])]);
+    assert_eq!(frames(&out[end..]), vec![(Opcode::Binary, vec![0x22, 0x00, 0x00, 0x10, 0x00, 0x01, 0, 0, 0])]);
     c
 }
 
@@ -81,7 +81,7 @@ fn call_is_delivered_aligned_and_answered() {
     let input = crate::wire::encode(&41u64).unwrap();
     feed(&mut c, &call_frame(7, 3, &input));
     match c.poll_event() {
-        Some(Event::Call { id, method, input }) => {
+        Some(Event::Call { id, method, input, .. }) => {
             assert_eq!((id, method), (7, 3));
             assert_eq!(input.as_ptr() as usize % ARCHIVE_ALIGN, 0);
             assert_eq!(u64::decode(input).unwrap(), 41);
