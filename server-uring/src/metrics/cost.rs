@@ -67,10 +67,16 @@ where
     }
     let mut slots = CallSlots::new();
     for _ in 0..rounds {
-        let buf = conn.read_buf();
-        buf[..batch.len()].copy_from_slice(&batch);
-        conn.on_read(batch.len());
-        assert!(!process_events(&mut conn, &mut slots, start));
+        // One read of the batch, in pieces while the read buffer is small.
+        let mut fed = 0;
+        while fed < batch.len() {
+            let buf = conn.read_buf();
+            let n = buf.len().min(batch.len() - fed);
+            buf[..n].copy_from_slice(&batch[fed..fed + n]);
+            conn.on_read(n);
+            fed += n;
+            assert!(!process_events(&mut conn, &mut slots, start));
+        }
         if let Some(m) = &observer {
             m.end_round(&conn);
         }
