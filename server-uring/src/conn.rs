@@ -24,13 +24,12 @@ use hardlight_core::error::{CallErrorCode, CloseCode};
 use hardlight_core::handshake::UpgradeRequest;
 use hardlight_core::schema::SchemaMismatch;
 use hardlight_core::{Features, Outbox, Rejection, Reply, Service};
-use tracing::Instrument;
 
 use crate::call::{next_connection_id, ConnInfo, InCall};
 use crate::clock::{before_park, ConnTimer, HeldBytes, Parking};
 use crate::events::ConnectionEvents;
 use crate::factory::{ConnectContext, ConnectionFactory};
-use crate::metrics::{call_span, ConnMetrics};
+use crate::metrics::{ConnMetrics, Traced};
 use crate::shard::Shard;
 use crate::slots::CallSlots;
 use crate::stats::RefusalReason;
@@ -261,8 +260,8 @@ where
     let mut slots = CallSlots::new();
     let mut start = |call: CallStart<'_>| {
         service.call(call.method, call.input, depth).map(|f| {
-            let span = call_span(info.method_names, call.method, call.id, info.id);
-            let fut = AssertUnwindSafe(f.instrument(span)).catch_unwind();
+            let traced = Traced::new(f, info.method_names, call.method, call.id, info.id);
+            let fut = AssertUnwindSafe(traced).catch_unwind();
             InCall::new(info, call.id, call.method, call.timeout, fut)
         })
     };

@@ -17,9 +17,8 @@ use hardlight_core::envelope;
 use hardlight_core::frame::{self, Opcode};
 use hardlight_core::limits::Limits;
 use hardlight_core::{Rejection, Reply, Service};
-use tracing::Instrument;
 
-use super::{call_span, ConnMetrics, ShardMetrics};
+use super::{ConnMetrics, ShardMetrics, Traced};
 use crate::conn::{process_events, CallStart};
 use crate::slots::CallSlots;
 
@@ -89,8 +88,10 @@ where
 #[test]
 #[ignore = "an instruction count for callgrind, not a check"]
 fn per_call_path_for_callgrind() {
-    // As a server runs: a subscriber that takes WARN and above.
-    let _sub = tracing::subscriber::set_default(
+    // As a server runs: a global subscriber that takes WARN and above (a
+    // scoped one, `set_default`, would make every span look the
+    // dispatcher up; the process runs this test alone).
+    let _ = tracing::subscriber::set_global_default(
         tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_test_writer().finish(),
     );
     let (rounds, metrics, span) = (env("HL_ROUNDS", 1000), env("HL_METRICS", 0) == 1, env("HL_SPAN", 1) == 1);
@@ -100,7 +101,7 @@ fn per_call_path_for_callgrind() {
         drive(rounds, metrics, &mut |c: CallStart<'_>| {
             service
                 .call(c.method, c.input, 64)
-                .map(|f| AssertUnwindSafe(f.instrument(call_span(names, c.method, c.id, 0))).catch_unwind())
+                .map(|f| AssertUnwindSafe(Traced::new(f, names, c.method, c.id, 0)).catch_unwind())
         })
     } else {
         drive(rounds, metrics, &mut |c: CallStart<'_>| {

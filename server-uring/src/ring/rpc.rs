@@ -18,7 +18,6 @@ use std::task::{Context, Poll};
 use futures::FutureExt;
 use hardlight_core::connection::Event;
 use hardlight_core::Service;
-use tracing::Instrument;
 
 use super::io::Io;
 use super::timers::{self, Timer};
@@ -26,7 +25,7 @@ use crate::call::InCall;
 use crate::clock::{before_park, must_rearm, HeldBytes, Parking};
 use crate::conn::{drop_calls_after_grace, process_events, start_round, upgrade, CallStart, Defer, Upgraded};
 use crate::factory::ConnectionFactory;
-use crate::metrics::{call_span, ConnMetrics};
+use crate::metrics::{ConnMetrics, Traced};
 use crate::shard::Shard;
 use crate::slots::CallSlots;
 
@@ -108,8 +107,8 @@ async fn run<F: ConnectionFactory>(io: &RefCell<Io>, made: &Upgraded<F>, shard: 
     let mut slots = CallSlots::new();
     let mut start = |call: CallStart<'_>| {
         service.call(call.method, call.input, depth).map(|f| {
-            let span = call_span(info.method_names, call.method, call.id, info.id);
-            let fut = AssertUnwindSafe(f.instrument(span)).catch_unwind();
+            let traced = Traced::new(f, info.method_names, call.method, call.id, info.id);
+            let fut = AssertUnwindSafe(traced).catch_unwind();
             InCall::new(info, call.id, call.method, call.timeout, fut)
         })
     };
