@@ -10,7 +10,7 @@ for f in sorted(glob.glob(f"{out}/*/summary.json")):
     d = json.load(open(f))
     arm = d["run"].split("-")[0]
     case = "closed-64x16" if d["mode"] == "closed" else "open-20k-64"
-    other = f'{d["client_core"].get("other_util", 0):.0%}/{d["server_core"].get("other_util", 0):.0%}'
+    other = f'{d["client_core"].get("other", 0):.0%}/{d["server_core"].get("other", 0):.0%}'
     cpu = d["server_cpu_per_call_ns"] / 1000
     print(f'| {d["run"].rsplit("-hardlight", 1)[0]} | {case} | {d["achieved_rate"]/1000:.1f}k | {cpu:.2f} | {d["p50_us"]:.0f} | {d["p99_us"]:.0f} | {other} |')
     rows.setdefault((case, arm), []).append((d["achieved_rate"], cpu))

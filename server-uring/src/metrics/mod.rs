@@ -179,6 +179,8 @@ pub(crate) struct ConnMetrics {
     epoch: Instant,
     method: Box<[Cell<u16>; 256]>,
     start_us: Box<[Cell<u32>; 256]>,
+    /// How each call that finished this round ended (an `OUTCOMES` index).
+    outcome: Box<[Cell<u8>; 256]>,
     round_us: Cell<Option<u32>>,
     finished: [Cell<u64>; 4],
     bytes_seen: Cell<(u64, u64)>,
@@ -192,6 +194,7 @@ impl ConnMetrics {
             epoch: Instant::now(),
             method: Box::new(std::array::from_fn(|_| Cell::new(0))),
             start_us: Box::new(std::array::from_fn(|_| Cell::new(0))),
+            outcome: Box::new(std::array::from_fn(|_| Cell::new(0))),
             round_us: Cell::new(None),
             finished: Default::default(),
             bytes_seen: Cell::new((0, 0)),
@@ -209,30 +212,30 @@ impl ConnMetrics {
     /// and the bytes moved since the last round.
     pub(crate) fn end_round(&self, conn: &ServerConnection) {
         self.round_us.set(None);
+        // Calls of one round mostly share their method, outcome and start:
+        // count runs of equal ones locally and add each run to the shard's
+        // counters once.
         let mut now = None;
-        // Calls that arrived in the same round share a latency: look its
-        // bucket up once.
-        let mut last: Option<(u32, u64, usize)> = None;
+        let mut run: Option<(u16, u8, u32, u64)> = None;
         for (w, bits) in self.finished.iter().enumerate() {
             let mut word = bits.replace(0);
             while word != 0 {
                 let id = w * 64 + word.trailing_zeros() as usize;
                 word &= word - 1;
-                let now = *now.get_or_insert_with(|| self.now_us());
-                let start = self.start_us[id].get();
-                let (us, bucket) = match last {
-                    Some((s, us, b)) if s == start => (us, b),
+                let key = (self.method[id].get(), self.outcome[id].get(), self.start_us[id].get());
+                match &mut run {
+                    Some((m, o, s, n)) if (*m, *o, *s) == key => *n += 1,
                     _ => {
-                        let us = now.wrapping_sub(start) as u64;
-                        let b = bucket_of(us);
-                        last = Some((start, us, b));
-                        (us, b)
+                        let now = *now.get_or_insert_with(|| self.now_us());
+                        if let Some(done) = run.replace((key.0, key.1, key.2, 1)) {
+                            self.record(done, now);
+                        }
                     }
-                };
-                let m = &self.shard.methods[self.method[id].get() as usize];
-                m.buckets[bucket].add(1);
-                m.sum_us.add(us);
+                }
             }
+        }
+        if let Some(done) = run {
+            self.record(done, now.unwrap_or_else(|| self.now_us()));
         }
         let s = conn.stats();
         let (r, w) = self.bytes_seen.get();
@@ -241,6 +244,18 @@ impl ConnMetrics {
             self.shard.bytes_out.add(s.bytes_written - w);
             self.bytes_seen.set((s.bytes_read, s.bytes_written));
         }
+    }
+}
+
+impl ConnMetrics {
+    /// Adds `n` calls of method slot `m` that ended with outcome `o`,
+    /// started at `start` and framed at `now`.
+    fn record(&self, (m, o, start, n): (u16, u8, u32, u64), now: u32) {
+        let us = now.wrapping_sub(start) as u64;
+        let m = &self.shard.methods[m as usize];
+        m.outcomes[o as usize].add(n);
+        m.buckets[bucket_of(us)].add(n);
+        m.sum_us.add(us * n);
     }
 }
 
@@ -261,8 +276,7 @@ impl CallObserver for ConnMetrics {
     }
 
     fn finished(&self, id: u8, outcome: CallOutcome) {
-        let m = &self.shard.methods[self.method[id as usize].get() as usize];
-        m.outcomes[outcome_index(outcome)].add(1);
+        self.outcome[id as usize].set(outcome_index(outcome) as u8);
         let word = &self.finished[id as usize / 64];
         word.set(word.get() | (1 << (id % 64)));
     }
