@@ -29,7 +29,7 @@ use crate::call::{next_connection_id, ConnInfo, InCall};
 use crate::clock::{before_park, ConnTimer, HeldBytes, Parking};
 use crate::events::ConnectionEvents;
 use crate::factory::{ConnectContext, ConnectionFactory};
-use crate::metrics::{ConnMetrics, Traced};
+use crate::metrics::{CallWrap, ConnMetrics, Plain, Spanned};
 use crate::shard::Shard;
 use crate::slots::CallSlots;
 use crate::stats::RefusalReason;
@@ -90,7 +90,12 @@ where
         }
     };
     shard.stats.upgrades.inc();
-    if let Err(e) = run(&mut stream, &mut conn, &made, &shard).await {
+    let ran = if crate::metrics::calls_traced() {
+        run::<F, S, Spanned>(&mut stream, &mut conn, &made, &shard).await
+    } else {
+        run::<F, S, Plain>(&mut stream, &mut conn, &made, &shard).await
+    };
+    if let Err(e) = ran {
         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
         shard.stats.io_errors.inc();
     }
@@ -250,17 +255,23 @@ pub(crate) async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Serv
 }
 
 /// The message loop of an upgraded connection.
-async fn run<F, S>(stream: &mut S, conn: &mut ServerConnection, made: &Upgraded<F>, shard: &Shard<F>) -> io::Result<()>
+async fn run<F, S, W>(
+    stream: &mut S,
+    conn: &mut ServerConnection,
+    made: &Upgraded<F>,
+    shard: &Shard<F>,
+) -> io::Result<()>
 where
     F: ConnectionFactory,
     S: AsyncRead + AsyncWrite + Unpin,
+    W: CallWrap,
 {
     let (service, outbox, info) = (&made.service, &*made.outbox, &made.info);
     let depth = conn.limits().max_validation_depth;
     let mut slots = CallSlots::new();
     let mut start = |call: CallStart<'_>| {
         service.call(call.method, call.input, depth).map(|f| {
-            let traced = Traced::new(f, info.method_names, call.method, call.id, info.id);
+            let traced = W::wrap(f, info.method_names, call.method, call.id, info.id);
             let fut = AssertUnwindSafe(traced).catch_unwind();
             InCall::new(info, call.id, call.method, call.timeout, fut)
         })

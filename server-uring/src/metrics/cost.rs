@@ -7,7 +7,9 @@
 //! `HL_ROUNDS` rounds of 16 pipelined calls each go through the core and
 //! `conn::process_events`, as a busy connection's rounds do, without
 //! sockets. `HL_METRICS=1` attaches the metrics observer and ends each round
-//! as the drivers do; `HL_SPAN=0` starts calls without the `call` span.
+//! as the drivers do; `HL_SPAN=1` (the default) wraps each call as a
+//! connection opened with DEBUG on does (`Spanned`), `HL_SPAN=0` as one
+//! opened without (`Plain`, what a server runs by default).
 
 use std::panic::AssertUnwindSafe;
 
@@ -18,7 +20,7 @@ use hardlight_core::frame::{self, Opcode};
 use hardlight_core::limits::Limits;
 use hardlight_core::{Rejection, Reply, Service};
 
-use super::{ConnMetrics, ShardMetrics, Traced};
+use super::{CallWrap, ConnMetrics, ShardMetrics, Spanned};
 use crate::conn::{process_events, CallStart};
 use crate::slots::CallSlots;
 
@@ -101,7 +103,7 @@ fn per_call_path_for_callgrind() {
         drive(rounds, metrics, &mut |c: CallStart<'_>| {
             service
                 .call(c.method, c.input, 64)
-                .map(|f| AssertUnwindSafe(Traced::new(f, names, c.method, c.id, 0)).catch_unwind())
+                .map(|f| AssertUnwindSafe(Spanned::wrap(f, names, c.method, c.id, 0)).catch_unwind())
         })
     } else {
         drive(rounds, metrics, &mut |c: CallStart<'_>| {

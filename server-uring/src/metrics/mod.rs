@@ -292,43 +292,50 @@ impl CallObserver for ConnMetrics {
     }
 }
 
-/// A call's future, polled inside its `call` span when DEBUG is on for
-/// this crate. The span is created only then, and boxed: a disabled span
-/// kept inline (`tracing::Instrument`) made every call's future 40 bytes
-/// larger and cost ~140 instructions per call in moves (callgrind, see
-/// results/2026-12-02-metrics); this adds one pointer-sized `None`.
-pub(crate) struct Traced<F> {
-    fut: F,
-    span: Option<Box<tracing::Span>>,
+/// How a driver wraps each call's future, chosen once per connection when
+/// it is upgraded ([`calls_traced`]): [`Plain`] leaves it as it is,
+/// [`Spanned`] polls it inside a `call` span. A span wrapper on every call
+/// costs even when DEBUG is off (a disabled `Span` kept inline, or an
+/// `Option` of a boxed one, cost 118-141 instructions per call in moves and
+/// inlining under callgrind, see results/2026-12-02-metrics), so the driver
+/// is instantiated twice and a connection opened without DEBUG pays nothing.
+pub(crate) trait CallWrap {
+    /// The wrapped future.
+    type Fut<G: std::future::Future>: std::future::Future<Output = G::Output>;
+    /// Wraps call `id` of method `method` on connection `conn`.
+    fn wrap<G: std::future::Future>(g: G, names: &[&'static str], method: u16, id: u8, conn: u64) -> Self::Fut<G>;
 }
 
-impl<F> Traced<F> {
-    /// `fut` in the span `call` (method name, call id, connection id) at
-    /// DEBUG; when DEBUG is off, one level check and no span.
-    #[inline]
-    pub(crate) fn new(fut: F, names: &[&'static str], method: u16, id: u8, conn: u64) -> Self {
-        let span = if tracing::enabled!(tracing::Level::DEBUG) {
-            let name = names.get(method as usize).copied().unwrap_or("unknown");
-            Some(Box::new(tracing::debug_span!("call", method = name, call = id, conn)))
-        } else {
-            None
-        };
-        Self { fut, span }
+/// Calls as they are: the driver of connections opened while DEBUG was off.
+pub(crate) struct Plain;
+
+impl CallWrap for Plain {
+    type Fut<G: std::future::Future> = G;
+
+    #[inline(always)]
+    fn wrap<G: std::future::Future>(g: G, _: &[&'static str], _: u16, _: u8, _: u64) -> G {
+        g
     }
 }
 
-impl<F: std::future::Future> std::future::Future for Traced<F> {
-    type Output = F::Output;
+/// Each call polled inside the span `call` (fields `method`, `call`,
+/// `conn`) at DEBUG.
+pub(crate) struct Spanned;
 
-    fn poll(self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<F::Output> {
-        // SAFETY: `fut` is structurally pinned: it is never moved out of
-        // `self`, and `Traced` has no `Drop` or `Unpin` impl that could move
-        // it; `span` is not pinned and only borrowed.
-        let this = unsafe { self.get_unchecked_mut() };
-        let _entered = this.span.as_deref().map(tracing::Span::enter);
-        // SAFETY: see above; `this.fut` stays where it is for `self`'s life.
-        unsafe { std::pin::Pin::new_unchecked(&mut this.fut) }.poll(cx)
+impl CallWrap for Spanned {
+    type Fut<G: std::future::Future> = tracing::instrument::Instrumented<G>;
+
+    fn wrap<G: std::future::Future>(g: G, names: &[&'static str], method: u16, id: u8, conn: u64) -> Self::Fut<G> {
+        use tracing::Instrument;
+        let name = names.get(method as usize).copied().unwrap_or("unknown");
+        g.instrument(tracing::debug_span!("call", method = name, call = id, conn))
     }
+}
+
+/// Whether a connection upgraded now runs its calls in spans: DEBUG is on
+/// for this crate. Checked once per connection.
+pub(crate) fn calls_traced() -> bool {
+    tracing::enabled!(tracing::Level::DEBUG)
 }
 
 /// Everything a scrape reads: every shard's counters and the server-wide
@@ -397,9 +404,9 @@ mod tests {
     }
 
     #[test]
-    fn a_call_runs_in_a_debug_span_only_when_debug_is_on() {
+    fn calls_run_in_a_debug_span_on_connections_opened_with_debug_on() {
         use std::future::Future;
-        let poll = |t: Traced<std::future::Ready<u8>>| {
+        let poll = |t: <Spanned as CallWrap>::Fut<std::future::Ready<u8>>| {
             let mut t = std::pin::pin!(t);
             let waker = std::task::Waker::noop();
             t.as_mut().poll(&mut std::task::Context::from_waker(waker))
@@ -414,8 +421,8 @@ mod tests {
                 .with_writer(move || w.clone())
                 .finish();
             tracing::subscriber::with_default(sub, || {
-                let t = Traced::new(std::future::ready(7), &["echo"], 0, 3, 42);
-                assert_eq!(t.span.is_some(), shown);
+                assert_eq!(calls_traced(), shown);
+                let t = Spanned::wrap(std::future::ready(7), &["echo"], 0, 3, 42);
                 assert_eq!(poll(t), std::task::Poll::Ready(7));
             });
             let text = String::from_utf8(out.0.lock().unwrap().clone()).unwrap();

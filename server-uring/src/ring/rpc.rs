@@ -25,7 +25,7 @@ use crate::call::InCall;
 use crate::clock::{before_park, must_rearm, HeldBytes, Parking};
 use crate::conn::{drop_calls_after_grace, process_events, start_round, upgrade, CallStart, Defer, Upgraded};
 use crate::factory::ConnectionFactory;
-use crate::metrics::{ConnMetrics, Traced};
+use crate::metrics::{CallWrap, ConnMetrics, Plain, Spanned};
 use crate::shard::Shard;
 use crate::slots::CallSlots;
 
@@ -41,7 +41,11 @@ pub(crate) async fn serve<F: ConnectionFactory>(io: Rc<RefCell<Io>>, shard: Rc<S
         return;
     };
     shard.stats.upgrades.inc();
-    run(&io, &made, &shard).await;
+    if crate::metrics::calls_traced() {
+        run::<F, Spanned>(&io, &made, &shard).await;
+    } else {
+        run::<F, Plain>(&io, &made, &shard).await;
+    }
 }
 
 /// Reads the upgrade request and asks the factory for a service. `None`:
@@ -101,13 +105,13 @@ pub(crate) async fn flushed(io: &RefCell<Io>, deadline: &mut Timer) {
 }
 
 /// The message loop of an upgraded connection: one round per wake-up.
-async fn run<F: ConnectionFactory>(io: &RefCell<Io>, made: &Upgraded<F>, shard: &Shard<F>) {
+async fn run<F: ConnectionFactory, W: CallWrap>(io: &RefCell<Io>, made: &Upgraded<F>, shard: &Shard<F>) {
     let (service, outbox, info) = (&made.service, &*made.outbox, &made.info);
     let depth = shard.config.limits.max_validation_depth;
     let mut slots = CallSlots::new();
     let mut start = |call: CallStart<'_>| {
         service.call(call.method, call.input, depth).map(|f| {
-            let traced = Traced::new(f, info.method_names, call.method, call.id, info.id);
+            let traced = W::wrap(f, info.method_names, call.method, call.id, info.id);
             let fut = AssertUnwindSafe(traced).catch_unwind();
             InCall::new(info, call.id, call.method, call.timeout, fut)
         })
