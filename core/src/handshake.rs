@@ -13,6 +13,12 @@ pub const PROTOCOL_MAJOR: u32 = 1;
 /// The WebSocket subprotocol token for this version.
 pub const SUBPROTOCOL: &str = "hl/1";
 
+/// The same version spelled as a token browsers accept. The WebSocket API
+/// refuses `/` in a subprotocol (RFC 6455 asks for an HTTP token, and `/`
+/// is a separator), so a web page offers `hl.1`; a server speaking `hl/1`
+/// accepts either spelling and selects the one the client offered.
+pub const BROWSER_SUBPROTOCOL: &str = "hl.1";
+
 /// A validated upgrade request. Handlers and connection factories read the
 /// headers and cookies from here (for example a session token).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -225,7 +231,12 @@ pub fn parse_request_for(
     if !is_valid_key(key) {
         return Err(HandshakeError::BadKey);
     }
-    if subprotocol.is_some_and(|p| !has_token("sec-websocket-protocol", p)) {
+    let selected = match subprotocol {
+        Some(p) if has_token("sec-websocket-protocol", p) => Some(p),
+        Some(SUBPROTOCOL) if has_token("sec-websocket-protocol", BROWSER_SUBPROTOCOL) => Some(BROWSER_SUBPROTOCOL),
+        other => other,
+    };
+    if selected.is_some_and(|p| !has_token("sec-websocket-protocol", p)) {
         let offered: Vec<&str> =
             headers.iter().filter(|(n, _)| n == "sec-websocket-protocol").map(|(_, v)| v.as_str()).collect();
         return Err(HandshakeError::UnsupportedProtocol(if offered.is_empty() {
@@ -235,12 +246,7 @@ pub fn parse_request_for(
         }));
     }
     Ok(Some((
-        UpgradeRequest {
-            path: req.path.unwrap_or("/").to_string(),
-            key: key.to_string(),
-            headers,
-            protocol: subprotocol,
-        },
+        UpgradeRequest { path: req.path.unwrap_or("/").to_string(), key: key.to_string(), headers, protocol: selected },
         used,
     )))
 }
@@ -374,6 +380,21 @@ mod tests {
         // The other rules still apply.
         let v8 = request("").replace("Version: 13", "Version: 8");
         assert_eq!(parse_request_for(v8.as_bytes(), 8192, 64, None).unwrap_err().status(), 426);
+    }
+
+    #[test]
+    fn browsers_offer_hl_dot_1_and_get_it_selected() {
+        let text = request("Sec-WebSocket-Protocol: chat, hl.1\r\n");
+        let (req, _) = parse_request(text.as_bytes(), 8192, 64).unwrap().unwrap();
+        assert_eq!(req.protocol(), Some(BROWSER_SUBPROTOCOL));
+        let mut out = Vec::new();
+        req.write_accept(&mut out);
+        assert!(String::from_utf8(out).unwrap().contains("Sec-WebSocket-Protocol: hl.1\r\n"));
+        // Both offered: the canonical spelling wins; neither: refused.
+        let text = request("Sec-WebSocket-Protocol: hl.1, hl/1\r\n");
+        assert_eq!(parse_request(text.as_bytes(), 8192, 64).unwrap().unwrap().0.protocol(), Some(SUBPROTOCOL));
+        let text = request("Sec-WebSocket-Protocol: hl.2\r\n");
+        assert!(matches!(parse_request(text.as_bytes(), 8192, 64), Err(HandshakeError::UnsupportedProtocol(_))));
     }
 
     #[test]

@@ -29,6 +29,7 @@ pub mod frame;
 pub mod handshake;
 pub mod limits;
 pub mod outbox;
+pub mod reflect;
 pub mod schema;
 pub mod service;
 pub mod session;
@@ -59,6 +60,7 @@ pub use rkyv;
 pub mod __private {
     pub use crate::error::{CallError, DecodeError, EncodeError};
     pub use crate::events::Event;
+    pub use crate::reflect;
     pub use crate::schema::{self, Schema};
     pub use crate::service::{self, Caller, Rejection, Reply, Service};
     pub use crate::state_diff::{self, ConnectionState};

@@ -24,6 +24,12 @@ use crate::handshake::UpgradeRequest;
 /// 16 lowercase hexadecimal digits.
 pub const SCHEMA_HEADER: &str = "hardlight-schema";
 
+/// Browsers cannot set headers on a WebSocket upgrade, only the list of
+/// subprotocols: a page sends its fingerprint as one more offered token,
+/// `hl-schema.` followed by the 16 hexadecimal digits. The server never
+/// selects it; it is read only when [`SCHEMA_HEADER`] is absent.
+pub const SCHEMA_PROTOCOL_PREFIX: &str = "hl-schema.";
+
 /// One method as the fingerprint sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct MethodSchema {
@@ -127,7 +133,13 @@ impl std::error::Error for SchemaMismatch {}
 /// passes; one with it must carry `server`'s fingerprint. The refusal is
 /// sent as HTTP 400 with the error's text as body.
 pub fn check_request(req: &UpgradeRequest, server: &Schema) -> Result<(), SchemaMismatch> {
-    let Some(value) = req.header(SCHEMA_HEADER) else { return Ok(()) };
+    let offered = req
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "sec-websocket-protocol")
+        .flat_map(|(_, v)| v.split(','))
+        .find_map(|t| t.trim().strip_prefix(SCHEMA_PROTOCOL_PREFIX));
+    let Some(value) = req.header(SCHEMA_HEADER).or(offered) else { return Ok(()) };
     let value = value.trim();
     let client = (value.len() == 16)
         .then(|| u64::from_str_radix(value, 16).ok())
@@ -227,6 +239,16 @@ mod tests {
         assert!(text.contains("client fingerprint 0000000000000001"), "{text}");
         assert!(text.contains("`Counter` has 000000000000abcd"), "{text}");
         assert!(text.contains("methods: get#11223344; events: none"), "{text}");
+    }
+
+    #[test]
+    fn browsers_send_the_fingerprint_as_an_offered_subprotocol() {
+        let ok = "Sec-WebSocket-Protocol: hl-schema.000000000000abcd\r\n";
+        assert_eq!(check_request(&request(ok), &SCHEMA), Ok(()));
+        let other = "Sec-WebSocket-Protocol: hl.1, hl-schema.0000000000000002\r\n";
+        assert!(matches!(check_request(&request(other), &SCHEMA), Err(SchemaMismatch::Different { client: 2, .. })));
+        let bad = "Sec-WebSocket-Protocol: hl-schema.xyz\r\n";
+        assert!(matches!(check_request(&request(bad), &SCHEMA), Err(SchemaMismatch::Malformed(_))));
     }
 
     #[test]

@@ -228,7 +228,7 @@ pub mod protocol {
     #[doc(inline)]
     pub use hardlight_core::{
         broker, calls, client, connection, envelope, error, events, feature_set, features, frame, handshake, limits,
-        outbox, schema, service, session, state, state_diff, wire,
+        outbox, reflect, schema, service, session, state, state_diff, wire,
     };
 }
 

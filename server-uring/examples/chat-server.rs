@@ -1,8 +1,12 @@
 //! Serves the chat service.
 //!
 //! ```text
-//! cargo run --release -p hardlight-server --example chat-server -- --listen 127.0.0.1:9001 --data DIR [--cores N] [--broker redis://127.0.0.1:6379]
+//! cargo run --release -p hardlight-server --example chat-server -- --listen 127.0.0.1:9001 --data DIR [--cores N] [--broker redis://127.0.0.1:6379] [--allow-origin http://127.0.0.1:8080 ...]
 //! ```
+//!
+//! With `--allow-origin` (repeatable), browsers may connect only from the
+//! listed origins (403 otherwise); the browser chat page in
+//! `clients/ts/examples/chat/` logs in by setting the `hl_user` cookie.
 //!
 //! With `--broker`, messages posted on any chat server bridged to the same
 //! Redis reach the thread's followers on every one of them (each server
@@ -24,6 +28,7 @@ fn main() {
     let mut data = "chat-data".to_string();
     let mut cores: Option<usize> = None;
     let mut broker: Option<String> = None;
+    let mut origins: Vec<String> = Vec::new();
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match a.as_str() {
@@ -31,9 +36,10 @@ fn main() {
             "--data" => data = args.next().expect("--data needs a directory"),
             "--cores" => cores = Some(args.next().and_then(|n| n.parse().ok()).expect("--cores needs a number")),
             "--broker" => broker = Some(args.next().expect("--broker needs a redis:// URL")),
+            "--allow-origin" => origins.push(args.next().expect("--allow-origin needs an origin")),
             other => {
                 eprintln!(
-                    "unknown argument {other}\nusage: chat-server [--listen ADDR] [--data DIR] [--cores N] [--broker redis://HOST:PORT]"
+                    "unknown argument {other}\nusage: chat-server [--listen ADDR] [--data DIR] [--cores N] [--broker redis://HOST:PORT] [--allow-origin ORIGIN]..."
                 );
                 std::process::exit(2);
             }
@@ -49,6 +55,9 @@ fn main() {
     }
     if let Some(url) = &broker {
         builder = builder.broker(url.clone());
+    }
+    if !origins.is_empty() {
+        builder = builder.allowed_origins(origins);
     }
     let server = builder.serve(chat_server::factory(store.clone())).unwrap_or_else(|e| {
         eprintln!("error: {e}");

@@ -14,6 +14,7 @@
 //!
 //! ```text
 //! cargo run --release -p hardlight-bench --bin fanout -- --connections 10000 --emits 20 --out results/fanout
+//! cargo run --release -p hardlight-bench --bin fanout -- --backend ring --out results/fanout-ring
 //! ```
 
 use std::cell::RefCell;
@@ -24,7 +25,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use hardlight::protocol::frame::{self, Opcode, Role};
-use hardlight::server::{ConnectContext, Refusal, Server};
+use hardlight::server::{Backend, ConnectContext, Refusal, Server};
 use hardlight_bench::fan::{FanHandler, FanMethod, FanService, FanSubscribeInput, Tick, FAN_TOPIC};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -56,6 +57,8 @@ struct Args {
     out: Option<String>,
     /// Child mode: connect to this address as the client side.
     client_of: Option<String>,
+    /// The server's event loop.
+    backend: Backend,
 }
 
 fn parse_args() -> Args {
@@ -67,6 +70,7 @@ fn parse_args() -> Args {
         client_cpu: Some(0),
         out: None,
         client_of: None,
+        backend: Backend::Glommio,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -78,9 +82,16 @@ fn parse_args() -> Args {
             "--server-cpus" => a.server_cpus = v().split(',').map(|c| c.parse().expect("cpu id")).collect(),
             "--client-cpu" => a.client_cpu = v().parse().ok(),
             "--out" => a.out = Some(v()),
+            "--backend" => {
+                a.backend = match v().as_str() {
+                    "glommio" => Backend::Glommio,
+                    "ring" => Backend::Ring,
+                    other => panic!("--backend glommio|ring, not {other}"),
+                }
+            }
             "--client-of" => a.client_of = Some(v()),
             other => {
-                eprintln!("unknown argument {other}\nusage: fanout [--connections N] [--emits N] [--gap-ms MS] [--server-cpus 0,1] [--client-cpu C|none] [--out DIR]");
+                eprintln!("unknown argument {other}\nusage: fanout [--connections N] [--emits N] [--gap-ms MS] [--server-cpus 0,1] [--client-cpu C|none] [--backend glommio|ring] [--out DIR]");
                 std::process::exit(2);
             }
         }
@@ -119,6 +130,7 @@ fn parent(args: &Args) {
     let server = Server::builder("127.0.0.1:0".parse().unwrap())
         .cores(args.server_cpus.clone())
         .max_connections_per_shard(args.connections + 16)
+        .backend(args.backend)
         .serve(|ctx: &ConnectContext<'_>| Ok::<_, Refusal>(FanService::new(FanHandler { events: ctx.events() })))
         .expect("server starts");
     let addr = server.local_addr();

@@ -101,6 +101,7 @@ use proc_macro::TokenStream;
 mod expand;
 mod gen;
 mod model;
+mod reflect;
 mod state;
 mod wire;
 

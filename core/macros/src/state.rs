@@ -52,6 +52,7 @@ fn expand(input: TokenStream) -> syn::Result<TokenStream> {
             format!("a ConnectionState struct may have at most {MAX_FIELDS} fields"),
         ));
     }
+    let reflect = crate::reflect::state_impl(&input, &krate);
     let name = &input.ident;
     let mut names = Vec::new();
     let mut diffs = Vec::new();
@@ -106,5 +107,7 @@ fn expand(input: TokenStream) -> syn::Result<TokenStream> {
                 ::core::result::Result::Ok(())
             }
         }
+
+        #reflect
     })
 }

@@ -140,6 +140,7 @@ fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
         h ^= u64::from(*b);
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
+    let reflect = crate::reflect::wire_impl(&input, &krate);
     let name = &input.ident;
     let (impl_generics, ty_generics, where_clause) = input.generics.split_for_impl();
     // A generic type's archived layout exists only where its parameters are
@@ -153,7 +154,9 @@ fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
         });
         quote!(where #preds Self: #krate::rkyv::Archive)
     };
+    let field_check = field_check(&input, &krate);
     Ok(quote! {
+        #field_check
         #[derive(#krate::rkyv::Archive, #krate::rkyv::Serialize, #krate::rkyv::Deserialize)]
         #[rkyv(crate = #krate::rkyv)]
         #input
@@ -165,5 +168,47 @@ fn expand(attr: TokenStream, item: TokenStream) -> syn::Result<TokenStream> {
             #[doc(hidden)]
             pub const __HARDLIGHT_SHAPE: u64 = #krate::__private::schema::mix_archived_layout::<Self>(#h);
         }
+
+        #reflect
     })
+}
+
+/// A hidden trait whose where-clauses require every field type to be
+/// `Wire`, emitted before the type so that a field that cannot travel is
+/// reported first, on the field's type, with `Wire`'s own message (rustc
+/// reports rkyv's errors from the derives after it). Only for non-generic
+/// types: a generic field type names parameters the check cannot see.
+fn field_check(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
+    if !input.generics.params.is_empty() {
+        return TokenStream::new();
+    }
+    let mut seen: Vec<String> = Vec::new();
+    let mut bounds = TokenStream::new();
+    let mut check = |ty: &syn::Type| {
+        let text = quote!(#ty).to_string();
+        // A field of the type itself (through a Box) would make the check
+        // ask about the type being defined; rkyv's own bounds cover it.
+        if text.split(|c: char| !c.is_alphanumeric() && c != '_').any(|w| input.ident == w || w == "Self")
+            || seen.contains(&text)
+        {
+            return;
+        }
+        seen.push(text);
+        bounds.extend(quote::quote_spanned! {syn::spanned::Spanned::span(ty)=> #ty: __HardlightWire, });
+    };
+    match &input.data {
+        syn::Data::Struct(d) => d.fields.iter().for_each(|f| check(&f.ty)),
+        syn::Data::Enum(e) => e.variants.iter().flat_map(|v| v.fields.iter()).for_each(|f| check(&f.ty)),
+        syn::Data::Union(_) => {}
+    }
+    if bounds.is_empty() {
+        return TokenStream::new();
+    }
+    quote! {
+        const _: () = {
+            use #krate::__private::Wire as __HardlightWire;
+            #[allow(dead_code)]
+            trait __HardlightWireCheck where #bounds {}
+        };
+    }
 }

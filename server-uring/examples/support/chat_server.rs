@@ -8,9 +8,13 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hardlight::server::{ConnectContext, ConnectionEvents, Refusal};
-use hardlight::StateHandle;
+use hardlight::{Features, StateHandle};
 
-use super::api::{Chat, ChatError, ChatMessage, ChatService, ChatState};
+use super::api::{Chat, ChatError, ChatMessage, ChatMethod, ChatService, ChatState};
+
+/// The cookie a web page sets at log-in; the factory takes the user's name
+/// from it (the browser sends the page's cookies on the upgrade).
+pub const USER_COOKIE: &str = "hl_user";
 
 /// Longest message accepted.
 pub const MAX_TEXT: usize = 4096;
@@ -106,6 +110,7 @@ pub struct ChatHandler {
     store: Arc<Store>,
     state: StateHandle<ChatState>,
     events: ConnectionEvents,
+    features: Features,
 }
 
 impl Chat for ChatHandler {
@@ -118,12 +123,22 @@ impl Chat for ChatHandler {
             }
         }
         self.events.subscribe(&topic(&thread));
+        // Posting makes sense once a thread is joined: the client sees it
+        // in its feature set.
+        self.features.enable([ChatMethod::SendMessage as u16]);
         self.store.history(&thread)
     }
 
     async fn leave(&self, thread: String) {
-        self.state.lock().threads.retain(|t| *t != thread);
+        let none_left = {
+            let mut s = self.state.lock();
+            s.threads.retain(|t| *t != thread);
+            s.threads.is_empty()
+        };
         self.events.unsubscribe(&topic(&thread));
+        if none_left {
+            self.features.disable([ChatMethod::SendMessage as u16]);
+        }
     }
 
     async fn send_message(&self, thread: String, text: String) -> Result<u64, ChatError> {
@@ -154,15 +169,21 @@ impl Chat for ChatHandler {
     }
 }
 
-/// The connection factory for the chat server.
+/// The connection factory for the chat server. A browser's log-in cookie
+/// ([`USER_COOKIE`]) names the user before any call; `send_message` is
+/// disabled until the connection joins a thread.
 pub fn factory(
     store: Arc<Store>,
 ) -> impl Fn(&ConnectContext<'_>) -> Result<ChatService<ChatHandler>, Refusal> + Send + Sync {
     move |ctx: &ConnectContext<'_>| {
+        let user = ctx.request.cookie(USER_COOKIE).unwrap_or_default();
+        let features = ctx.features();
+        features.disable([ChatMethod::SendMessage as u16]);
         Ok(ChatService::new(ChatHandler {
             store: store.clone(),
-            state: ctx.state(ChatState::default()),
+            state: ctx.state(ChatState { user, threads: Vec::new() }),
             events: ctx.events(),
+            features,
         }))
     }
 }

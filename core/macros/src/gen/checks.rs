@@ -2,11 +2,14 @@
 //! can travel, spanned on the type so that `Wire`'s message ("`X` cannot be
 //! sent over HardLight") points at it.
 //!
-//! Each type is checked once, as the argument of a function bounded by
-//! `Wire`: rustc reports such a call with `Wire`'s own message. (Checking it
-//! as a struct's bound instead puts the error first but under rkyv's
-//! message, so this form is kept; rustc still reports rkyv's errors from
-//! the generated input structs before it, see `tests/ui/not_archivable`.)
+//! Each type is checked once, as a where-clause of a hidden trait emitted
+//! before every other generated item. rustc checks item signatures (where
+//! HardLight's generated input structs also meet rkyv's bounds) before
+//! function bodies, and reports a failed where-clause of a trait with the
+//! bound's own message, so `Wire`'s diagnostic comes first, ahead of
+//! rkyv's errors from the generated structs (`tests/ui/not_archivable`).
+//! (A call of a function bounded by `Wire` gives the same message, but last:
+//! bodies are checked after signatures.)
 
 use proc_macro2::TokenStream;
 use quote::{quote, quote_spanned, ToTokens};
@@ -19,14 +22,14 @@ use crate::model::Output;
 pub fn generate(cx: &Ctx<'_>) -> TokenStream {
     let krate = cx.krate();
     let mut seen: Vec<String> = Vec::new();
-    let mut fields = TokenStream::new();
+    let mut bounds = TokenStream::new();
     let mut check = |ty: &Type| {
         let text = ty.to_token_stream().to_string();
         if seen.contains(&text) {
             return;
         }
         seen.push(text);
-        fields.extend(quote_spanned! {ty.span()=> __assert_wire::<#ty>(); });
+        bounds.extend(quote_spanned! {ty.span()=> #ty: __HardlightWire, });
     };
     for m in &cx.service.methods {
         for a in &m.args {
@@ -46,11 +49,9 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
     }
     quote! {
         const _: () = {
-            fn __assert_wire<T: #krate::__private::Wire>() {}
+            use #krate::__private::Wire as __HardlightWire;
             #[allow(dead_code)]
-            fn __check() {
-                #fields
-            }
+            trait __HardlightWireCheck where #bounds {}
         };
     }
 }

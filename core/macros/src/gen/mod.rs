@@ -16,6 +16,7 @@ mod client;
 mod events;
 mod io;
 mod method_enum;
+mod reflect;
 mod reply;
 mod schema;
 mod service;
@@ -92,5 +93,6 @@ pub fn generate(item: &ItemTrait, service: &Service, args: &Args) -> TokenStream
     out.extend(reply::generate(&cx));
     out.extend(service::generate(&cx));
     out.extend(client::generate(&cx));
+    out.extend(reflect::generate(&cx));
     out
 }

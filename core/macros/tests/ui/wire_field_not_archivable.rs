@@ -1,4 +1,4 @@
-// A field whose type cannot be archived: rkyv reports the field.
+// A field whose type cannot be archived: HardLight reports it first, on the field.
 pub struct Opaque;
 
 #[hardlight::wire]

@@ -1,0 +1,135 @@
+// What the browser tests need around Chromium: a static file server for
+// the page, the real chat server (glommio) as a child process, and
+// Debian's chromium under playwright-core.
+import { spawn, execFileSync } from "node:child_process";
+import { createServer } from "node:http";
+import { mkdtempSync, readFileSync, existsSync, rmSync } from "node:fs";
+import { createServer as netServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join, normalize, extname, resolve } from "node:path";
+import { chromium } from "playwright-core";
+
+export const TS_ROOT = resolve(import.meta.dirname, "../..");
+export const REPO = resolve(TS_ROOT, "../..");
+const TYPES = { ".html": "text/html", ".js": "text/javascript", ".css": "text/css", ".map": "application/json" };
+
+/**
+ * Serves clients/ts/ on 127.0.0.1 (the page and the compiled runtime);
+ * a POST's body goes to `onPost(path, body)`.
+ */
+export async function staticServer(onPost = () => {}) {
+  const server = createServer((req, res) => {
+    if (req.method === "POST") {
+      let body = "";
+      req.on("data", (c) => (body += c));
+      req.on("end", () => {
+        res.writeHead(204).end();
+        onPost(req.url, body);
+      });
+      return;
+    }
+    const path = normalize(decodeURIComponent(new URL(req.url, "http://x").pathname)).replace(/^(\.\.[/\\])+/, "");
+    const file = join(TS_ROOT, path);
+    if (!file.startsWith(TS_ROOT) || !existsSync(file)) {
+      res.writeHead(404).end();
+      return;
+    }
+    // Cross-origin isolation gives the page 5 us timers instead of 100 us
+    // (performance.now), which the browser measurements need.
+    res.writeHead(200, {
+      "content-type": TYPES[extname(file)] ?? "application/octet-stream",
+      "cross-origin-opener-policy": "same-origin",
+      "cross-origin-embedder-policy": "require-corp",
+    });
+    res.end(readFileSync(file));
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return { server, origin: `http://127.0.0.1:${server.address().port}` };
+}
+
+export async function freePort() {
+  const s = netServer();
+  await new Promise((r) => s.listen(0, "127.0.0.1", r));
+  const port = s.address().port;
+  await new Promise((r) => s.close(r));
+  return port;
+}
+
+/** The chat example's binary: HL_CHAT_SERVER, or the workspace's debug build. */
+export function chatBinary() {
+  const bin = process.env.HL_CHAT_SERVER ?? join(REPO, "target/debug/examples/chat-server");
+  if (!existsSync(bin)) {
+    throw new Error(`${bin} missing: cargo build -p hardlight-server --example chat-server (or set HL_CHAT_SERVER)`);
+  }
+  return bin;
+}
+
+/** Starts the real chat server with one shard and an origin allow-list; resolves once it listens. */
+export async function chatServer(allowedOrigin, extraArgs = []) {
+  const port = await freePort();
+  const data = mkdtempSync(join(tmpdir(), "hl-chat-"));
+  const child = spawn(
+    chatBinary(),
+    ["--listen", `127.0.0.1:${port}`, "--data", data, "--cores", "1", "--allow-origin", allowedOrigin, ...extraArgs],
+    { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, RUST_LOG: "warn" } },
+  );
+  let out = "";
+  await new Promise((ok, fail) => {
+    const timer = setTimeout(() => fail(new Error(`chat server did not start:\n${out}`)), 20_000);
+    const seen = (b) => {
+      out += b;
+      if (out.includes("chat listening")) {
+        clearTimeout(timer);
+        ok();
+      }
+    };
+    child.stdout.on("data", seen);
+    child.stderr.on("data", seen);
+    child.on("exit", (code) => fail(new Error(`chat server exited (${code}):\n${out}`)));
+  });
+  return {
+    url: `ws://127.0.0.1:${port}`,
+    child,
+    stop() {
+      child.kill("SIGKILL");
+      rmSync(data, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Flags Debian's chromium needs here: headless, and no background connections (refused by this machine's closed network). */
+export const CHROMIUM_FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+/** Debian's chromium, headless, with the flags this machine's closed network needs. */
+export function chromiumPath() {
+  if (process.env.CHROMIUM) return process.env.CHROMIUM;
+  try {
+    return execFileSync("which", ["chromium"]).toString().trim();
+  } catch {
+    return null;
+  }
+}
+
+export async function launch(executablePath = chromiumPath(), extraArgs = []) {
+  // playwright-core gives each launch a fresh profile directory of its own
+  // (it refuses a --user-data-dir argument), which is what Chromium needs here.
+  const browser = await chromium.launch({
+    executablePath,
+    args: [...CHROMIUM_FLAGS, ...extraArgs],
+  });
+  return {
+    browser,
+    async close() {
+      await browser.close();
+    },
+  };
+}
