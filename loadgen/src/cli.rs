@@ -161,6 +161,10 @@ pub struct BenchArgs {
     /// (HardLight's own io_uring loop).
     #[arg(long, value_name = "glommio|ring", default_value = "glommio")]
     pub backend: String,
+    /// The embedded server with its Prometheus endpoint on (on a free
+    /// loopback port, scraped once a second), for metrics-on/off A/Bs.
+    #[arg(long)]
+    pub metrics: bool,
     /// No progress line on stderr.
     #[arg(long)]
     pub no_progress: bool,
@@ -282,6 +286,10 @@ pub struct RunArgs {
     /// (HardLight's own io_uring loop).
     #[arg(long, value_name = "glommio|ring", default_value = "glommio")]
     pub backend: String,
+    /// The embedded server with its Prometheus endpoint on (on a free
+    /// loopback port, scraped once a second), for metrics-on/off A/Bs.
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// `loadgen serve`.
@@ -303,6 +311,10 @@ pub struct ServeArgs {
     /// The service: `bench` (echo, add) or `fan` (topic subscribe and emit).
     #[arg(long, value_name = "bench|fan", default_value = "bench")]
     pub service: String,
+    /// The embedded server with its Prometheus endpoint on (on a free
+    /// loopback port, scraped once a second), for metrics-on/off A/Bs.
+    #[arg(long)]
+    pub metrics: bool,
 }
 
 /// `loadgen compare`.

@@ -37,6 +37,7 @@ fn command_line() -> String {
 
 fn cmd_bench(args: BenchArgs) -> Result<(), String> {
     server::set_backend(&args.backend)?;
+    server::set_metrics(args.metrics);
     let o = args.options(command_line())?;
     let done = suite::bench(&o)?;
     print!("{}", done.text);
@@ -52,6 +53,7 @@ fn cmd_bench(args: BenchArgs) -> Result<(), String> {
 
 fn cmd_run(a: RunArgs) -> Result<(), String> {
     server::set_backend(&a.backend)?;
+    server::set_metrics(a.metrics);
     // Before anything is written (results under a tracked folder would make it -dirty).
     let commit = report::git_commit();
     let scenario = Scenario::parse(&a.scenario, a.size)?;
@@ -130,6 +132,7 @@ fn cmd_run(a: RunArgs) -> Result<(), String> {
 
 fn cmd_serve(a: ServeArgs) -> Result<(), String> {
     server::set_backend(&a.backend)?;
+    server::set_metrics(a.metrics);
     let (listen, cpu, for_secs) = (a.listen, a.cpu.0, a.for_secs);
     if !listen.ip().is_loopback() {
         return Err(format!("--listen {listen}: only loopback addresses"));

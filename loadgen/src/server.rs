@@ -49,6 +49,34 @@ pub fn backend() -> Backend {
     }
 }
 
+/// Whether the embedded server serves Prometheus metrics (`--metrics`).
+static METRICS: AtomicBool = AtomicBool::new(false);
+
+/// Turns the embedded server's metrics endpoint on or off.
+pub fn set_metrics(on: bool) {
+    METRICS.store(on, Ordering::Relaxed);
+}
+
+/// How often the embedded server's metrics are scraped while it runs
+/// with `--metrics` (more often than a Prometheus server would).
+pub const SCRAPE_INTERVAL: Duration = Duration::from_secs(1);
+
+/// Scrapes `addr` every [`SCRAPE_INTERVAL`] until the endpoint goes away.
+fn scrape_forever(addr: SocketAddr) {
+    use std::io::{Read, Write};
+    std::thread::Builder::new()
+        .name("loadgen-scraper".into())
+        .spawn(move || loop {
+            std::thread::sleep(SCRAPE_INTERVAL);
+            let Ok(mut s) = std::net::TcpStream::connect(addr) else { return };
+            let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: loadgen\r\n\r\n");
+            let mut sink = Vec::new();
+            let _ = s.read_to_end(&mut sink);
+        })
+        .map(drop)
+        .unwrap_or_else(|e| eprintln!("no metrics scraper: {e}"));
+}
+
 /// Where the embedded server's shard runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ShardPlacement {
@@ -103,6 +131,9 @@ pub fn start_embedded_for(
 ) -> Result<ServerHandle, String> {
     init_logging();
     let mut b = Server::builder(listen).backend(backend());
+    if METRICS.load(Ordering::Relaxed) {
+        b = b.metrics_listen(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
     if let Some(d) = spin {
         b = b.spin_before_park(d);
     }
@@ -121,7 +152,11 @@ pub fn start_embedded_for(
             b.serve(|ctx: &ConnectContext<'_>| Ok::<_, Refusal>(FanService::new(FanHandler { events: ctx.events() })))
         }
     };
-    served.map_err(|e| format!("embedded server on {listen}: {e}"))
+    let served = served.map_err(|e| format!("embedded server on {listen}: {e}"))?;
+    if let Some(addr) = served.metrics_addr() {
+        scrape_forever(addr);
+    }
+    Ok(served)
 }
 
 /// How the embedded server's CPU time is read.

@@ -29,8 +29,10 @@ use crate::call::{next_connection_id, ConnInfo, InCall};
 use crate::clock::{before_park, ConnTimer, HeldBytes, Parking};
 use crate::events::ConnectionEvents;
 use crate::factory::{ConnectContext, ConnectionFactory};
+use crate::metrics::{CallWrap, ConnMetrics, Plain, Spanned};
 use crate::shard::Shard;
 use crate::slots::CallSlots;
+use crate::stats::RefusalReason;
 
 /// Serves one accepted TCP connection: TLS first when configured, then
 /// [`serve`]. The TLS handshake counts against the handshake timeout too.
@@ -62,10 +64,12 @@ async fn serve_tls<F: ConnectionFactory>(
         Either::Left((Err(e), _)) => {
             tracing::debug!(%peer, error = %e, "TLS handshake failed");
             shard.stats.tls_failures.inc();
+            shard.stats.refused.record(RefusalReason::Tls);
         }
         Either::Right(_) => {
             tracing::debug!(%peer, "TLS handshake timed out");
             shard.stats.handshake_timeouts.inc();
+            shard.stats.refused.record(RefusalReason::HandshakeTimeout);
         }
     }
 }
@@ -95,11 +99,17 @@ where
         None => {
             tracing::debug!(%peer, "handshake timed out");
             shard.stats.handshake_timeouts.inc();
+            shard.stats.refused.record(RefusalReason::HandshakeTimeout);
             return;
         }
     };
     shard.stats.upgrades.inc();
-    if let Err(e) = run(&mut stream, &mut conn, &made, &shard).await {
+    let ran = if crate::metrics::calls_traced() {
+        run::<F, S, Spanned>(&mut stream, &mut conn, &made, &shard).await
+    } else {
+        run::<F, S, Plain>(&mut stream, &mut conn, &made, &shard).await
+    };
+    if let Err(e) = ran {
         tracing::debug!(%peer, error = %e, "connection ended with an I/O error");
         shard.stats.io_errors.inc();
     }
@@ -129,12 +139,14 @@ pub(crate) fn upgrade<F: ConnectionFactory>(
     if let Some(mismatch) = schema_mismatch::<F::Service>(req) {
         tracing::debug!(%peer, error = %mismatch, "client built from another service schema");
         shard.stats.handshake_failures.inc();
+        shard.stats.refused.record(RefusalReason::SchemaMismatch);
         conn.refuse(400, &mismatch.to_string());
         return None;
     }
     if !hardlight_core::handshake::origin_allowed(req, &shard.config.allowed_origins) {
         tracing::debug!(%peer, origin = ?req.header("origin"), "origin not allowed");
         shard.stats.handshake_failures.inc();
+        shard.stats.refused.record(RefusalReason::Origin);
         conn.refuse(403, "origin not allowed");
         return None;
     }
@@ -184,11 +196,13 @@ pub(crate) fn upgrade<F: ConnectionFactory>(
         }
         Ok(Err(refusal)) => {
             tracing::debug!(%peer, status = refusal.status, reason = %refusal.reason, "connection refused by factory");
+            shard.stats.refused.record_factory(refusal.status);
             conn.refuse(refusal.status, &refusal.reason);
             None
         }
         Err(_) => {
             tracing::error!(%peer, "connection factory panicked");
+            shard.stats.refused.record(RefusalReason::FactoryPanic);
             conn.refuse(500, "internal error");
             None
         }
@@ -224,6 +238,7 @@ where
                 Event::HandshakeFailed(e) => {
                     tracing::debug!(%peer, error = %e, "upgrade refused");
                     shard.stats.handshake_failures.inc();
+                    shard.stats.refused.record(RefusalReason::of(&e));
                     flush(stream, conn).await?;
                     return Ok(None);
                 }
@@ -258,19 +273,28 @@ pub(crate) async fn flush<S: AsyncWrite + Unpin>(stream: &mut S, conn: &mut Serv
 }
 
 /// The message loop of an upgraded connection.
-async fn run<F, S>(stream: &mut S, conn: &mut ServerConnection, made: &Upgraded<F>, shard: &Shard<F>) -> io::Result<()>
+async fn run<F, S, W>(
+    stream: &mut S,
+    conn: &mut ServerConnection,
+    made: &Upgraded<F>,
+    shard: &Shard<F>,
+) -> io::Result<()>
 where
     F: ConnectionFactory,
     S: AsyncRead + AsyncWrite + Unpin,
+    W: CallWrap,
 {
     let (service, outbox, info) = (&made.service, &*made.outbox, &made.info);
     let depth = conn.limits().max_validation_depth;
     let mut slots = CallSlots::new();
     let mut start = |call: CallStart<'_>| {
-        service
-            .call(call.method, call.input, depth)
-            .map(|f| InCall::new(info, call.id, call.method, call.timeout, AssertUnwindSafe(f).catch_unwind()))
+        service.call(call.method, call.input, depth).map(|f| {
+            let traced = W::wrap(f, info.method_names, call.method, call.id, info.id);
+            let fut = AssertUnwindSafe(traced).catch_unwind();
+            InCall::new(info, call.id, call.method, call.timeout, fut)
+        })
     };
+    let metrics = ConnMetrics::attach(shard.metrics.as_ref(), conn);
     let signal_key = shard.shutdown.subscribe();
     let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
     let mut shutting_down = false;
@@ -300,6 +324,9 @@ where
                 }
             }
             let closed = process_events(conn, &mut slots, &mut start);
+            if let Some(m) = &metrics {
+                m.end_round(conn);
+            }
 
             // Write everything this round produced in one go.
             match poll_write_out(&mut *stream, conn, cx) {
@@ -327,6 +354,9 @@ where
     })
     .await;
     slots.clear();
+    if let Some(m) = &metrics {
+        m.end_round(conn);
+    }
     result
 }
 

@@ -55,7 +55,7 @@ impl ServerBuilder {
     /// instead of HardLight RPC. The builder's limits, placement and shutdown
     /// settings apply; the message size limit is `limits.max_message_size`.
     pub fn serve_echo(self) -> Result<ServerHandle, ServerError> {
-        self.start(Echo, None, serve::<glommio::net::TcpStream>, (Mode::Echo, crate::ring::echo::serve))
+        self.start(Echo, None, &[], serve::<glommio::net::TcpStream>, (Mode::Echo, crate::ring::echo::serve))
     }
 }
 

@@ -224,6 +224,48 @@ pub struct EmitStats {
     /// Shard deliveries refused because a shard inbox was full (events
     /// from the broker included).
     pub mesh_full: AtomicU64,
+    /// Events queued for a connection (one per recipient; direct sends
+    /// included). Counted per shard per event, not per recipient.
+    pub delivered: AtomicU64,
+    /// Queued events dropped under [`hardlight_core::events::SlowConsumerPolicy::DropOldest`]
+    /// (the oldest queued made room for a newer one).
+    pub dropped_oldest: AtomicU64,
+    /// Events not queued because the connection was over its bound under
+    /// [`hardlight_core::events::SlowConsumerPolicy::Disconnect`] (it is closed with 4001).
+    pub dropped_disconnect: AtomicU64,
+}
+
+/// What queuing events on a shard's connections did, counted locally and
+/// added to [`EmitStats`] once per routed event.
+#[derive(Default)]
+pub(crate) struct Tally {
+    delivered: u64,
+    dropped_oldest: u64,
+    dropped_disconnect: u64,
+}
+
+impl Tally {
+    pub(crate) fn push(&mut self, outbox: &Outbox, event: &EncodedEvent) {
+        let dropped = outbox.events_dropped();
+        if outbox.push_event(event) {
+            self.delivered += 1;
+        } else {
+            self.dropped_disconnect += 1;
+        }
+        self.dropped_oldest += outbox.events_dropped() - dropped;
+    }
+
+    pub(crate) fn add_to(&self, stats: &EmitStats) {
+        for (n, c) in [
+            (self.delivered, &stats.delivered),
+            (self.dropped_oldest, &stats.dropped_oldest),
+            (self.dropped_disconnect, &stats.dropped_disconnect),
+        ] {
+            if n > 0 {
+                c.fetch_add(n, Ordering::Relaxed);
+            }
+        }
+    }
 }
 
 impl Emitter {
@@ -309,6 +351,11 @@ impl Emitter {
     /// The broker bridge's counters, when a broker is configured.
     pub fn broker_stats(&self) -> Option<&BrokerStats> {
         self.bridge.as_ref().map(|b| &*b.stats)
+    }
+
+    /// The shared counters, for a shard's registry to count deliveries in.
+    pub(crate) fn stats_arc(&self) -> Arc<EmitStats> {
+        self.stats.clone()
     }
 
     /// The registry's link to the bridge, if any.
@@ -414,7 +461,9 @@ impl ConnectionEvents {
     /// changes and responses. Its type must be one the service declares
     /// ([`EmitError::Undeclared`] otherwise).
     pub fn send<E: Event>(&self, event: &E) -> Result<(), EmitError> {
-        self.outbox.push_event(&self.emitter.encode(event)?);
+        let mut tally = Tally::default();
+        tally.push(&self.outbox, &self.emitter.encode(event)?);
+        tally.add_to(&self.emitter.stats);
         Ok(())
     }
 

@@ -40,6 +40,7 @@ pub mod echo;
 mod error;
 mod events;
 mod factory;
+mod metrics;
 mod registry;
 mod resume;
 mod ring;
@@ -73,10 +74,12 @@ pub use factory::{ConnectContext, ConnectionFactory, Refusal};
 pub use hardlight_core::events::{EventLimits, SlowConsumerPolicy};
 pub use hardlight_core::limits::Limits;
 pub use hardlight_core::resume::HistoryLimits;
+pub use metrics::http::{DEFAULT_METRICS_IO_TIMEOUT, DEFAULT_METRICS_REQUEST_LIMIT};
+pub use metrics::LATENCY_BUCKETS_US;
 pub use shard::ACCEPT_ERROR_LOG_INTERVAL;
 use shutdown::Stopper;
 pub use shutdown::{ShutdownTrigger, SHUTDOWN_SIGNALS};
-pub use stats::{BrokerStats, Counter, Gauge, ServerStats};
+pub use stats::{BrokerStats, Counter, Gauge, RefusalReason, Refusals, ServerStats};
 pub use tls::{TlsConfig, TlsError};
 
 /// Entry point: `Server::builder(addr)...serve(factory)`.
@@ -88,6 +91,7 @@ impl Server {
         ServerBuilder {
             config: ServerConfig::new(listen),
             on_shard_start: None,
+            metrics_listen: None,
             #[cfg(feature = "broker")]
             broker: None,
         }
@@ -100,11 +104,21 @@ pub(crate) type ShardHook = Arc<dyn Fn(usize) + Send + Sync>;
 pub struct ServerBuilder {
     config: ServerConfig,
     on_shard_start: Option<ShardHook>,
+    metrics_listen: Option<SocketAddr>,
     #[cfg(feature = "broker")]
     broker: Option<BrokerConfig>,
 }
 
 impl ServerBuilder {
+    /// Serves Prometheus metrics at `http://addr/metrics` (plain HTTP, from
+    /// a thread of its own; bind it to a private interface). Off by
+    /// default: without it the per-call path only checks that metrics are
+    /// off. See the README's operator section for the metric names.
+    pub fn metrics_listen(mut self, addr: SocketAddr) -> Self {
+        self.metrics_listen = Some(addr);
+        self
+    }
+
     /// One shard per listed CPU, pinned.
     pub fn cores(mut self, cpus: Vec<usize>) -> Self {
         self.config.placement = Placement::Pinned(cpus);
@@ -238,6 +252,7 @@ impl ServerBuilder {
         self.start(
             factory,
             <F::Service as hardlight_core::Service>::SCHEMA,
+            <F::Service as hardlight_core::Service>::METHOD_NAMES,
             conn::serve_tcp::<F>,
             (hardlight_core::connection::Mode::Rpc, ring::rpc::serve::<F>),
         )
@@ -247,11 +262,13 @@ impl ServerBuilder {
     /// `serve_conn` (the RPC driver, or the echo driver), on its shard.
     /// `ring_conn` is the same driver for the ring backend, with the mode
     /// of the core it drives. `schema` is the service's, if it has one: only
-    /// its declared event types may be emitted.
+    /// its declared event types may be emitted. `method_names` label the
+    /// per-method metrics.
     pub(crate) fn start<A, C, Fut, RFut>(
         self,
         app: A,
         schema: Option<&'static hardlight_core::Schema>,
+        method_names: &'static [&'static str],
         serve_conn: C,
         ring_conn: (hardlight_core::connection::Mode, ring::ServeConn<A, RFut>),
     ) -> Result<ServerHandle, ServerError>
@@ -295,6 +312,17 @@ impl ServerBuilder {
             Err(e) => return Err(ServerError::Bind { addr: config.listen, source: e }),
         };
         let io_memory = config.io_memory.unwrap_or_else(|| io_memory_rule(shards));
+        let metrics_listener = match self.metrics_listen {
+            Some(a) => match StdListener::bind(a) {
+                Ok(l) => Some(l),
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => return Err(ServerError::AddressInUse(a)),
+                Err(e) => return Err(ServerError::Bind { addr: a, source: e }),
+            },
+            None => None,
+        };
+        let shard_metrics: Vec<_> = (0..shards)
+            .map(|_| metrics_listener.as_ref().map(|_| Arc::new(metrics::ShardMetrics::new(method_names.len()))))
+            .collect();
         let factory = Arc::new(factory);
         let stats = Arc::new(ServerStats::default());
         let (inboxes, receivers) = events::mesh(shards, config.mesh_capacity);
@@ -326,6 +354,7 @@ impl ServerBuilder {
                     stats: stats.clone(),
                     emitter: emitter.clone(),
                     inbox: receivers.next().expect("one inbox per shard"),
+                    metrics: shard_metrics[index].clone(),
                 };
                 let (mode, serve) = ring_conn;
                 match ring::spawn(parts, cpu, self.on_shard_start.clone(), ready_tx.clone(), mode, serve) {
@@ -355,6 +384,7 @@ impl ServerBuilder {
             let hook = self.on_shard_start.clone();
             let inbox = receivers.next().expect("one inbox per shard");
             let emitter2 = emitter.clone();
+            let metrics2 = shard_metrics[index].clone();
             let spawned = builder.spawn(move || async move {
                 let listener = match glommio::net::TcpListener::bind(addr) {
                     Ok(l) => l,
@@ -378,6 +408,7 @@ impl ServerBuilder {
                         stats: stats2,
                         emitter: emitter2,
                         inbox,
+                        metrics: metrics2,
                     },
                     listener,
                     stop_rx,
@@ -409,6 +440,21 @@ impl ServerBuilder {
                         shard: index,
                         reason: "executor exited before listening (see logs)".into(),
                     });
+                }
+            }
+        }
+        if let Some(listener) = metrics_listener {
+            let registry = metrics::Registry {
+                method_names,
+                shards: shard_metrics.into_iter().flatten().collect(),
+                stats: handle.stats.clone(),
+                emitter: emitter.clone(),
+            };
+            match metrics::http::MetricsServer::start(listener, registry) {
+                Ok(m) => handle.metrics = Some(m),
+                Err(e) => {
+                    handle.stop_and_join();
+                    return Err(ServerError::Config(format!("cannot start the metrics thread: {e}")));
                 }
             }
         }
@@ -466,6 +512,7 @@ pub struct ServerHandle {
     shards: Vec<ShardJoin>,
     stats: Arc<ServerStats>,
     emitter: Emitter,
+    metrics: Option<metrics::http::MetricsServer>,
     #[cfg(feature = "broker")]
     bridge: Option<broker::BridgeThread>,
 }
@@ -486,6 +533,7 @@ impl ServerHandle {
             shards,
             stats,
             emitter,
+            metrics: None,
             #[cfg(feature = "broker")]
             bridge: None,
         }
@@ -499,6 +547,12 @@ impl ServerHandle {
     /// Live counters.
     pub fn stats(&self) -> &ServerStats {
         &self.stats
+    }
+
+    /// Where the metrics endpoint listens (`GET /metrics`); `None` unless
+    /// [`ServerBuilder::metrics_listen`] was set.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|m| m.local_addr())
     }
 
     /// The broker bridge's counters; `None` without a broker.

@@ -13,7 +13,7 @@ use std::task::Poll;
 use hardlight_core::resume::ConnectionResume;
 use hardlight_core::Outbox;
 
-use crate::events::{BridgeLink, InboxReceiver, Routed, Target};
+use crate::events::{BridgeLink, EmitStats, InboxReceiver, Routed, Tally, Target};
 use crate::resume::SharedHistory;
 
 /// A shard's local connections and topic subscriptions.
@@ -25,6 +25,8 @@ pub(crate) struct Registry {
     bridge: Option<Arc<BridgeLink>>,
     /// The server's topic history (replays for resuming connections).
     history: SharedHistory,
+    /// Where deliveries are counted (the emitter's).
+    stats: Arc<EmitStats>,
 }
 
 struct Entry {
@@ -37,7 +39,13 @@ struct Entry {
 
 impl Registry {
     pub(crate) fn new(bridge: Option<Arc<BridgeLink>>, history: SharedHistory) -> Self {
-        Self { bridge, history, conns: Vec::new(), free: Vec::new(), topics: HashMap::new() }
+        Self { bridge, history, conns: Vec::new(), free: Vec::new(), topics: HashMap::new(), stats: Arc::default() }
+    }
+
+    /// Counts deliveries in `stats` (the emitter's) instead of its own.
+    pub(crate) fn counting_in(mut self, stats: Arc<EmitStats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The connection opted in to resume: it gets topic events with their
@@ -143,6 +151,7 @@ impl Registry {
 
     fn deliver(&mut self, routed: &Routed) -> usize {
         let mut n = 0;
+        let mut tally = Tally::default();
         if routed.lost {
             let Target::Topic(t) = &routed.target else { return 0 };
             if let Some(set) = self.topics.get(t) {
@@ -160,7 +169,7 @@ impl Registry {
         match &routed.target {
             Target::All => {
                 for e in self.conns.iter().flatten() {
-                    e.outbox.push_event(&routed.event);
+                    tally.push(&e.outbox, &routed.event);
                     n += 1;
                 }
             }
@@ -171,12 +180,12 @@ impl Registry {
                         match (e.resume.as_mut(), &routed.positioned) {
                             (Some(r), Some((at, framed))) => {
                                 if r.admit(t, *at) {
-                                    e.outbox.push_event(framed);
+                                    tally.push(&e.outbox, framed);
                                     n += 1;
                                 }
                             }
                             _ => {
-                                e.outbox.push_event(&routed.event);
+                                tally.push(&e.outbox, &routed.event);
                                 n += 1;
                             }
                         }
@@ -186,12 +195,13 @@ impl Registry {
             Target::Matching(pred) => {
                 for e in self.conns.iter().flatten() {
                     if e.state.as_deref().is_some_and(|s| pred(s)) {
-                        e.outbox.push_event(&routed.event);
+                        tally.push(&e.outbox, &routed.event);
                         n += 1;
                     }
                 }
             }
         }
+        tally.add_to(&self.stats);
         n
     }
 }
@@ -238,6 +248,36 @@ mod tests {
                 Control::Shutdown => ("<shutdown>".into(), 0),
             })
             .collect()
+    }
+
+    #[test]
+    fn deliveries_and_drops_by_policy_are_counted_once_per_routed_event() {
+        use std::sync::atomic::{AtomicU64, Ordering};
+
+        use hardlight_core::events::{EventLimits, SlowConsumerPolicy};
+        use hardlight_core::EncodedEvent;
+
+        use crate::events::EmitStats;
+        let stats = Arc::new(EmitStats::default());
+        let mut reg = Registry::new(None, crate::resume::new_history(Default::default())).counting_in(stats.clone());
+        let limits = |policy| EventLimits { max_events: 2, max_bytes: 1 << 20, policy };
+        for policy in [SlowConsumerPolicy::DropOldest, SlowConsumerPolicy::Disconnect] {
+            let outbox = Rc::new(Outbox::new(0));
+            outbox.open();
+            outbox.set_event_limits(limits(policy));
+            reg.register(outbox);
+        }
+        let routed =
+            Routed { target: Target::All, event: EncodedEvent::from_archive(1, &[]), positioned: None, lost: false };
+        for _ in 0..4 {
+            reg.deliver(&routed);
+        }
+        let get = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        // Drop-oldest queues all 4 and drops 2; disconnect queues 2, and the
+        // third overflows it: refused, and so is the fourth.
+        assert_eq!(get(&stats.dropped_oldest), 2);
+        assert_eq!(get(&stats.dropped_disconnect), 2);
+        assert_eq!(get(&stats.delivered), 4 + 2);
     }
 
     #[test]

@@ -38,6 +38,9 @@ pub(crate) struct Shard<F> {
     /// output (`crate::clock::HeldBytes`), against
     /// `ServerConfig::shard_held_bytes_budget`.
     pub(crate) held_bytes: Cell<usize>,
+    /// This shard's Prometheus counters, when metrics are on
+    /// (`ServerBuilder::metrics_listen`).
+    pub(crate) metrics: Option<Arc<crate::metrics::ShardMetrics>>,
     open: Cell<usize>,
     /// Most connections open since the last heap trim (see [`Shard::closed_one`]).
     peak: Cell<usize>,
@@ -52,8 +55,11 @@ impl<F> Shard<F> {
         factory: Arc<F>,
         stats: Arc<ServerStats>,
         emitter: Emitter,
+        metrics: Option<Arc<crate::metrics::ShardMetrics>>,
     ) -> Rc<Self> {
-        let registry = Rc::new(std::cell::RefCell::new(Registry::new(emitter.bridge(), emitter.history())));
+        let registry = Rc::new(std::cell::RefCell::new(
+            Registry::new(emitter.bridge(), emitter.history()).counting_in(emitter.stats_arc()),
+        ));
         Rc::new(Shard {
             index,
             config,
@@ -63,6 +69,7 @@ impl<F> Shard<F> {
             registry,
             emitter,
             held_bytes: Cell::new(0),
+            metrics,
             open: Cell::new(0),
             peak: Cell::new(0),
             all_closed: LocalSignal::default(),
@@ -121,6 +128,7 @@ pub(crate) struct ShardParts<F> {
     pub(crate) stats: Arc<ServerStats>,
     pub(crate) emitter: Emitter,
     pub(crate) inbox: InboxReceiver,
+    pub(crate) metrics: Option<Arc<crate::metrics::ShardMetrics>>,
 }
 
 /// Runs a shard until `stop` fires (or its sender is dropped) and its
@@ -136,8 +144,8 @@ pub(crate) async fn run<F, C, Fut>(
     C: Fn(TcpStream, SocketAddr, Rc<Shard<F>>) -> Fut,
     Fut: Future<Output = ()> + 'static,
 {
-    let ShardParts { index, addr, config, factory, stats, emitter, inbox } = parts;
-    let shard = Shard::new(index, config, factory, stats, emitter);
+    let ShardParts { index, addr, config, factory, stats, emitter, inbox, metrics } = parts;
+    let shard = Shard::new(index, config, factory, stats, emitter, metrics);
     let registry = shard.registry.clone();
     let router_stopped = Rc::new(Cell::new(false));
     let wake_router = inbox.waker();
@@ -153,6 +161,7 @@ pub(crate) async fn run<F, C, Fut>(
                 shard.stats.accepted.inc();
                 if shard.open.get() >= shard.config.max_connections_per_shard {
                     shard.stats.over_capacity.inc();
+                    shard.stats.refused.record(crate::stats::RefusalReason::OverCapacity);
                     if let Some(refused) = capacity_log.record(std::time::Instant::now()) {
                         tracing::warn!(shard = index, refused, "connection limit reached; closing new connections");
                     }

@@ -49,6 +49,9 @@ impl Gauge {
 /// Counters for the whole server (all shards).
 #[derive(Debug, Default)]
 pub struct ServerStats {
+    /// Connections refused, by reason (the `reason` label of
+    /// `hardlight_connections_refused_total`).
+    pub refused: Refusals,
     /// TCP connections accepted.
     pub accepted: Counter,
     /// Connections currently open (TCP accepted and not yet closed).
@@ -114,5 +117,170 @@ impl BrokerStats {
     /// Whether the bridge has a live broker connection now.
     pub fn is_connected(&self) -> bool {
         self.connected.get() == 1
+    }
+}
+
+/// Why a connection was refused before it was upgraded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum RefusalReason {
+    /// The shard held its maximum of connections.
+    OverCapacity,
+    /// The upgrade (or the TLS handshake) did not finish in time.
+    HandshakeTimeout,
+    /// The TLS handshake failed.
+    Tls,
+    /// The upgrade request was too large (431).
+    TooLarge,
+    /// The upgrade request had too many headers (431).
+    TooManyHeaders,
+    /// The upgrade request was not HTTP/1.1 (400).
+    Malformed,
+    /// The upgrade request was not a GET (405).
+    NotGet,
+    /// No `Upgrade: websocket` (426).
+    NotUpgrade,
+    /// Missing or unsupported `Sec-WebSocket-Version` (426).
+    WebSocketVersion,
+    /// Missing or invalid `Sec-WebSocket-Key` (400).
+    BadKey,
+    /// The client did not offer `hl/1` (400).
+    UnsupportedProtocol,
+    /// The client was built from another service schema (400).
+    SchemaMismatch,
+    /// The browser's origin is not allowed (403).
+    Origin,
+    /// The application's connection factory refused (its status is counted
+    /// apart: [`Refusals::factory_status`]).
+    Factory,
+    /// The application's connection factory panicked (500).
+    FactoryPanic,
+}
+
+impl RefusalReason {
+    /// Every reason, in label order.
+    pub const ALL: [Self; 15] = [
+        Self::OverCapacity,
+        Self::HandshakeTimeout,
+        Self::Tls,
+        Self::TooLarge,
+        Self::TooManyHeaders,
+        Self::Malformed,
+        Self::NotGet,
+        Self::NotUpgrade,
+        Self::WebSocketVersion,
+        Self::BadKey,
+        Self::UnsupportedProtocol,
+        Self::SchemaMismatch,
+        Self::Origin,
+        Self::Factory,
+        Self::FactoryPanic,
+    ];
+
+    /// The label value.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::OverCapacity => "over_capacity",
+            Self::HandshakeTimeout => "handshake_timeout",
+            Self::Tls => "tls",
+            Self::TooLarge => "too_large",
+            Self::TooManyHeaders => "too_many_headers",
+            Self::Malformed => "malformed",
+            Self::NotGet => "not_get",
+            Self::NotUpgrade => "not_upgrade",
+            Self::WebSocketVersion => "websocket_version",
+            Self::BadKey => "bad_key",
+            Self::UnsupportedProtocol => "unsupported_protocol",
+            Self::SchemaMismatch => "schema_mismatch",
+            Self::Origin => "origin",
+            Self::Factory => "factory",
+            Self::FactoryPanic => "factory_panic",
+        }
+    }
+
+    /// The reason for a refused upgrade request.
+    pub(crate) fn of(e: &hardlight_core::handshake::HandshakeError) -> Self {
+        use hardlight_core::handshake::HandshakeError as E;
+        match e {
+            E::TooLarge(_) => Self::TooLarge,
+            E::TooManyHeaders(_) => Self::TooManyHeaders,
+            E::Malformed(_) => Self::Malformed,
+            E::NotGet(_) => Self::NotGet,
+            E::NotUpgrade => Self::NotUpgrade,
+            E::WebSocketVersion(_) => Self::WebSocketVersion,
+            E::BadKey => Self::BadKey,
+            E::UnsupportedProtocol(_) => Self::UnsupportedProtocol,
+            E::Refused(..) => Self::Factory,
+        }
+    }
+}
+
+/// Lowest and highest HTTP status a factory refusal is counted under
+/// ([`Refusals::factory_status`]); others count under 500.
+const STATUS_RANGE: std::ops::RangeInclusive<u16> = 100..=599;
+
+/// Refused connections by [`RefusalReason`], and factory refusals by status.
+#[derive(Debug)]
+pub struct Refusals {
+    by_reason: [Counter; RefusalReason::ALL.len()],
+    by_status: Box<[Counter]>,
+}
+
+impl Default for Refusals {
+    fn default() -> Self {
+        Self { by_reason: Default::default(), by_status: STATUS_RANGE.map(|_| Counter::default()).collect() }
+    }
+}
+
+impl Refusals {
+    /// Connections refused for `reason`.
+    pub fn get(&self, reason: RefusalReason) -> u64 {
+        self.by_reason[reason as usize].get()
+    }
+
+    /// Connections the factory refused with HTTP `status`.
+    pub fn factory_status(&self, status: u16) -> u64 {
+        self.by_status.get(status.wrapping_sub(*STATUS_RANGE.start()) as usize).map_or(0, Counter::get)
+    }
+
+    /// The statuses factories refused with so far, with their counts.
+    pub fn factory_statuses(&self) -> impl Iterator<Item = (u16, u64)> + '_ {
+        STATUS_RANGE.zip(self.by_status.iter()).map(|(s, c)| (s, c.get())).filter(|&(_, n)| n > 0)
+    }
+
+    pub(crate) fn record(&self, reason: RefusalReason) {
+        self.by_reason[reason as usize].inc();
+    }
+
+    pub(crate) fn record_factory(&self, status: u16) {
+        self.record(RefusalReason::Factory);
+        let status = if STATUS_RANGE.contains(&status) { status } else { 500 };
+        self.by_status[(status - STATUS_RANGE.start()) as usize].inc();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reasons_index_their_own_counter() {
+        let r = Refusals::default();
+        for (i, reason) in RefusalReason::ALL.into_iter().enumerate() {
+            assert_eq!(reason as usize, i, "{reason:?} is out of label order");
+            r.record(reason);
+            assert_eq!(r.get(reason), 1);
+        }
+    }
+
+    #[test]
+    fn factory_statuses_outside_http_count_as_500() {
+        let r = Refusals::default();
+        r.record_factory(401);
+        r.record_factory(42);
+        r.record_factory(599);
+        assert_eq!(r.factory_statuses().collect::<Vec<_>>(), vec![(401, 1), (500, 1), (599, 1)]);
+        assert_eq!(r.get(RefusalReason::Factory), 3);
+        assert_eq!(r.factory_status(1000), 0);
     }
 }

@@ -15,6 +15,8 @@ mod e2e;
 mod echo;
 #[path = "events.rs"]
 mod events;
+#[path = "metrics.rs"]
+mod metrics;
 #[path = "pending.rs"]
 mod pending;
 #[path = "session.rs"]

@@ -31,6 +31,7 @@ use crate::limits::{Limits, IDLE_READ_BUFFER};
 use crate::service::Reply;
 use crate::wire::{AlignedBuf, ARCHIVE_ALIGN};
 
+pub use observe::{CallObserver, CallOutcome};
 pub use timers::TimerAction;
 
 /// Bytes of padding before a reassembled message in the aligned message
@@ -147,6 +148,10 @@ pub struct ConnectionStats {
     pub calls_failed: u64,
     /// Complete data messages received (any kind, after reassembly).
     pub messages_received: u64,
+    /// Bytes read from the peer (handshake included).
+    pub bytes_read: u64,
+    /// Bytes written to the peer (as reported by `advance_outbound`).
+    pub bytes_written: u64,
 }
 
 /// One server-side connection's protocol state.
@@ -188,6 +193,8 @@ pub struct ServerConnection {
     filled: bool,
     /// The resume request, from the first message (see [`Self::take_resume`]).
     resume: ResumeSlot,
+    /// Told of every call's outcome (metrics); none by default.
+    observer: observe::Observer,
 }
 
 /// Where a connection is with its resume request.
@@ -239,6 +246,7 @@ impl ServerConnection {
             release_buffers: false,
             filled: false,
             resume: ResumeSlot::Waiting,
+            observer: observe::Observer::default(),
         }
     }
 
@@ -340,6 +348,7 @@ impl ServerConnection {
         debug_assert!(self.in_end + n <= self.inbuf.len());
         self.in_end = (self.in_end + n).min(self.inbuf.len());
         self.filled = self.in_end == self.inbuf.len();
+        self.stats.bytes_read += n as u64;
         // Stamped by the next `handle_timeout`: no clock read per read.
         self.time.heard = true;
     }
@@ -392,6 +401,7 @@ impl ServerConnection {
 
     /// Records that `n` bytes of [`Self::outbound`] were written.
     pub fn advance_outbound(&mut self, n: usize) {
+        self.stats.bytes_written += n.min(self.out.len() - self.out_start) as u64;
         self.out_start = (self.out_start + n).min(self.out.len());
         if self.out_start == self.out.len() {
             self.out.clear();
@@ -489,6 +499,7 @@ impl ServerConnection {
         }
         self.time.forget_deadline(id);
         if self.phase != Phase::Open {
+            self.observe_end(id, CallOutcome::Dropped);
             return;
         }
         // What the call queued (state, features) goes out before its answer.
@@ -505,10 +516,12 @@ impl ServerConnection {
                 self.out.extend_from_slice(&envelope::result_header(id, ok));
                 self.out.extend_from_slice(&self.scratch);
                 self.stats.calls_completed += 1;
+                self.observe_end(id, if ok { CallOutcome::Ok } else { CallOutcome::AppError });
             }
             Err(_) => {
                 // rkyv's serializer texts may name server types: not for the peer.
                 self.write_call_error(id, CallErrorCode::EncodeFailed, "the server could not encode the output");
+                self.observe_end(id, CallOutcome::Failed(CallErrorCode::EncodeFailed));
             }
         }
         self.close_if_drained();
@@ -525,6 +538,7 @@ impl ServerConnection {
             self.drain_outbox_all();
             self.write_call_error(id, code, detail);
         }
+        self.observe_end(id, CallOutcome::Failed(code));
         self.close_if_drained();
     }
 
@@ -552,6 +566,7 @@ impl ServerConnection {
     }
 }
 
+mod observe;
 mod ordering;
 mod parse;
 mod timers;

@@ -10,6 +10,7 @@ impl ServerConnection {
     /// Processes buffered input until something needs the driver.
     pub fn poll_event(&mut self) -> Option<Event<'_>> {
         if let Some(reason) = self.pending_close.take() {
+            self.observe_closed(&reason);
             return Some(Event::Closed(reason));
         }
         if let Some(id) = self.cancelled.pop_front() {
@@ -24,7 +25,10 @@ impl ServerConnection {
             match self.step() {
                 Step::NeedMore => return None,
                 Step::Continue => continue,
-                Step::Closed(reason) => return Some(Event::Closed(reason)),
+                Step::Closed(reason) => {
+                    self.observe_closed(&reason);
+                    return Some(Event::Closed(reason));
+                }
                 Step::Message { text } => match self.mode {
                     Mode::Rpc => {
                         // Borrow ends before the next loop iteration on every path that continues.
@@ -83,6 +87,7 @@ impl ServerConnection {
                 }
                 self.stats.calls_received += 1;
                 if !self.calls.begin(id) {
+                    self.observe_refused(method, CallErrorCode::DuplicateCallId);
                     self.write_call_error(
                         id,
                         CallErrorCode::DuplicateCallId,
@@ -90,6 +95,7 @@ impl ServerConnection {
                     );
                     return None;
                 }
+                self.observe_start(id, method);
                 if self.draining {
                     self.fail(id, CallErrorCode::ShuttingDown, "server is shutting down");
                     return None;

@@ -25,6 +25,7 @@ use crate::call::InCall;
 use crate::clock::{before_park, must_rearm, HeldBytes, Parking};
 use crate::conn::{drop_calls_after_grace, process_events, start_round, upgrade, CallStart, Defer, Upgraded};
 use crate::factory::ConnectionFactory;
+use crate::metrics::{CallWrap, ConnMetrics, Plain, Spanned};
 use crate::shard::Shard;
 use crate::slots::CallSlots;
 
@@ -40,7 +41,11 @@ pub(crate) async fn serve<F: ConnectionFactory>(io: Rc<RefCell<Io>>, shard: Rc<S
         return;
     };
     shard.stats.upgrades.inc();
-    run(&io, &made, &shard).await;
+    if crate::metrics::calls_traced() {
+        run::<F, Spanned>(&io, &made, &shard).await;
+    } else {
+        run::<F, Plain>(&io, &made, &shard).await;
+    }
 }
 
 /// Reads the upgrade request and asks the factory for a service. `None`:
@@ -64,6 +69,7 @@ async fn handshake<F: ConnectionFactory>(
                     Event::HandshakeFailed(e) => {
                         tracing::debug!(peer = %io.peer, error = %e, "upgrade refused");
                         shard.stats.handshake_failures.inc();
+                        shard.stats.refused.record(crate::stats::RefusalReason::of(&e));
                         Some(None)
                     }
                     Event::Closed(_) => Some(None),
@@ -77,6 +83,7 @@ async fn handshake<F: ConnectionFactory>(
         if deadline.poll_at(timers::now(), cx).is_ready() {
             tracing::debug!(peer = %io.peer, "handshake timed out");
             shard.stats.handshake_timeouts.inc();
+            shard.stats.refused.record(crate::stats::RefusalReason::HandshakeTimeout);
             return Poll::Ready(None);
         }
         Poll::Pending
@@ -98,15 +105,18 @@ pub(crate) async fn flushed(io: &RefCell<Io>, deadline: &mut Timer) {
 }
 
 /// The message loop of an upgraded connection: one round per wake-up.
-async fn run<F: ConnectionFactory>(io: &RefCell<Io>, made: &Upgraded<F>, shard: &Shard<F>) {
+async fn run<F: ConnectionFactory, W: CallWrap>(io: &RefCell<Io>, made: &Upgraded<F>, shard: &Shard<F>) {
     let (service, outbox, info) = (&made.service, &*made.outbox, &made.info);
     let depth = shard.config.limits.max_validation_depth;
     let mut slots = CallSlots::new();
     let mut start = |call: CallStart<'_>| {
-        service
-            .call(call.method, call.input, depth)
-            .map(|f| InCall::new(info, call.id, call.method, call.timeout, AssertUnwindSafe(f).catch_unwind()))
+        service.call(call.method, call.input, depth).map(|f| {
+            let traced = W::wrap(f, info.method_names, call.method, call.id, info.id);
+            let fut = AssertUnwindSafe(traced).catch_unwind();
+            InCall::new(info, call.id, call.method, call.timeout, fut)
+        })
     };
+    let metrics = ConnMetrics::attach(shard.metrics.as_ref(), &mut io.borrow_mut().core);
     let signal_key = shard.shutdown.subscribe();
     let _unsubscribe = Defer(|| shard.shutdown.unsubscribe(signal_key));
     let mut shutting_down = false;
@@ -139,6 +149,9 @@ async fn run<F: ConnectionFactory>(io: &RefCell<Io>, made: &Upgraded<F>, shard: 
             if io.readable() {
                 closed |= process_events(&mut io.core, &mut slots, &mut start);
             }
+            if let Some(m) = &metrics {
+                m.end_round(&io.core);
+            }
             if (closed || io.core.is_closed() || io.eof) && io.flushed() {
                 return Poll::Ready(());
             }
@@ -155,6 +168,9 @@ async fn run<F: ConnectionFactory>(io: &RefCell<Io>, made: &Upgraded<F>, shard: 
     })
     .await;
     slots.clear();
+    if let Some(m) = &metrics {
+        m.end_round(&io.borrow().core);
+    }
 }
 
 /// A ring connection's single timer, armed at the instant the core asks for

@@ -85,8 +85,8 @@ pub(crate) fn run<F, Fut>(
     F: 'static,
     Fut: Future<Output = ()> + 'static,
 {
-    let ShardParts { index, addr, config, factory, stats, emitter, inbox } = parts;
-    let shard = Shard::new(index, config, factory, stats, emitter);
+    let ShardParts { index, addr, config, factory, stats, emitter, inbox, metrics } = parts;
+    let shard = Shard::new(index, config, factory, stats, emitter, metrics);
     wake::enter(&remote);
     let mut lp = Loop {
         shard: shard.clone(),
@@ -296,6 +296,7 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
         }
         if self.open >= shard.config.max_connections_per_shard {
             shard.stats.over_capacity.inc();
+            shard.stats.refused.record(crate::stats::RefusalReason::OverCapacity);
             tracing::warn!(shard = shard.index, "connection limit reached; closing new connection");
             return;
         }
