@@ -169,3 +169,32 @@ async fn dropping_a_call_future_cancels_its_handler_on_the_server() {
 fn outside_a_handler_there_is_no_call() {
     assert!(CallContext::current().is_none());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_ends_a_call_at_its_deadline_without_any_further_bytes_from_the_client() {
+    use futures::{SinkExt, StreamExt};
+    use hardlight::protocol::envelope::{encode_call_deadline, KIND_CALL_ERROR};
+    use tokio_tungstenite::tungstenite::{client::IntoClientRequest, Message};
+
+    let (server, dropped) = start();
+    let mut req = url(&server).into_client_request().unwrap();
+    req.headers_mut().insert("Sec-WebSocket-Protocol", "hl/1".parse().unwrap());
+    let mut ws = tokio_tungstenite::connect_async(req).await.unwrap().0;
+    // A raw client: a 100 ms deadline on a one-minute handler, and no CANCEL.
+    let input = hardlight::protocol::wire::encode(&CtxWaitInput { ms: 60_000 }).unwrap();
+    let mut msg = Vec::new();
+    encode_call_deadline(&mut msg, 7, CtxMethod::Wait.id(), &input, 100);
+    let t0 = Instant::now();
+    ws.send(Message::Binary(msg.into())).await.unwrap();
+    let answer = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await.expect("an answer in time") {
+            Some(Ok(Message::Binary(b))) if b[0] == KIND_CALL_ERROR => break b.to_vec(),
+            Some(Ok(_)) => continue, // LIMITS, STATE, FEATURES
+            other => panic!("connection ended: {other:?}"),
+        }
+    };
+    assert_eq!(&answer[..3], &[KIND_CALL_ERROR, 7, CallErrorCode::DeadlineExceeded as u8]);
+    assert!(t0.elapsed() >= Duration::from_millis(100), "not before the deadline: {:?}", t0.elapsed());
+    wait_for("the server to drop the handler", || dropped.load(Ordering::SeqCst) == 1).await;
+    server.shutdown();
+}

@@ -542,6 +542,15 @@ impl ServerConnection {
         self.close_if_drained();
     }
 
+    /// The next call the core ended on the client's behalf (a deadline that
+    /// passed, a CANCEL), whose handler the driver must drop: the same as
+    /// [`Event::Cancel`], for a driver that cannot call
+    /// [`Self::poll_event`] now because its read buffer is lent to the
+    /// kernel (an io_uring receive in flight). Touches no buffer.
+    pub fn poll_cancel(&mut self) -> Option<u8> {
+        self.cancelled.pop_front()
+    }
+
     /// Ends call `id` on the client's behalf: answers it with `code` and
     /// queues [`Event::Cancel`] so the driver drops its handler. Nothing
     /// happens for an id that is not live (its answer already went out: the

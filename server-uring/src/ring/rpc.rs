@@ -149,6 +149,12 @@ async fn run<F: ConnectionFactory, W: CallWrap>(io: &RefCell<Io>, made: &Upgrade
             if io.readable() {
                 closed |= process_events(&mut io.core, &mut slots, &mut start);
             }
+            // Calls whose deadline passed are dropped now, not at the next
+            // receive (poll_event, which would deliver them, cannot run while
+            // the read buffer is lent to the kernel).
+            while let Some(id) = io.core.poll_cancel() {
+                slots.cancel(id);
+            }
             if let Some(m) = &metrics {
                 m.end_round(&io.core);
             }
