@@ -556,6 +556,21 @@ impl<F: FnMut()> Drop for Defer<F> {
     }
 }
 
+/// A connection upgraded with no I/O (the upgrade fed in, the 101 and its
+/// announcements taken out), for tests that drive the per-call path alone.
+#[cfg(test)]
+pub(crate) fn upgraded_for_tests() -> ServerConnection {
+    let mut conn = ServerConnection::new(hardlight_core::limits::Limits::default());
+    let up = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: hl/1\r\n\r\n";
+    conn.read_buf()[..up.len()].copy_from_slice(up);
+    conn.on_read(up.len());
+    let Some(Event::Upgrade(req)) = conn.poll_event() else { panic!("upgrade") };
+    conn.accept(&req);
+    let n = conn.outbound().len();
+    conn.advance_outbound(n);
+    conn
+}
+
 #[cfg(test)]
 mod alloc_tests {
     //! The whole per-call server path without sockets (frame parse, unmask
@@ -564,7 +579,6 @@ mod alloc_tests {
     use super::*;
     use hardlight_core::envelope;
     use hardlight_core::frame::{self, Opcode};
-    use hardlight_core::limits::Limits;
     use std::alloc::{GlobalAlloc, Layout, System};
     use std::cell::Cell;
 
@@ -611,14 +625,7 @@ mod alloc_tests {
     #[test]
     fn the_per_call_path_allocates_nothing() {
         let service = FixedService::new(H);
-        let mut conn = ServerConnection::new(Limits::default());
-        let up = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: hl/1\r\n\r\n";
-        conn.read_buf()[..up.len()].copy_from_slice(up);
-        conn.on_read(up.len());
-        let Some(Event::Upgrade(req)) = conn.poll_event() else { panic!("upgrade") };
-        conn.accept(&req);
-        let n = conn.outbound().len();
-        conn.advance_outbound(n);
+        let mut conn = super::upgraded_for_tests();
 
         // 16 pipelined calls per read, alternating methods, as a busy client sends.
         let echo = hardlight_core::wire::encode(&FixedEchoInput { payload: [7; 64] }).unwrap();

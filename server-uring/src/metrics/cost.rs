@@ -14,10 +14,9 @@
 use std::panic::AssertUnwindSafe;
 
 use futures::FutureExt;
-use hardlight_core::connection::{Event, ServerConnection};
+
 use hardlight_core::envelope;
 use hardlight_core::frame::{self, Opcode};
-use hardlight_core::limits::Limits;
 use hardlight_core::{Rejection, Reply, Service};
 
 use super::{CallWrap, ConnMetrics, ShardMetrics, Spanned};
@@ -49,14 +48,7 @@ where
     F: std::future::Future<Output = std::thread::Result<R>>,
     R: Reply,
 {
-    let mut conn = ServerConnection::new(Limits::default());
-    let up = b"GET / HTTP/1.1\r\nHost: t\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Protocol: hl/1\r\n\r\n";
-    conn.read_buf()[..up.len()].copy_from_slice(up);
-    conn.on_read(up.len());
-    let Some(Event::Upgrade(req)) = conn.poll_event() else { panic!("upgrade") };
-    conn.accept(&req);
-    let n = conn.outbound().len();
-    conn.advance_outbound(n);
+    let mut conn = crate::conn::upgraded_for_tests();
     let shard = std::sync::Arc::new(ShardMetrics::new(1));
     let observer = if metrics { ConnMetrics::attach(Some(&shard), &mut conn) } else { None };
     let input = hardlight_core::wire::encode(&CostEchoInput { payload: [7; 64] }).unwrap();
