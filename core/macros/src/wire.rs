@@ -201,14 +201,5 @@ fn field_check(input: &DeriveInput, krate: &syn::Path) -> TokenStream {
         syn::Data::Enum(e) => e.variants.iter().flat_map(|v| v.fields.iter()).for_each(|f| check(&f.ty)),
         syn::Data::Union(_) => {}
     }
-    if bounds.is_empty() {
-        return TokenStream::new();
-    }
-    quote! {
-        const _: () = {
-            use #krate::__private::Wire as __HardlightWire;
-            #[allow(dead_code)]
-            trait __HardlightWireCheck where #bounds {}
-        };
-    }
+    crate::gen::checks::hidden_wire_check(krate, bounds)
 }

@@ -47,6 +47,15 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
     for ty in &cx.args.events {
         check(ty);
     }
+    hidden_wire_check(krate, bounds)
+}
+
+/// The hidden trait whose where-clauses (`Type: __HardlightWire, ...`, each
+/// spanned on its type) carry the check; shared with `#[hardlight::wire]`.
+pub(crate) fn hidden_wire_check(krate: &syn::Path, bounds: TokenStream) -> TokenStream {
+    if bounds.is_empty() {
+        return TokenStream::new();
+    }
     quote! {
         const _: () = {
             use #krate::__private::Wire as __HardlightWire;

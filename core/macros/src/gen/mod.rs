@@ -11,7 +11,7 @@ use syn::{ItemTrait, Path, Visibility};
 
 use crate::model::{type_name, Args, Service};
 
-mod checks;
+pub(crate) mod checks;
 mod client;
 mod events;
 mod io;
