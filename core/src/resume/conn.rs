@@ -11,12 +11,22 @@
 //! passed through) the inbox and is skipped, every later one is delivered.
 //! While a connection is held (it opted in and its `RESUME` has not arrived
 //! yet) live events are skipped too: the replay at release sends them.
+//!
+//! With a broker, the history is a cache of the broker's logs and a replay
+//! it does not cover is *deferred*: the topic stays held for this
+//! connection (live events of it skipped, its mark kept), the caller asks
+//! the broker ([`ConnectionResume::take_fetches`]) and hands the answer to
+//! [`ConnectionResume::fetched`]. Still exactly-once: the answer is read
+//! after every event routed to the shards before it reached the broker
+//! (one connection carries both, in order), and is handed to the shard
+//! through the same inbox, so every live event skipped while deferred is at
+//! or below the answer's head, and every later one above it is delivered.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::history::TopicHistory;
+use super::history::{Fetched, Replay, TopicHistory, UNSYNCED_EPOCH};
 use super::wire::{encode_gap, encode_resume_point, Gap, Position, ResumePoint, ResumeRequest, MAX_RESUME_TOPICS};
 use crate::outbox::Outbox;
 
@@ -44,6 +54,11 @@ pub struct ConnectionResume {
     /// Topics that lost events (see [`Self::lost`]) while held: reported
     /// after their replay.
     lost_while_held: std::collections::HashSet<Arc<str>>,
+    /// Topics whose replay waits for the broker's log: the position it
+    /// starts after (`None`: at the head) and whether to announce it.
+    deferred: HashMap<Arc<str>, (Option<Position>, bool)>,
+    /// Requests for the broker's log not yet taken by the caller.
+    fetches: Vec<(Arc<str>, Option<Position>)>,
 }
 
 impl Default for ConnectionResume {
@@ -61,7 +76,68 @@ impl ConnectionResume {
             marks: HashMap::new(),
             since: None,
             lost_while_held: std::collections::HashSet::new(),
+            deferred: HashMap::new(),
+            fetches: Vec::new(),
         }
+    }
+
+    /// Topics whose replay now waits for the broker's log, with the
+    /// position each starts after: the caller asks the broker once per
+    /// topic and hands every answer to [`Self::fetched`].
+    pub fn take_fetches(&mut self) -> Vec<(Arc<str>, Option<Position>)> {
+        std::mem::take(&mut self.fetches)
+    }
+
+    /// Whether `topic`'s replay waits for the broker.
+    pub fn is_deferred(&self, topic: &str) -> bool {
+        self.deferred.contains_key(topic)
+    }
+
+    /// The broker's answer for `topic` (`None`: it could not be asked, the
+    /// link is down): the deferred replay is sent, or, where the broker no
+    /// longer has what the client missed, a gap notice (counted when the
+    /// epoch is the client's). Returns whether the topic was resolved; an
+    /// answer that does not reach back to this connection's position
+    /// leaves it waiting for the answer to its own request.
+    pub fn fetched(&mut self, topic: &Arc<str>, answer: Option<&Fetched>, outbox: &Outbox) -> bool {
+        let Some(&(from, announce)) = self.deferred.get(topic) else {
+            return false;
+        };
+        let r = match answer {
+            Some(f) => match f.replay_for(topic, from) {
+                Some(r) => r,
+                None => return false,
+            },
+            None => match from.filter(|p| p.epoch != UNSYNCED_EPOCH) {
+                Some(position) => Replay {
+                    gap: Some(Gap { topic: topic.to_string(), position, missed: super::wire::MISSED_UNKNOWN }),
+                    head: Some(position),
+                    ..Replay::default()
+                },
+                None => Replay::default(),
+            },
+        };
+        self.deferred.remove(topic);
+        self.finish(topic, r, from, announce, outbox);
+        true
+    }
+
+    fn defer(&mut self, topic: &Arc<str>, from: Option<Position>, announce: bool) {
+        let from = from.filter(|p| p.epoch != UNSYNCED_EPOCH);
+        self.marks.entry(topic.clone()).or_insert(Position { epoch: UNSYNCED_EPOCH, offset: 0 });
+        self.deferred.insert(topic.clone(), (from, announce));
+        self.fetches.push((topic.clone(), from));
+    }
+
+    /// Sends a replay; with `announce`, the client named no position for
+    /// the topic, so it first learns where it starts: a `GAP` with 0
+    /// missed.
+    fn finish(&mut self, topic: &Arc<str>, mut r: Replay, from: Option<Position>, announce: bool, outbox: &Outbox) {
+        if r.gap.is_none() && announce {
+            let at = from.filter(|p| p.epoch != UNSYNCED_EPOCH).or(r.head);
+            r.gap = at.map(|position| Gap { topic: topic.to_string(), position, missed: 0 });
+        }
+        self.send(topic, r, outbox);
     }
 
     /// The connection is open: queues the initial resume point, which a
@@ -88,10 +164,10 @@ impl ConnectionResume {
         let from = self.pending.remove(topic);
         if self.held {
             // Replayed at release, from the client's position or from here.
+            // (A broker cache that has not seen the topic has no head yet:
+            // the unsynced epoch stands for "from the head" at release.)
             let mark = from.or_else(|| h.replay(topic, None, now).head);
-            if let Some(mark) = mark {
-                self.marks.insert(topic.clone(), mark);
-            }
+            self.marks.insert(topic.clone(), mark.unwrap_or(Position { epoch: UNSYNCED_EPOCH, offset: 0 }));
         } else if let (None, Some(since)) = (from, self.since) {
             self.replay_since(h, topic, since, now, outbox);
         } else {
@@ -112,10 +188,14 @@ impl ConnectionResume {
         outbox: &Outbox,
     ) {
         let r = h.replay_since(topic, since, now);
+        if r.fetch {
+            self.defer(topic, None, true);
+            return;
+        }
         self.send(topic, r, outbox);
     }
 
-    fn send(&mut self, topic: &Arc<str>, r: super::history::Replay, outbox: &Outbox) {
+    fn send(&mut self, topic: &Arc<str>, r: Replay, outbox: &Outbox) {
         if let Some(gap) = &r.gap {
             push_gap(outbox, gap);
         }
@@ -130,6 +210,7 @@ impl ConnectionResume {
     /// The connection unsubscribed from `topic`.
     pub fn unsubscribed(&mut self, topic: &str) {
         self.marks.remove(topic);
+        self.deferred.remove(topic);
     }
 
     /// Sends what the connection missed since `from` (none: it starts at
@@ -146,11 +227,12 @@ impl ConnectionResume {
         now: Instant,
         outbox: &Outbox,
     ) {
-        let mut r = h.replay(topic, from, now);
-        if r.gap.is_none() && announce {
-            r.gap = from.or(r.head).map(|position| Gap { topic: topic.to_string(), position, missed: 0 });
+        let r = h.replay(topic, from, now);
+        if r.fetch {
+            self.defer(topic, from, announce);
+            return;
         }
-        self.send(topic, r, outbox);
+        self.finish(topic, r, from, announce, outbox);
     }
 
     /// The connection's first message arrived with these positions: replay
@@ -208,6 +290,10 @@ impl ConnectionResume {
             }
             return;
         }
+        if self.deferred.contains_key(topic) {
+            // The broker's answer, read after the loss, says what is gone.
+            return;
+        }
         if let Some(&position) = self.marks.get(topic) {
             push_gap(outbox, &Gap { topic: topic.to_string(), position, missed: super::wire::MISSED_UNKNOWN });
         }
@@ -216,7 +302,7 @@ impl ConnectionResume {
     /// Whether a live event at `at` in `topic` goes to this connection (and
     /// if so, it becomes the mark).
     pub fn admit(&mut self, topic: &Arc<str>, at: Position) -> bool {
-        if self.held {
+        if self.held || self.deferred.contains_key(topic) {
             return false;
         }
         match self.marks.get_mut(topic) {
@@ -242,7 +328,8 @@ impl ConnectionResume {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::resume::{parse_topic_event, HistoryLimits};
+    use crate::events::EncodedEvent;
+    use crate::resume::{parse_topic_event, Fetched, HistoryLimits};
 
     fn drained(outbox: &Outbox) -> Vec<(u8, u64)> {
         let mut out = Vec::new();
@@ -289,5 +376,60 @@ mod tests {
         history.append(&u, now, 1, b"x");
         r.subscribed(&u, &mut history, now, &outbox);
         assert_eq!(drained(&outbox), [(0x33, 1)]);
+    }
+
+    #[test]
+    fn a_replay_the_broker_cache_does_not_cover_waits_for_the_broker_answer() {
+        let mut cache = TopicHistory::broker_cache(0, HistoryLimits::default());
+        let (t, now): (Arc<str>, _) = ("t".into(), Instant::now());
+        let at = |offset| Position { epoch: 50, offset };
+        let ev = |o| EncodedEvent::positioned(1, "t", at(o), b"x");
+        cache.insert(&t, at(9), now, ev(9));
+        let outbox = Outbox::new(0);
+        let mut r = ConnectionResume::new();
+        // The client was at 5 on another server; this one has only 9.
+        r.release(ResumeRequest { since: None, positions: vec![("t".into(), at(5))] }, &mut cache, now, &outbox);
+        r.subscribed(&t, &mut cache, now, &outbox);
+        assert_eq!(drained(&outbox), [(0x34, 1)], "nothing of t yet");
+        assert!(r.is_deferred("t"));
+        assert_eq!(r.take_fetches(), vec![(t.clone(), Some(at(5)))]);
+        assert!(r.take_fetches().is_empty(), "asked once");
+        assert!(!r.admit(&t, at(10)), "live events wait while deferred");
+        r.lost(&t, &outbox);
+        assert!(drained(&outbox).is_empty(), "the answer tells what is lost");
+        // An answer from after a later position does not resolve it.
+        let late = Fetched { epoch: 50, after: 8, head: 10, events: vec![(9, ev(9)), (10, ev(10))] };
+        assert!(!r.fetched(&t, Some(&late), &outbox));
+        let answer = Fetched { epoch: 50, after: 5, head: 10, events: (6..=10).map(|o| (o, ev(o))).collect() };
+        assert!(r.fetched(&t, Some(&answer), &outbox));
+        assert_eq!(drained(&outbox), [(0x32, 6), (0x32, 7), (0x32, 8), (0x32, 9), (0x32, 10)], "no gap");
+        assert!(!r.admit(&t, at(10)), "covered by the answer");
+        assert!(r.admit(&t, at(11)));
+        assert!(!r.fetched(&t, Some(&answer), &outbox), "resolved once");
+    }
+
+    #[test]
+    fn a_failed_broker_request_is_an_unknown_gap_and_a_new_subscription_starts_at_the_broker_head() {
+        let mut cache = TopicHistory::broker_cache(0, HistoryLimits::default());
+        let (t, u, now): (Arc<str>, Arc<str>, _) = ("t".into(), "u".into(), Instant::now());
+        let outbox = Outbox::new(0);
+        let mut r = ConnectionResume::new();
+        r.subscribed(&u, &mut cache, now, &outbox);
+        let p = Position { epoch: 50, offset: 5 };
+        r.release(ResumeRequest { since: None, positions: vec![("t".into(), p)] }, &mut cache, now, &outbox);
+        r.subscribed(&t, &mut cache, now, &outbox);
+        let mut asked = r.take_fetches();
+        asked.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(asked, vec![(t.clone(), Some(p)), (u.clone(), None)]);
+        drained(&outbox);
+        assert!(r.fetched(&t, None, &outbox));
+        let gap = crate::resume::parse_gap(&outbox.take_messages_for_test()[0][1..]).unwrap();
+        assert_eq!((gap.position, gap.missed), (p, crate::resume::MISSED_UNKNOWN));
+        let head = Fetched { epoch: 70, after: 0, head: 3, events: vec![] };
+        assert!(r.fetched(&u, Some(&head), &outbox));
+        let gap = crate::resume::parse_gap(&outbox.take_messages_for_test()[0][1..]).unwrap();
+        assert_eq!((gap.position, gap.missed), (Position { epoch: 70, offset: 3 }, 0), "an announcement");
+        assert!(!r.admit(&u, Position { epoch: 70, offset: 3 }));
+        assert!(r.admit(&u, Position { epoch: 70, offset: 4 }));
     }
 }

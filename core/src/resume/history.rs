@@ -60,6 +60,80 @@ pub struct Replay {
     pub events: Vec<EncodedEvent>,
     /// The topic's head: live events up to it are covered by this replay.
     pub head: Option<Position>,
+    /// Only for a broker cache ([`TopicHistory::broker_cache`]): this
+    /// server's copy does not cover the position, so the answer must come
+    /// from the broker's log ([`Fetched`]); nothing else is set.
+    pub fetch: bool,
+}
+
+/// The epoch of a broker cache's topic that has seen no event from the
+/// broker yet (broker epochs are never 0: see `docs/PROTOCOL.md`).
+pub const UNSYNCED_EPOCH: u64 = 0;
+
+/// What the broker's log held for one topic when this server asked: the
+/// answer to every connection whose replay of the topic waited for it.
+#[derive(Debug, Clone, Default)]
+pub struct Fetched {
+    /// The topic's current epoch in the broker ([`UNSYNCED_EPOCH`]: the
+    /// broker holds no life of the topic; it expired, was never emitted
+    /// to, or the broker lost its data).
+    pub epoch: u64,
+    /// The events start after this offset: the position asked for when
+    /// its epoch was the broker's, else 0 (everything retained).
+    pub after: u64,
+    /// The last offset the broker gave out in `epoch`.
+    pub head: u64,
+    /// The retained events after `after`, ascending and contiguous up to
+    /// `head`: offset and framed `TOPIC_EVENT`.
+    pub events: Vec<(u64, EncodedEvent)>,
+}
+
+impl Fetched {
+    /// What a connection that last saw `from` (`None`: a new subscription,
+    /// it starts at the broker's head) gets from this answer, or `None`
+    /// when the answer does not reach back to `from` (the connection
+    /// waits for the answer to its own, later request).
+    pub fn replay_for(&self, topic: &str, from: Option<Position>) -> Option<Replay> {
+        let head = Position { epoch: self.epoch, offset: self.head };
+        let first = self.events.first().map_or(self.head + 1, |(o, _)| *o);
+        let gap = |missed| Gap {
+            topic: topic.to_string(),
+            position: Position { epoch: self.epoch, offset: first - 1 },
+            missed,
+        };
+        let all = || self.events.iter().map(|(_, e)| e.clone()).collect();
+        let from = match from {
+            Some(p) if p.epoch != UNSYNCED_EPOCH => p,
+            // A new subscription: it starts at the head (announced by the
+            // caller), or, with no life of the topic in the broker, at its
+            // first event.
+            _ => {
+                let head = (self.epoch != UNSYNCED_EPOCH).then_some(head);
+                return Some(Replay { head, ..Replay::default() });
+            }
+        };
+        if self.epoch == UNSYNCED_EPOCH {
+            // The broker has no life of the topic: whatever followed `from`
+            // is gone. The client keeps its place until the next life.
+            let gap = Gap { topic: topic.to_string(), position: from, missed: MISSED_UNKNOWN };
+            return Some(Replay { gap: Some(gap), head: Some(from), ..Replay::default() });
+        }
+        if from.epoch != self.epoch || from.offset > self.head {
+            // Another life of the topic, or a position never given out.
+            return (self.after == 0).then(|| Replay {
+                gap: Some(gap(MISSED_UNKNOWN)),
+                events: all(),
+                head: Some(head),
+                fetch: false,
+            });
+        }
+        if from.offset < self.after {
+            return None;
+        }
+        let gap = (from.offset + 1 < first).then(|| gap(first - 1 - from.offset));
+        let events = self.events.iter().filter(|(o, _)| *o > from.offset).map(|(_, e)| e.clone()).collect();
+        Some(Replay { gap, events, head: Some(head), fetch: false })
+    }
 }
 
 /// Every topic's offsets and retained events (one per server, or per broker
@@ -68,6 +142,9 @@ pub struct Replay {
 /// (new base) or a forgotten and re-created topic (new counter) can never
 /// hand out a position that an old one also named.
 pub struct TopicHistory {
+    /// A copy of the broker's logs ([`Self::broker_cache`]), not the
+    /// source of positions.
+    cache: bool,
     base_epoch: u64,
     created: u64,
     /// Topic events positioned so far, all topics (the resume point).
@@ -82,7 +159,21 @@ impl TopicHistory {
     /// An empty history whose epochs derive from `base_epoch` (random per
     /// server start).
     pub fn new(base_epoch: u64, limits: HistoryLimits) -> Self {
-        Self { base_epoch, created: 0, seq: 0, forgotten_seq: 0, limits, logs: HashMap::new() }
+        Self { cache: false, base_epoch, created: 0, seq: 0, forgotten_seq: 0, limits, logs: HashMap::new() }
+    }
+
+    /// A history that is a bounded copy of a broker's per-topic logs: the
+    /// broker gives positions ([`Self::insert`]); a replay this copy does
+    /// not cover asks for the broker's log ([`Replay::fetch`]). `base`
+    /// (random per server start) only tells resume points of this server
+    /// from another's.
+    pub fn broker_cache(base: u64, limits: HistoryLimits) -> Self {
+        Self { cache: true, ..Self::new(base, limits) }
+    }
+
+    /// Whether this is a broker cache.
+    pub fn is_cache(&self) -> bool {
+        self.cache
     }
 
     /// The resume point now: every event positioned so far is before it.
@@ -110,7 +201,7 @@ impl TopicHistory {
                 }
             }
             self.created += 1;
-            let epoch = self.base_epoch.wrapping_add(self.created);
+            let epoch = if self.cache { UNSYNCED_EPOCH } else { self.base_epoch.wrapping_add(self.created) };
             let log = Log {
                 epoch,
                 head: 0,
@@ -165,6 +256,56 @@ impl TopicHistory {
         Some((position, framed))
     }
 
+    /// Keeps `topic`'s event at position `at` (given by the broker), framed
+    /// as `framed`. Returns whether it is new here, i.e. whether to route
+    /// it to the shards: an offset at or below the head is a duplicate, an
+    /// older epoch a stale life. A newer epoch restarts the topic's log; a
+    /// hole (events this server never got) restarts the retained range at
+    /// `at`, so that a replay never skips silently over the hole. Broker
+    /// epochs grow with time (`docs/PROTOCOL.md`), hence "older" and "newer".
+    pub fn insert(&mut self, topic: &Arc<str>, at: Position, now: Instant, framed: EncodedEvent) -> bool {
+        if topic.len() > MAX_TOPIC_LEN || at.epoch == UNSYNCED_EPOCH || at.offset == 0 {
+            return false;
+        }
+        let max_events = self.limits.max_events;
+        let seq = self.seq + 1;
+        let log = self.log(topic, now);
+        let restart = if log.epoch == UNSYNCED_EPOCH || at.epoch > log.epoch {
+            log.epoch = at.epoch;
+            true
+        } else if at.epoch < log.epoch || at.offset <= log.head {
+            return false;
+        } else {
+            at.offset > log.head + 1
+        };
+        if restart {
+            log.entries.clear();
+            log.seqs.clear();
+            // Clients whose resume point is before this event missed the
+            // events before it that never reached this server.
+            log.dropped_seq = seq;
+        }
+        log.head = at.offset;
+        log.touched = now;
+        if max_events > 0 {
+            if log.entries.len() >= max_events {
+                log.entries.pop_front();
+                log.dropped_seq = log.seqs.pop_front().unwrap_or(log.dropped_seq);
+            }
+            log.entries.push_back((at.offset, now, framed));
+            log.seqs.push_back(seq);
+        } else {
+            log.dropped_seq = seq;
+        }
+        self.seq = seq;
+        true
+    }
+
+    /// The position of `topic`'s last event known here, if any.
+    pub fn head(&self, topic: &str) -> Option<Position> {
+        self.logs.get(topic).filter(|l| l.epoch != UNSYNCED_EPOCH).map(|l| Position { epoch: l.epoch, offset: l.head })
+    }
+
     /// What a connection that last saw `from` in `topic` must get before
     /// live events: nothing (and no gap) for `None` (a fresh subscription),
     /// else the retained events after `from`, preceded by a gap notice when
@@ -174,12 +315,21 @@ impl TopicHistory {
         if topic.len() > MAX_TOPIC_LEN {
             return Replay::default();
         }
+        let cache = self.cache;
         let log = self.log(topic, now);
         let head = Position { epoch: log.epoch, offset: log.head };
+        let first = log.entries.front().map_or(log.head + 1, |(o, _, _)| *o);
+        if cache {
+            let from = from.filter(|p| p.epoch != UNSYNCED_EPOCH);
+            let covered = log.epoch != UNSYNCED_EPOCH
+                && from.is_none_or(|p| p.epoch == log.epoch && p.offset + 1 >= first && p.offset <= log.head);
+            if !covered {
+                return Replay { fetch: true, ..Replay::default() };
+            }
+        }
         let Some(from) = from else {
             return Replay { head: Some(head), ..Replay::default() };
         };
-        let first = log.entries.front().map_or(log.head + 1, |(o, _, _)| *o);
         let (gap, after) = if from.epoch != log.epoch || from.offset > log.head {
             // Another life of the topic (or a position this one never gave).
             let missed = MISSED_UNKNOWN;
@@ -205,7 +355,7 @@ impl TopicHistory {
             (None, from.offset)
         };
         let events = log.entries.iter().filter(|(o, _, _)| *o > after).map(|(_, _, e)| e.clone()).collect();
-        Replay { gap, events, head: Some(head) }
+        Replay { gap, events, head: Some(head), fetch: false }
     }
 }
 
@@ -220,8 +370,13 @@ impl TopicHistory {
         if topic.len() > MAX_TOPIC_LEN {
             return Replay::default();
         }
-        let (base, forgotten_seq) = (self.base_epoch, self.forgotten_seq);
+        let (base, forgotten_seq, cache) = (self.base_epoch, self.forgotten_seq, self.cache);
         let log = self.log(topic, now);
+        if cache && log.epoch == UNSYNCED_EPOCH {
+            // No event of the topic reached this server since its copy
+            // began: start at the broker's head.
+            return Replay { fetch: true, ..Replay::default() };
+        }
         let head = Position { epoch: log.epoch, offset: log.head };
         let lost = since.base != base
             || log.dropped_seq > since.seq
@@ -231,7 +386,7 @@ impl TopicHistory {
         let start = log.entries.get(first).map_or(log.head, |(o, _, _)| o - 1);
         let gap = Gap { topic: topic.to_string(), position: Position { epoch: log.epoch, offset: start }, missed };
         let events = log.entries.iter().skip(first).map(|(_, _, e)| e.clone()).collect();
-        Replay { gap: Some(gap), events, head: Some(head) }
+        Replay { gap: Some(gap), events, head: Some(head), fetch: false }
     }
 }
 
@@ -363,5 +518,92 @@ mod tests {
         let long: Arc<str> = "x".repeat(MAX_TOPIC_LEN + 1).into();
         assert!(h.append(&long, Instant::now(), 1, b"").is_none());
         assert_eq!(h.topics(), 0);
+    }
+
+    fn framed(t: &str, epoch: u64, offset: u64) -> EncodedEvent {
+        EncodedEvent::positioned(1, t, Position { epoch, offset }, b"x")
+    }
+
+    fn cache(max_events: usize) -> TopicHistory {
+        TopicHistory::broker_cache(1000, HistoryLimits { max_events, max_age: Duration::from_secs(60), max_topics: 4 })
+    }
+
+    #[test]
+    fn a_broker_cache_keeps_broker_positions_and_drops_duplicates_and_stale_lives() {
+        let (mut h, t0, t) = (cache(8), Instant::now(), Arc::from("t"));
+        let at = |epoch, offset| Position { epoch, offset };
+        assert_eq!(h.head("t"), None);
+        assert!(h.insert(&t, at(50, 7), t0, framed("t", 50, 7)), "the first event sets the epoch and head");
+        assert!(h.insert(&t, at(50, 8), t0, framed("t", 50, 8)));
+        assert!(!h.insert(&t, at(50, 8), t0, framed("t", 50, 8)), "a duplicate is not routed");
+        assert!(!h.insert(&t, at(50, 3), t0, framed("t", 50, 3)), "nor an old offset");
+        assert!(!h.insert(&t, at(49, 9), t0, framed("t", 49, 9)), "nor an older life");
+        assert_eq!((h.head("t"), h.retained("t")), (Some(at(50, 8)), 2));
+        // Covered positions replay from the cache.
+        let r = h.replay(&t, Some(at(50, 6)), t0);
+        assert!(!r.fetch && r.gap.is_none());
+        assert_eq!(offsets(&r), [7, 8]);
+        // A hole: the retained range restarts after it, so a position in
+        // the hole is not covered and must be asked of the broker.
+        assert!(h.insert(&t, at(50, 12), t0, framed("t", 50, 12)));
+        assert_eq!((h.head("t"), h.retained("t")), (Some(at(50, 12)), 1));
+        assert!(h.replay(&t, Some(at(50, 8)), t0).fetch);
+        assert!(!h.replay(&t, Some(at(50, 11)), t0).fetch);
+        // A newer life restarts the log.
+        assert!(h.insert(&t, at(60, 1), t0, framed("t", 60, 1)));
+        assert_eq!((h.head("t"), h.retained("t")), (Some(at(60, 1)), 1));
+        // The count bound still holds.
+        for o in 2..=20 {
+            h.insert(&t, at(60, o), t0, framed("t", 60, o));
+        }
+        assert_eq!(h.retained("t"), 8);
+    }
+
+    #[test]
+    fn a_broker_cache_asks_the_broker_for_what_it_does_not_cover() {
+        let (mut h, t0, t) = (cache(8), Instant::now(), Arc::from("t"));
+        let at = |epoch, offset| Position { epoch, offset };
+        assert!(h.replay(&t, None, t0).fetch, "no head known yet: even a new subscription asks");
+        assert!(h.replay(&t, Some(at(UNSYNCED_EPOCH, 0)), t0).fetch);
+        assert!(h.replay_since(&t, h.point(), t0).fetch);
+        h.insert(&t, at(50, 5), t0, framed("t", 50, 5));
+        assert_eq!(h.replay(&t, None, t0).head, Some(at(50, 5)), "a head is known now");
+        assert!(h.replay(&t, Some(at(50, 3)), t0).fetch, "before the cached range");
+        assert!(h.replay(&t, Some(at(50, 6)), t0).fetch, "after the cached head: this server is behind");
+        assert!(h.replay(&t, Some(at(49, 5)), t0).fetch, "another life");
+        let r = h.replay(&t, Some(at(50, 4)), t0);
+        assert_eq!((r.fetch, offsets(&r)), (false, vec![5]));
+        // The in-process history never asks.
+        let mut own = history(8, Duration::from_secs(60), 4);
+        assert!(!own.replay(&t, Some(at(49, 5)), t0).fetch);
+    }
+
+    #[test]
+    fn the_broker_answer_replays_counts_what_it_lost_or_waits_for_a_later_answer() {
+        let f = Fetched { epoch: 50, after: 3, head: 9, events: (6..=9).map(|o| (o, framed("t", 50, o))).collect() };
+        let at = |epoch, offset| Position { epoch, offset };
+        let r = f.replay_for("t", Some(at(50, 6))).unwrap();
+        assert_eq!((r.gap.is_none(), offsets(&r), r.head), (true, vec![7, 8, 9], Some(at(50, 9))));
+        let r = f.replay_for("t", Some(at(50, 3))).unwrap();
+        let g = r.gap.as_ref().unwrap();
+        assert_eq!((g.missed, g.position), (2, at(50, 5)), "4 and 5 were trimmed by the broker");
+        assert_eq!(offsets(&r), [6, 7, 8, 9]);
+        assert!(f.replay_for("t", Some(at(50, 2))).is_none(), "before what was asked: wait for the own answer");
+        assert!(f.replay_for("t", Some(at(49, 2))).is_none(), "another life, and the answer is not everything");
+        let r = f.replay_for("t", None).unwrap();
+        assert_eq!((r.gap.is_none(), r.events.len(), r.head), (true, 0, Some(at(50, 9))), "a new subscription");
+        let everything = Fetched { after: 0, ..f.clone() };
+        let r = everything.replay_for("t", Some(at(49, 2))).unwrap();
+        assert_eq!(r.gap.as_ref().map(|g| (g.missed, g.position)), Some((MISSED_UNKNOWN, at(50, 5))));
+        assert_eq!(offsets(&r), [6, 7, 8, 9]);
+        let r = everything.replay_for("t", Some(at(50, 12))).unwrap();
+        assert_eq!(r.gap.map(|g| g.missed), Some(MISSED_UNKNOWN), "a position the broker never gave");
+        // The broker holds no life of the topic (expired, or restarted
+        // without persistence): an unknown gap at the client's place.
+        let none = Fetched::default();
+        let r = none.replay_for("t", Some(at(50, 4))).unwrap();
+        assert_eq!(r.gap.map(|g| (g.missed, g.position)), Some((MISSED_UNKNOWN, at(50, 4))));
+        let r = none.replay_for("t", None).unwrap();
+        assert!(r.gap.is_none() && r.head.is_none(), "a new subscription of a topic never emitted to");
     }
 }

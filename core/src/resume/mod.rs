@@ -23,7 +23,8 @@ mod wire;
 
 pub use conn::ConnectionResume;
 pub use history::{
-    HistoryLimits, Replay, TopicHistory, DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_EVENTS, DEFAULT_HISTORY_TOPICS,
+    Fetched, HistoryLimits, Replay, TopicHistory, DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_EVENTS, DEFAULT_HISTORY_TOPICS,
+    UNSYNCED_EPOCH,
 };
 pub use positions::{GapNotice, Positions, Received, DEFAULT_MAX_TRACKED_TOPICS};
 pub use wire::{
