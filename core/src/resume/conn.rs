@@ -26,7 +26,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::history::{Fetched, Replay, TopicHistory, UNSYNCED_EPOCH};
+use super::fetched::{Fetched, UNSYNCED_EPOCH};
+use super::history::{Replay, TopicHistory};
 use super::wire::{encode_gap, encode_resume_point, Gap, Position, ResumePoint, ResumeRequest, MAX_RESUME_TOPICS};
 use crate::outbox::Outbox;
 

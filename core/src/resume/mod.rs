@@ -17,14 +17,15 @@
 //! one.
 
 mod conn;
+mod fetched;
 mod history;
 mod positions;
 mod wire;
 
 pub use conn::ConnectionResume;
+pub use fetched::{Fetched, UNSYNCED_EPOCH};
 pub use history::{
-    Fetched, HistoryLimits, Replay, TopicHistory, DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_EVENTS, DEFAULT_HISTORY_TOPICS,
-    UNSYNCED_EPOCH,
+    HistoryLimits, Replay, TopicHistory, DEFAULT_HISTORY_AGE, DEFAULT_HISTORY_EVENTS, DEFAULT_HISTORY_TOPICS,
 };
 pub use positions::{GapNotice, Positions, Received, DEFAULT_MAX_TRACKED_TOPICS};
 pub use wire::{
