@@ -1,28 +1,46 @@
-//! The broker bridge: topic events across server processes through Redis
-//! pub/sub.
+//! The broker bridge: topic events across server processes through Redis,
+//! numbered and kept by Redis so that a client can resume on any server.
 //!
 //! One bridge per server (`ServerBuilder::broker`), on its own thread with a
 //! tokio current-thread runtime and **one** Redis connection in RESP3 mode,
-//! which carries PUBLISH commands and SUBSCRIBE push messages alike.
+//! which carries commands and SUBSCRIBE push messages alike, in order.
 //!
-//! - **Out.** [`crate::Emitter::to_topic`] delivers locally as always and
-//!   hands the encoded event to the bridge through a bounded queue; the
-//!   bridge PUBLISHes it (pipelined, in order) on `<prefix><topic>` with the
-//!   payload of `hardlight_core::broker` (origin id, event type, archive).
-//! - **In.** Messages on subscribed channels are decoded, re-framed once and
-//!   routed to the local shards with `Emitter::route_local`, fanned out per
-//!   shard exactly as local events. A message carrying this bridge's own
-//!   origin id was already delivered locally and is skipped.
+//! - **Out.** [`crate::Emitter::to_topic`] hands the encoded event to the
+//!   bridge through a bounded queue and does not deliver it locally. The
+//!   bridge runs [`PUBLISH_LUA`] per event (EVALSHA, pipelined, in order):
+//!   in one atomic step Redis gives the event the topic's next offset,
+//!   appends it to the topic's stream `<prefix>{<topic>}:log` (capped at
+//!   the history's `max_events`, expiring with its `max_age`) and PUBLISHes
+//!   it, position included, on `<prefix><topic>` (payload:
+//!   `hardlight_core::broker`).
+//! - **In.** Messages on subscribed channels, this server's own included,
+//!   are decoded and routed to the local shards with
+//!   `Emitter::route_positioned`, which keeps them in the server's history
+//!   (a cache of the streams) and drops duplicates. Every server thus
+//!   delivers a topic in the broker's order with the broker's positions.
 //! - **Interest.** Each shard's registry reports a topic's first local
 //!   subscriber and its last one leaving; the bridge keeps per-topic counts
 //!   across shards and is SUBSCRIBEd exactly to the topics with a count.
-//! - **Outages.** A lost connection is logged, the bridge reconnects with
-//!   capped exponential backoff and re-subscribes; everything published in
-//!   between is dropped and counted ([`crate::BrokerStats`]). Nothing on the
-//!   shards ever waits for the bridge.
+//! - **Logs.** A resuming connection whose position this server's cache
+//!   does not cover (it came from another server, or nobody here followed
+//!   the topic then) waits while the bridge reads the stream
+//!   ([`FETCH_LUA`]) and hands the answer to the shards (`Emitter::answer`);
+//!   what Redis no longer holds becomes a gap notice.
+//! - **Outages.** A lost connection is logged and the bridge reconnects
+//!   with capped exponential backoff. Topic emits wait in the queue
+//!   meanwhile (full: `EmitError::BrokerBacklog`) and are published when it
+//!   is back; then, before handling anything newer, the bridge reads each
+//!   followed topic's stream after the last event it had, so local
+//!   subscribers get what other servers published in between, in order,
+//!   or (Redis lost it) see the epoch change as a gap notice.
 //!
-//! Redis pub/sub is at-most-once: a message is delivered to the
-//! subscribers connected at the moment it is published, never stored.
+//! **Why the broker orders topics** (rather than delivering local emits at
+//! once): one order and one numbering of a topic on every server is what
+//! lets a client resume on another server without loss or duplicates. The
+//! cost: a topic event reaches even this server's clients one Redis round
+//! trip later, and not at all while Redis is unreachable (it waits, bounded).
+//! Events to all connections, to a predicate, or to one connection never
+//! cross servers and stay local and immediate.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -30,7 +48,9 @@ use std::sync::Arc;
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
-use hardlight_core::broker::{decode_broker_message, encode_broker_message};
+use hardlight_core::broker::{decode_broker_message, encode_broker_prefix};
+use hardlight_core::resume::{Fetched, HistoryLimits, Position, MAX_TOPIC_LEN};
+use hardlight_core::EncodedEvent;
 use redis::aio::MultiplexedConnection;
 use redis::{
     AsyncConnectionConfig, Client, IntoConnectionInfo, ProtocolVersion, PushInfo, PushKind, RedisError, Value,
@@ -54,6 +74,69 @@ const PUBLISH_BATCH: usize = 256;
 /// Broker messages handled per wake-up before the bridge yields.
 const RECEIVE_BATCH: usize = 1024;
 
+/// Topics whose stream is read per pipeline round trip at most.
+const FETCH_BATCH: usize = 64;
+
+/// Gives a topic event its position, keeps it and publishes it, atomically.
+/// `KEYS`: the topic's meta hash and stream. `ARGV`: channel, payload
+/// prefix (magic, version, origin, type), archive, a random number below
+/// 2048, max events, max age in ms.
+///
+/// A topic's life (epoch) starts at its first event, or the first after
+/// the meta hash expired (idle longer than the history's age) or was lost
+/// (Redis restarted without persistence); the old stream is deleted then.
+/// The epoch is Redis's clock in ms times 2048 plus the random number: it
+/// grows from one life to the next, so a server that meets two lives of a
+/// topic knows which is newer, and stays below 2^53, so Lua's numbers hold
+/// it exactly. The stream id is `<offset>-0`, so a range of offsets is a
+/// range of ids; MAXLEN is exact so that the retained count is the
+/// configured one.
+pub(crate) const PUBLISH_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  redis.call('DEL', KEYS[2])
+  epoch = string.format('%d', now * 2048 + tonumber(ARGV[4]))
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'head', 0)
+end
+local offset = redis.call('HINCRBY', KEYS[1], 'head', 1)
+local msg = ARGV[2] .. struct.pack('<I8I8', tonumber(epoch), offset) .. ARGV[3]
+if tonumber(ARGV[5]) > 0 then
+  redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[5], offset .. '-0', 'p', msg, 't', now)
+  redis.call('PEXPIRE', KEYS[2], ARGV[6])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+redis.call('PUBLISH', ARGV[1], msg)
+return offset
+";
+
+/// Reads a topic's stream. `KEYS`: meta hash and stream. `ARGV`: the epoch
+/// the caller knows (`0`: none), the offset after which it wants events,
+/// how many at most (0: only where the topic stands). Returns `{epoch,
+/// after, head, now_ms, entries}`: epoch `0` when Redis holds no life of
+/// the topic; `after` is the caller's offset when its epoch is the
+/// current one, else 0 (everything retained); entries are the newest ones
+/// after `after`, newest first, so that they end at the head even if the
+/// stream holds more than asked.
+pub(crate) const FETCH_LUA: &str = r"
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'head')
+if not meta[1] then
+  return {'0', 0, 0, now, {}}
+end
+local after = 0
+if meta[1] == ARGV[1] then
+  after = tonumber(ARGV[2])
+end
+local entries = {}
+if tonumber(ARGV[3]) > 0 then
+  entries = redis.call('XREVRANGE', KEYS[2], '+', (after + 1) .. '-0', 'COUNT', ARGV[3])
+end
+return {meta[1], after, tonumber(meta[2]), now, entries}
+";
+
 /// How a server reaches the broker.
 #[derive(Debug, Clone)]
 pub struct BrokerConfig {
@@ -63,9 +146,10 @@ pub struct BrokerConfig {
     /// Prepended to a topic to name its channel. Servers that should share
     /// events must use the same prefix.
     pub channel_prefix: String,
-    /// Capacity of the queue from emitters to the bridge; when it is full,
-    /// topic events are delivered locally only and counted in
-    /// `BrokerStats::queue_full`.
+    /// Capacity of the queue from emitters to the bridge: topic events not
+    /// yet accepted by the broker (it is slow or unreachable). When it is
+    /// full, `Emitter::to_topic` fails with `EmitError::BrokerBacklog` and
+    /// the refusal is counted in `BrokerStats::queue_full`.
     pub queue_capacity: usize,
     /// First reconnect delay after the connection is lost; doubled after
     /// each failed attempt up to `backoff_max`.
@@ -142,7 +226,10 @@ impl BridgeThread {
 /// Checks the configuration and builds the bridge's queues and runtime.
 /// Does not connect: an unreachable broker is an outage, not a start-up
 /// failure.
-pub(crate) fn prepare(config: BrokerConfig) -> Result<(Arc<BridgeLink>, PendingBridge), ServerError> {
+pub(crate) fn prepare(
+    config: BrokerConfig,
+    limits: HistoryLimits,
+) -> Result<(Arc<BridgeLink>, PendingBridge), ServerError> {
     let invalid = |e: RedisError| ServerError::Config(format!("invalid broker URL {:?}: {e}", redact(&config.url)));
     let info = config.url.as_str().into_connection_info().map_err(invalid)?;
     let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
@@ -170,6 +257,11 @@ pub(crate) fn prepare(config: BrokerConfig) -> Result<(Arc<BridgeLink>, PendingB
         ever_connected: false,
         shutdown: false,
         payload: Vec::new(),
+        limits,
+        publish_sha: String::new(),
+        fetch_sha: String::new(),
+        wants: HashMap::new(),
+        refill: Vec::new(),
         config,
     };
     Ok((link.clone(), PendingBridge { bridge, runtime, link }))
@@ -242,6 +334,71 @@ struct Bridge {
     ever_connected: bool,
     shutdown: bool,
     payload: Vec<u8>,
+    /// The history's bounds: the streams' length and age.
+    limits: HistoryLimits,
+    /// SHA1s of [`PUBLISH_LUA`] and [`FETCH_LUA`], as the live connection's
+    /// Redis loaded them (`SCRIPT LOAD` on every connection).
+    publish_sha: String,
+    fetch_sha: String,
+    /// Stream reads asked for by resuming connections, one per topic (so
+    /// at most one per topic with a local subscriber).
+    wants: HashMap<Arc<str>, Want>,
+    /// After a reconnect: the followed topics and the last position this
+    /// server had of each, to read the streams after.
+    refill: Vec<(Arc<str>, Position)>,
+}
+
+/// What one stream read must cover: every request for the topic since the
+/// last read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Want {
+    /// The epoch asked about (0: none or several: read everything).
+    epoch: u64,
+    after: u64,
+    /// Every request was a new subscription: only the head is needed.
+    head_only: bool,
+}
+
+impl Want {
+    fn new(from: Option<Position>) -> Self {
+        match from {
+            Some(p) => Self { epoch: p.epoch, after: p.offset, head_only: false },
+            None => Self { epoch: 0, after: 0, head_only: true },
+        }
+    }
+
+    /// One read that answers both.
+    fn merge(self, other: Want) -> Want {
+        match (self.head_only, other.head_only) {
+            (true, _) => other,
+            (_, true) => self,
+            _ if self.epoch == other.epoch => Want { after: self.after.min(other.after), ..self },
+            _ => Want { epoch: 0, after: 0, head_only: false },
+        }
+    }
+}
+
+/// One event read from a stream.
+struct Entry {
+    at: Position,
+    event: EncodedEvent,
+    framed: Option<EncodedEvent>,
+}
+
+/// A stream read, parsed.
+struct Read {
+    epoch: u64,
+    after: u64,
+    head: u64,
+    /// Oldest first, contiguous up to `head`, none older than the history's age.
+    entries: Vec<Entry>,
+}
+
+impl Read {
+    fn answer(&self) -> Fetched {
+        let events = self.entries.iter().filter_map(|e| e.framed.clone().map(|f| (e.at.offset, f))).collect();
+        Fetched { epoch: self.epoch, after: self.after, head: self.head, events }
+    }
 }
 
 impl Bridge {
@@ -258,7 +415,11 @@ impl Bridge {
             if self.dirty && self.live.is_some() {
                 self.reconcile().await;
             }
-            let mut busy = self.publish_batch().await;
+            if !self.dirty && self.live.is_some() && !self.refill.is_empty() {
+                self.refill().await;
+            }
+            let mut busy = self.fetch_batch().await;
+            busy |= self.publish_batch().await;
             busy |= self.drain_pushes();
             if busy {
                 // More may be queued; let the connection's driver task run.
@@ -278,9 +439,11 @@ impl Bridge {
     /// or the next reconnect attempt is due.
     async fn wait(&mut self) {
         let inbox = &self.inbox;
+        // While there is no connection, queued events wait for one.
+        let can_publish = self.live.is_some();
         let ready = std::future::poll_fn(|cx| {
             inbox.waker.register(cx.waker());
-            if inbox.publish.is_empty() && inbox.control.is_empty() {
+            if (inbox.publish.is_empty() || !can_publish) && inbox.control.is_empty() {
                 Poll::Pending
             } else {
                 Poll::Ready(())
@@ -326,9 +489,26 @@ impl Bridge {
                         }
                     }
                 }
+                Control::Fetch { topic, from } => {
+                    let want = Want::new(from);
+                    let merged = self.wants.get(&topic).map_or(want, |w| w.merge(want));
+                    self.wants.insert(topic, merged);
+                }
                 Control::Shutdown => self.shutdown = true,
             }
         }
+    }
+
+    /// `<prefix>{<topic>}:<what>`: the hash tag keeps a topic's keys in one
+    /// cluster slot, as the scripts need.
+    fn key(&self, topic: &str, what: &str) -> Vec<u8> {
+        let mut key = Vec::with_capacity(self.config.channel_prefix.len() + topic.len() + 3 + what.len());
+        key.extend_from_slice(self.config.channel_prefix.as_bytes());
+        key.push(b'{');
+        key.extend_from_slice(topic.as_bytes());
+        key.extend_from_slice(b"}:");
+        key.extend_from_slice(what.as_bytes());
+        key
     }
 
     /// `<prefix><topic>`.
@@ -345,7 +525,24 @@ impl Bridge {
             .set_push_sender(tx)
             .set_connection_timeout(Some(self.config.connect_timeout))
             .set_response_timeout(Some(self.config.response_timeout));
-        match self.client.get_multiplexed_async_connection_with_config(&cfg).await {
+        let connected = match self.client.get_multiplexed_async_connection_with_config(&cfg).await {
+            Ok(mut conn) => {
+                // Loaded on every connection: a restarted Redis forgets them.
+                let load = |src: &'static str| redis::cmd("SCRIPT").arg("LOAD").arg(src).clone();
+                match load(PUBLISH_LUA).query_async::<String>(&mut conn).await {
+                    Ok(sha) => {
+                        self.publish_sha = sha;
+                        load(FETCH_LUA).query_async::<String>(&mut conn).await.map(|sha| {
+                            self.fetch_sha = sha;
+                            conn
+                        })
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        match connected {
             Ok(conn) => {
                 self.live = Some(Live { conn, pushes: rx });
                 self.stats.connected.set(1);
@@ -358,20 +555,22 @@ impl Bridge {
                         self.stats.reconnects.inc();
                         // Other servers' events of every topic followed here
                         // may have been published while this bridge could
-                        // not receive them: resuming clients get a gap
-                        // notice rather than a silent loss.
+                        // not receive them: once re-subscribed, read each
+                        // topic's stream after the last event this server
+                        // had (`Self::refill`).
                         if let Some(emitter) = &self.emitter {
-                            for topic in self.counts.keys() {
-                                emitter.mark_lost(topic.clone());
-                            }
+                            let shared = emitter.history();
+                            let history = crate::resume::lock(&shared);
+                            self.refill =
+                                self.counts.keys().filter_map(|t| history.head(t).map(|p| (t.clone(), p))).collect();
                         }
                         tracing::warn!(
                             down_for = ?o.since.elapsed(),
                             attempts = o.attempts + 1,
                             events_not_published = lost,
                             topics = self.counts.len(),
-                            "broker reconnected; re-subscribing. Events published on other servers while \
-                             it was down were not received here, and events from here were not published"
+                            "broker reconnected; re-subscribing and reading what other servers published \
+                             meanwhile; queued topic events are published now"
                         );
                     } else {
                         tracing::info!(after = ?o.since.elapsed(), events_not_published = lost, "broker connected");
@@ -418,8 +617,8 @@ impl Bridge {
         self.retry_at = tokio::time::Instant::now() + self.backoff;
         tracing::warn!(
             reason,
-            "broker connection lost; local delivery continues, topic events are not exchanged with other \
-             servers until it is back (reconnecting with backoff)"
+            "broker connection lost; topic events wait for it (bounded queue, then EmitError::BrokerBacklog), \
+             reconnecting with backoff"
         );
     }
 
@@ -470,9 +669,12 @@ impl Bridge {
         self.dirty = false;
     }
 
-    /// Publishes up to one batch of queued events, or drops them (counted)
-    /// while there is no connection. Returns whether there was any.
+    /// Publishes up to one batch of queued events through [`PUBLISH_LUA`].
+    /// Returns whether there was any. Without a connection, events wait.
     async fn publish_batch(&mut self) -> bool {
+        if self.live.is_none() {
+            return false;
+        }
         let mut batch: Vec<Publish> = Vec::new();
         while batch.len() < PUBLISH_BATCH {
             match self.inbox.publish.try_recv() {
@@ -484,29 +686,183 @@ impl Bridge {
             return false;
         }
         let n = batch.len() as u64;
-        if self.live.is_none() {
-            self.stats.dropped_while_down.add(n);
-            return true;
-        }
+        let max_age_ms = self.limits.max_age.as_millis().max(1) as u64;
         let mut pipe = redis::pipe();
         for p in &batch {
-            let channel = self.channel_name(&p.topic);
-            encode_broker_message(&mut self.payload, self.origin, &p.event);
-            pipe.cmd("PUBLISH").arg(channel).arg(&self.payload[..]).ignore();
+            encode_broker_prefix(&mut self.payload, self.origin, &p.event);
+            pipe.cmd("EVALSHA")
+                .arg(&self.publish_sha)
+                .arg(2)
+                .arg(self.key(&p.topic, "meta"))
+                .arg(self.key(&p.topic, "log"))
+                .arg(self.channel_name(&p.topic))
+                .arg(&self.payload[..])
+                .arg(p.event.archive())
+                .arg(origin_id() % 2048)
+                .arg(self.limits.max_events)
+                .arg(max_age_ms)
+                .ignore();
         }
         let live = self.live.as_mut().expect("checked above");
         match pipe.exec_async(&mut live.conn).await {
             Ok(()) => self.stats.published.add(n),
             Err(e) => {
+                // Whether Redis ran them is unknown (the reply was lost):
+                // publishing them again could number one event twice.
                 self.stats.publish_failures.add(n);
                 if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
-                    self.lost(&format!("PUBLISH failed: {e}"));
+                    self.lost(&format!("publishing failed: {e}"));
                 } else {
-                    tracing::warn!(error = %e, events = n, "broker refused PUBLISH; events not sent to other servers");
+                    tracing::warn!(error = %e, events = n, "broker refused the publish script; events not sent");
                 }
             }
         }
         true
+    }
+
+    /// Reads the streams resuming connections wait for (up to one batch of
+    /// topics) and hands each answer to the shards. Without a connection
+    /// they cannot be read: the waiting replays become unknown gaps at
+    /// once, never a wait without end. Returns whether there was any.
+    async fn fetch_batch(&mut self) -> bool {
+        if self.wants.is_empty() {
+            return false;
+        }
+        let topics: Vec<(Arc<str>, Want)> = self.wants.iter().take(FETCH_BATCH).map(|(t, w)| (t.clone(), *w)).collect();
+        for (t, _) in &topics {
+            self.wants.remove(t);
+        }
+        let reads = match self.live.is_some() {
+            true => {
+                let asks: Vec<(Arc<str>, u64, u64, usize)> = topics
+                    .iter()
+                    .map(|(t, w)| (t.clone(), w.epoch, w.after, if w.head_only { 0 } else { self.limits.max_events }))
+                    .collect();
+                self.read_streams(&asks).await
+            }
+            false => None,
+        };
+        let emitter = self.emitter.as_ref().expect("set at start");
+        match reads {
+            Some(reads) => {
+                for ((topic, _), read) in topics.into_iter().zip(reads) {
+                    emitter.answer(topic, read.map(|r| r.answer()));
+                }
+            }
+            None => {
+                for (topic, _) in topics {
+                    emitter.answer(topic, None);
+                }
+            }
+        }
+        true
+    }
+
+    /// After a reconnect: reads each followed topic's stream after the
+    /// last event this server had, and routes what it missed before
+    /// anything received later (which the cache then drops as duplicates).
+    /// A newer life of the topic is routed as such (clients see the epoch
+    /// change as a gap notice); a read that fails is a gap notice now.
+    async fn refill(&mut self) {
+        let refill = std::mem::take(&mut self.refill);
+        for chunk in refill.chunks(FETCH_BATCH) {
+            let asks: Vec<(Arc<str>, u64, u64, usize)> =
+                chunk.iter().map(|(t, p)| (t.clone(), p.epoch, p.offset, self.limits.max_events)).collect();
+            let reads = if self.live.is_some() { self.read_streams(&asks).await } else { None };
+            let emitter = self.emitter.as_ref().expect("set at start");
+            let reads = reads.unwrap_or_else(|| chunk.iter().map(|_| None).collect());
+            for ((topic, _), read) in chunk.iter().zip(reads) {
+                let Some(read) = read else {
+                    emitter.mark_lost(topic.clone());
+                    continue;
+                };
+                for e in read.entries {
+                    if let Err(err) = emitter.route_positioned(topic.clone(), e.at, e.event, e.framed) {
+                        tracing::debug!(error = %err, %topic, "event read from the broker not routed to every shard");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs [`FETCH_LUA`] for each `(topic, epoch, after, count)`, in one
+    /// pipeline. `None`: the pipeline failed (the connection is treated as
+    /// lost when it broke); per topic `None`: its answer was not readable.
+    async fn read_streams(&mut self, asks: &[(Arc<str>, u64, u64, usize)]) -> Option<Vec<Option<Read>>> {
+        let mut pipe = redis::pipe();
+        for (topic, epoch, after, count) in asks {
+            pipe.cmd("EVALSHA")
+                .arg(&self.fetch_sha)
+                .arg(2)
+                .arg(self.key(topic, "meta"))
+                .arg(self.key(topic, "log"))
+                .arg(*epoch)
+                .arg(*after)
+                .arg(*count);
+        }
+        let live = self.live.as_mut()?;
+        match pipe.query_async::<Vec<Value>>(&mut live.conn).await {
+            Ok(values) => Some(asks.iter().zip(values).map(|((t, ..), v)| self.parse_read(t, v)).collect()),
+            Err(e) => {
+                if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() || e.is_unrecoverable_error() {
+                    self.lost(&format!("reading topic logs failed: {e}"));
+                } else {
+                    tracing::warn!(error = %e, "broker refused the log-read script");
+                }
+                None
+            }
+        }
+    }
+
+    /// Parses one [`FETCH_LUA`] answer.
+    fn parse_read(&self, topic: &str, v: Value) -> Option<Read> {
+        let int = |v: &Value| match v {
+            Value::Int(i) => u64::try_from(*i).ok(),
+            Value::BulkString(b) => std::str::from_utf8(b).ok()?.parse().ok(),
+            _ => None,
+        };
+        let Value::Array(parts) = v else {
+            self.malformed("log read answer is not an array");
+            return None;
+        };
+        let [epoch, after, head, now, Value::Array(raw)] = &parts[..] else {
+            self.malformed("log read answer has the wrong shape");
+            return None;
+        };
+        let (epoch, after, head, now) = (int(epoch)?, int(after)?, int(head)?, int(now)?);
+        let max_age_ms = self.limits.max_age.as_millis() as u64;
+        let mut entries: Vec<Entry> = Vec::with_capacity(raw.len());
+        // Newest first: keep the run that is contiguous down from the head.
+        let mut expect = head;
+        for item in raw {
+            let Value::Array(item) = item else { break };
+            let [_, Value::Array(fields)] = &item[..] else { break };
+            let field = |name: &[u8]| {
+                fields.chunks(2).find_map(|kv| match kv {
+                    [Value::BulkString(k), v] if k.as_slice() == name => Some(v),
+                    _ => None,
+                })
+            };
+            let (Some(Value::BulkString(payload)), Some(at_ms)) = (field(b"p"), field(b"t").and_then(int)) else {
+                self.malformed("log entry without payload or time");
+                break;
+            };
+            if now.saturating_sub(at_ms) > max_age_ms {
+                break; // this one and every older one are past the history's age
+            }
+            let Ok(m) = decode_broker_message(payload) else {
+                self.malformed("log entry is not a HardLight event");
+                break;
+            };
+            if m.position.epoch != epoch || m.position.offset != expect {
+                break;
+            }
+            expect -= 1;
+            let framed = (topic.len() <= MAX_TOPIC_LEN).then(|| m.to_positioned(topic));
+            entries.push(Entry { at: m.position, event: m.to_event(), framed });
+        }
+        entries.reverse();
+        Some(Read { epoch, after, head, entries })
     }
 
     /// Handles messages already received, without waiting. Returns whether
@@ -553,11 +909,15 @@ impl Bridge {
             return;
         };
         match decode_broker_message(payload) {
-            Ok(m) if m.origin == self.origin => self.stats.skipped_own.inc(),
             Ok(m) => {
-                self.stats.received.inc();
+                if m.origin == self.origin {
+                    self.stats.own_received.inc();
+                } else {
+                    self.stats.received.inc();
+                }
                 let emitter = self.emitter.as_ref().expect("set at start");
-                if let Err(e) = emitter.route_local(topic.into(), m.to_event()) {
+                let framed = (topic.len() <= MAX_TOPIC_LEN).then(|| m.to_positioned(topic));
+                if let Err(e) = emitter.route_positioned(topic.into(), m.position, m.to_event(), framed) {
                     tracing::debug!(error = %e, topic, "event from the broker not routed to every shard");
                 }
             }
@@ -573,15 +933,18 @@ impl Bridge {
         }
     }
 
-    /// On shutdown: publish what is still queued, or count it as dropped.
-    /// Bounded: at most one queue's worth of batches (emitters outside the
-    /// server may go on emitting), each within the response timeout.
+    /// On shutdown: publish what is still queued, or, without a
+    /// connection, count it as dropped. Bounded: at most one queue's worth
+    /// of batches (emitters outside the server may go on emitting), each
+    /// within the response timeout.
     async fn flush(&mut self) {
         for _ in 0..=self.config.queue_capacity / PUBLISH_BATCH {
             if !self.publish_batch().await {
                 break;
             }
         }
+        let left = self.inbox.publish.try_iter().count() as u64;
+        self.stats.dropped_while_down.add(left);
     }
 }
 
@@ -597,10 +960,11 @@ mod tests {
 
     #[test]
     fn bad_urls_are_refused_at_build_time() {
+        let limits = HistoryLimits::default();
         for url in ["http://127.0.0.1:6379", "not a url", "redis://127.0.0.1:notaport"] {
-            assert!(matches!(prepare(BrokerConfig::new(url)), Err(ServerError::Config(_))), "{url}");
+            assert!(matches!(prepare(BrokerConfig::new(url), limits), Err(ServerError::Config(_))), "{url}");
         }
-        assert!(prepare(BrokerConfig::new("redis://127.0.0.1:6390/0")).is_ok());
+        assert!(prepare(BrokerConfig::new("redis://127.0.0.1:6390/0"), limits).is_ok());
     }
 
     #[test]
@@ -608,8 +972,23 @@ mod tests {
         assert_eq!(redact("redis://user:secret@10.0.0.1:6379/0"), "redis://***@10.0.0.1:6379/0");
         assert_eq!(redact("redis://:secret@host"), "redis://***@host");
         assert_eq!(redact("redis://127.0.0.1:6390"), "redis://127.0.0.1:6390");
-        let Err(ServerError::Config(e)) = prepare(BrokerConfig::new("redis://u:secret@host:port")) else { panic!() };
+        let Err(ServerError::Config(e)) = prepare(BrokerConfig::new("redis://u:secret@host:port"), Default::default())
+        else {
+            panic!()
+        };
         assert!(!e.contains("secret"), "{e}");
+    }
+
+    #[test]
+    fn reads_asked_for_one_topic_merge_into_one_that_answers_all() {
+        let at = |epoch, offset| Some(Position { epoch, offset });
+        let fresh = Want::new(None);
+        assert!(fresh.head_only);
+        assert_eq!(fresh.merge(Want::new(at(5, 9))), Want::new(at(5, 9)), "a position needs more than the head");
+        assert_eq!(Want::new(at(5, 9)).merge(fresh), Want::new(at(5, 9)));
+        assert_eq!(Want::new(at(5, 9)).merge(Want::new(at(5, 3))), Want::new(at(5, 3)), "the lower offset");
+        let both = Want::new(at(5, 9)).merge(Want::new(at(6, 3)));
+        assert_eq!((both.epoch, both.after, both.head_only), (0, 0, false), "two lives: everything retained");
     }
 
     #[test]

@@ -15,12 +15,18 @@
 //! Emitting never blocks: a full shard inbox is an error the caller sees.
 //!
 //! With a broker configured, the mesh has one more participant: the bridge
-//! thread (`crate::broker`). [`Emitter::to_topic`] also hands the encoded
-//! event to it through a bounded queue (full: counted and dropped), and it
-//! routes events from other servers into the shards with
-//! [`Emitter::route_local`]. Each shard's [`Registry`] tells it when a topic
-//! gains its first or loses its last local subscriber, so that the bridge
-//! subscribes on the broker only to topics some local connection needs.
+//! thread (`crate::broker`). [`Emitter::to_topic`] hands the encoded event
+//! to it through a bounded queue (full: [`EmitError::BrokerBacklog`]) and
+//! does *not* deliver it locally: the broker gives it its position, and it
+//! comes back like every other server's events, which the bridge routes
+//! into the shards with `Emitter::route_positioned`. So every server
+//! delivers a topic in one order with one numbering, and a client can
+//! resume on any of them (`crate::broker` says what this costs). Each
+//! shard's [`Registry`] tells the bridge when a topic gains its first or
+//! loses its last local subscriber, so that it subscribes on the broker
+//! only to topics some local connection needs, and asks it for the
+//! broker's log where a resuming connection needs more than this server's
+//! cache holds.
 
 use std::any::Any;
 use std::cell::RefCell;
@@ -37,7 +43,7 @@ use hardlight_core::{ConnectionState, EncodeError, EncodedEvent, Event, Outbox, 
 pub(crate) use crate::registry::{route, Registry};
 use crate::resume::SharedHistory;
 use crate::stats::BrokerStats;
-use hardlight_core::resume::Position;
+use hardlight_core::resume::{Fetched, Position};
 
 /// Default capacity of each shard's inbound event channel.
 pub const DEFAULT_MESH_CAPACITY: usize = 4096;
@@ -58,8 +64,18 @@ pub(crate) struct Routed {
     /// For topic events: the position and framed `TOPIC_EVENT` for
     /// connections that resume (`crate::resume`).
     pub(crate) positioned: Option<(Position, EncodedEvent)>,
-    /// Not an event: the topic lost events (`Emitter::mark_lost`).
-    pub(crate) lost: bool,
+    /// Not an event: a notice about the topic (`event` is empty).
+    pub(crate) notice: Option<Notice>,
+}
+
+/// What a shard learns about a topic besides its events.
+#[derive(Clone)]
+pub(crate) enum Notice {
+    /// The topic lost events (`Emitter::mark_lost`).
+    Lost,
+    /// The broker's log of the topic, asked for by replays this server's
+    /// cache did not cover (`None`: the broker could not be asked).
+    Fetched(Arc<Option<Fetched>>),
 }
 
 /// One shard's inbound edge of the mesh.
@@ -107,6 +123,17 @@ pub enum EmitError {
     /// The server has shut down.
     #[error("server is shut down")]
     Closed,
+    /// A broker is configured and its bridge holds this many topic events
+    /// not yet accepted by the broker (it is unreachable or slower than the
+    /// emits): the event was not sent. Topic events are delivered only
+    /// once the broker has positioned them, so nothing was delivered
+    /// anywhere. Retry later, shed load, or raise
+    /// `BrokerConfig::queue_capacity` if the broker is merely slow.
+    #[error(
+        "broker backlog full ({0} topic events wait for the broker): event not sent; retry later or raise \
+         BrokerConfig::queue_capacity"
+    )]
+    BrokerBacklog(usize),
     /// The event's type is not one the service declares, so clients have
     /// no id for it; nothing was sent.
     #[error(
@@ -134,18 +161,25 @@ pub(crate) enum Control {
     /// A shard's first local subscriber of `topic` arrived (`+1`) or its
     /// last one left (`-1`).
     Interest { topic: Arc<str>, delta: i8 },
+    /// A resuming connection needs `topic`'s broker log after `from`
+    /// (`None`: only where the topic stands); the answer goes to every
+    /// shard as [`Notice::Fetched`].
+    Fetch { topic: Arc<str>, from: Option<Position> },
     /// The server is shutting down: flush and stop.
     Shutdown,
 }
 
 /// The sending side of the bridge, shared by every emitter and registry.
 ///
-/// Publications go through a bounded queue: when it is full the event is
-/// counted (`BrokerStats::queue_full`) and not published, so an emitter
-/// never waits for the broker. Interest changes go through an unbounded
-/// queue, because losing one would leave the bridge's per-topic counts
-/// wrong for good; there is at most one message per topic transition per
-/// shard, and the bridge consumes them without touching the network.
+/// Publications go through a bounded queue: when it is full the emit fails
+/// with [`EmitError::BrokerBacklog`] (and is counted in
+/// `BrokerStats::queue_full`), so an emitter never waits for the broker
+/// and never loses an event silently. Interest changes and log requests go
+/// through an unbounded queue, because losing one would leave the bridge's
+/// per-topic counts wrong for good, or a connection waiting for an answer;
+/// there is at most one message per topic transition per shard, one
+/// request per resuming connection and topic, and the bridge consumes them
+/// without touching the network.
 pub(crate) struct BridgeLink {
     publish: Sender<Publish>,
     control: Sender<Control>,
@@ -174,20 +208,31 @@ pub(crate) fn bridge_link(capacity: usize, stats: Arc<BrokerStats>) -> (Arc<Brid
 }
 
 impl BridgeLink {
-    fn publish(&self, topic: Arc<str>, event: EncodedEvent) {
+    fn publish(&self, topic: Arc<str>, event: EncodedEvent) -> Result<(), EmitError> {
         match self.publish.try_send(Publish { topic, event }) {
-            Ok(()) => self.waker.wake(),
+            Ok(()) => {
+                self.waker.wake();
+                Ok(())
+            }
             Err(TrySendError::Full(_)) => {
                 self.stats.queue_full.inc();
                 let n = self.stats.queue_full.get();
                 // Log-scale warnings: a stuck bridge must not flood the log.
                 if n.is_power_of_two() {
-                    tracing::warn!(dropped = n, "broker bridge queue full; topic event not published to other servers");
+                    tracing::warn!(refused = n, "broker bridge queue full; topic emits refused (BrokerBacklog)");
                 }
+                Err(EmitError::BrokerBacklog(self.publish.capacity().unwrap_or(0)))
             }
-            // The bridge has stopped (server shutting down): local only.
-            Err(TrySendError::Disconnected(_)) => {}
+            // The bridge has stopped: the server is shutting down.
+            Err(TrySendError::Disconnected(_)) => Err(EmitError::Closed),
         }
+    }
+
+    /// Asks the bridge for `topic`'s broker log after `from`.
+    pub(crate) fn fetch(&self, topic: Arc<str>, from: Option<Position>) -> bool {
+        let sent = self.control.send(Control::Fetch { topic, from }).is_ok();
+        self.waker.wake();
+        sent
     }
 
     pub(crate) fn interest(&self, topic: Arc<str>, delta: i8) {
@@ -306,20 +351,23 @@ impl Emitter {
 
     /// Sends `event` to every connection subscribed to `topic`: on this
     /// server, and, when a broker is configured (`ServerBuilder::broker`),
-    /// on every server bridged to it. Local delivery does not wait for the
-    /// broker; the cross-server part is at-most-once (see `BrokerStats`).
-    /// An error describes local delivery only.
+    /// on every server bridged to it. With a broker, the event is only
+    /// queued for the broker here; it is delivered (on this server too)
+    /// once the broker has given it its position, so that every server
+    /// delivers the topic in the same order. While the broker is
+    /// unreachable, events wait in the bridge's bounded queue
+    /// ([`EmitError::BrokerBacklog`] when it is full). Without a broker,
+    /// an error describes local delivery.
     pub fn to_topic<E: Event>(&self, topic: &str, event: &E) -> Result<(), EmitError> {
         let event = self.encode(event)?;
         let topic: Arc<str> = topic.into();
-        self.stats.emitted.fetch_add(1, Ordering::Relaxed);
-        let local = self.route_topic(topic.clone(), event.clone());
         if let Some(bridge) = &self.bridge {
-            if !matches!(local, Err(EmitError::Closed)) {
-                bridge.publish(topic, event);
-            }
+            bridge.publish(topic, event)?;
+            self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+            return Ok(());
         }
-        local
+        self.stats.emitted.fetch_add(1, Ordering::Relaxed);
+        self.route_topic(topic, event)
     }
 
     /// Sends `event` to every connection on this server (never to other
@@ -370,29 +418,57 @@ impl Emitter {
     #[cfg_attr(not(feature = "broker"), allow(dead_code))]
     pub(crate) fn mark_lost(&self, topic: Arc<str>) {
         let _history = crate::resume::lock(&self.history);
+        self.notify(topic, Notice::Lost);
+    }
+
+    /// Hands the broker's answer for `topic` to every shard, in order with
+    /// the events routed before it (see `hardlight_core::resume::ConnectionResume::fetched`).
+    #[cfg_attr(not(feature = "broker"), allow(dead_code))]
+    pub(crate) fn answer(&self, topic: Arc<str>, answer: Option<Fetched>) {
+        let _history = crate::resume::lock(&self.history);
+        self.notify(topic, Notice::Fetched(Arc::new(answer)));
+    }
+
+    /// Sends a notice to every shard; the caller holds the history lock.
+    fn notify(&self, topic: Arc<str>, notice: Notice) {
         for inbox in self.inboxes.iter() {
             let routed = Routed {
                 target: Target::Topic(topic.clone()),
                 event: EncodedEvent::from_archive(0, &[]),
                 positioned: None,
-                lost: true,
+                notice: Some(notice.clone()),
             };
-            // The control queue is never full for long; a full inbox here
-            // would be a shard that stopped, whose clients reconnect anyway.
+            // The inbox is never full for long; a full inbox here would be
+            // a shard that stopped, whose clients reconnect anyway.
             if inbox.tx.try_send(routed).is_ok() {
                 inbox.waker.wake();
             }
         }
     }
 
-    /// Routes an already encoded event to this server's shards only (never
-    /// to the broker): how the bridge delivers events from other servers,
-    /// fanned out per shard exactly as local ones.
+    /// Routes an event the broker positioned to this server's shards
+    /// (never back to the broker): inserted into the cache and fanned out
+    /// under the history lock, so every shard sees the topic in offset
+    /// order. A duplicate or stale event is dropped (returns `Ok(false)`).
     /// Not counted in `EmitStats::emitted` (the bridge counts them in
     /// `BrokerStats::received`).
     #[cfg_attr(not(feature = "broker"), allow(dead_code))]
-    pub(crate) fn route_local(&self, topic: Arc<str>, event: EncodedEvent) -> Result<(), EmitError> {
-        self.route_topic(topic, event)
+    pub(crate) fn route_positioned(
+        &self,
+        topic: Arc<str>,
+        at: Position,
+        event: EncodedEvent,
+        framed: Option<EncodedEvent>,
+    ) -> Result<bool, EmitError> {
+        let mut history = crate::resume::lock(&self.history);
+        let Some(framed) = framed else {
+            // A topic name too long for a position: delivered without one.
+            return self.fan_out(Target::Topic(topic), event, None).map(|()| true);
+        };
+        if !history.insert(&topic, at, std::time::Instant::now(), framed.clone()) {
+            return Ok(false);
+        }
+        self.fan_out(Target::Topic(topic), event, Some((at, framed))).map(|()| true)
     }
 
     fn route(&self, target: Target, event: EncodedEvent) -> Result<(), EmitError> {
@@ -411,7 +487,7 @@ impl Emitter {
         let mut closed = 0;
         for inbox in self.inboxes.iter() {
             let routed =
-                Routed { target: target.clone(), event: event.clone(), positioned: positioned.clone(), lost: false };
+                Routed { target: target.clone(), event: event.clone(), positioned: positioned.clone(), notice: None };
             match inbox.tx.try_send(routed) {
                 Ok(()) => inbox.waker.wake(),
                 Err(TrySendError::Full(_)) => full += 1,
@@ -492,17 +568,22 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_full_bridge_queue_drops_and_counts_and_never_blocks() {
+    fn a_full_bridge_queue_refuses_with_a_typed_error_counts_and_never_blocks() {
         let stats = Arc::new(BrokerStats::default());
         let (link, inbox) = bridge_link(2, stats.clone());
         let ev = EncodedEvent::from_archive(1, &[]);
-        for _ in 0..5 {
-            link.publish("t".into(), ev.clone());
+        for _ in 0..2 {
+            link.publish("t".into(), ev.clone()).unwrap();
+        }
+        for _ in 0..3 {
+            assert!(matches!(link.publish("t".into(), ev.clone()), Err(EmitError::BrokerBacklog(2))));
         }
         assert_eq!(inbox.publish.len(), 2);
         assert_eq!(stats.queue_full.get(), 3);
+        let msg = EmitError::BrokerBacklog(2).to_string();
+        assert!(msg.contains("retry later") && msg.contains("queue_capacity"), "actionable: {msg}");
         drop(inbox);
-        link.publish("t".into(), ev);
+        assert!(matches!(link.publish("t".into(), ev), Err(EmitError::Closed)));
         assert_eq!(stats.queue_full.get(), 3, "a stopped bridge is not a full queue");
     }
 }

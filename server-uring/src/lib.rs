@@ -329,14 +329,20 @@ impl ServerBuilder {
         #[cfg(feature = "broker")]
         let (bridge_link, pending_bridge) = match self.broker {
             Some(b) => {
-                let (link, pending) = broker::prepare(b)?;
+                let (link, pending) = broker::prepare(b, config.history_limits)?;
                 (Some(link), Some(pending))
             }
             None => (None, None),
         };
         #[cfg(not(feature = "broker"))]
         let bridge_link = None;
-        let emitter = Emitter::new(inboxes, bridge_link, schema, resume::new_history(config.history_limits));
+        // With a broker, the broker numbers topic events and this server's
+        // history is a cache of its logs (`crate::broker`).
+        let history = match bridge_link {
+            Some(_) => resume::new_cache(config.history_limits),
+            None => resume::new_history(config.history_limits),
+        };
+        let emitter = Emitter::new(inboxes, bridge_link, schema, history);
         let mut receivers = receivers.into_iter();
         let mut controls: Vec<ShardControl> = Vec::with_capacity(shards);
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), ServerError>>();

@@ -13,7 +13,7 @@ use std::task::Poll;
 use hardlight_core::resume::ConnectionResume;
 use hardlight_core::Outbox;
 
-use crate::events::{BridgeLink, EmitStats, InboxReceiver, Routed, Tally, Target};
+use crate::events::{BridgeLink, EmitStats, InboxReceiver, Notice, Routed, Tally, Target};
 use crate::resume::SharedHistory;
 
 /// A shard's local connections and topic subscriptions.
@@ -65,6 +65,8 @@ impl Registry {
             if let Some(r) = e.resume.as_mut() {
                 let mut h = crate::resume::lock(&self.history);
                 r.release(req, &mut h, std::time::Instant::now(), &e.outbox);
+                drop(h);
+                ask_broker(self.bridge.as_deref(), r, &e.outbox);
             }
         }
     }
@@ -130,6 +132,8 @@ impl Registry {
         if let Some(r) = e.resume.as_mut() {
             let mut h = crate::resume::lock(&self.history);
             r.subscribed(&topic, &mut h, std::time::Instant::now(), &e.outbox);
+            drop(h);
+            ask_broker(self.bridge.as_deref(), r, &e.outbox);
         }
         self.topics.entry(topic).or_default().insert(key);
     }
@@ -152,13 +156,18 @@ impl Registry {
     fn deliver(&mut self, routed: &Routed) -> usize {
         let mut n = 0;
         let mut tally = Tally::default();
-        if routed.lost {
+        if let Some(notice) = &routed.notice {
             let Target::Topic(t) = &routed.target else { return 0 };
             if let Some(set) = self.topics.get(t) {
                 for &k in set {
                     if let Some(Some(e)) = self.conns.get_mut(k) {
                         if let Some(r) = e.resume.as_mut() {
-                            r.lost(t, &e.outbox);
+                            match notice {
+                                Notice::Lost => r.lost(t, &e.outbox),
+                                Notice::Fetched(answer) => {
+                                    r.fetched(t, answer.as_ref().as_ref(), &e.outbox);
+                                }
+                            }
                             n += 1;
                         }
                     }
@@ -206,6 +215,17 @@ impl Registry {
     }
 }
 
+/// Sends the connection's requests for broker logs to the bridge. Without
+/// one (or once it has stopped) nobody can answer: the replay is resolved
+/// at once as "could not ask" (an unknown gap), never left waiting.
+fn ask_broker(bridge: Option<&BridgeLink>, r: &mut ConnectionResume, outbox: &Outbox) {
+    for (topic, from) in r.take_fetches() {
+        if !bridge.is_some_and(|b| b.fetch(topic.clone(), from)) {
+            r.fetched(&topic, None, outbox);
+        }
+    }
+}
+
 /// The shard task that takes routed events off its inbox and queues them on
 /// local connections. Runs until the inbox's senders are all gone or `stop`.
 pub(crate) async fn route(
@@ -245,6 +265,7 @@ mod tests {
             .try_iter()
             .map(|c| match c {
                 Control::Interest { topic, delta } => (topic.to_string(), delta),
+                Control::Fetch { topic, .. } => (format!("<fetch {topic}>"), 0),
                 Control::Shutdown => ("<shutdown>".into(), 0),
             })
             .collect()
@@ -268,7 +289,7 @@ mod tests {
             reg.register(outbox);
         }
         let routed =
-            Routed { target: Target::All, event: EncodedEvent::from_archive(1, &[]), positioned: None, lost: false };
+            Routed { target: Target::All, event: EncodedEvent::from_archive(1, &[]), positioned: None, notice: None };
         for _ in 0..4 {
             reg.deliver(&routed);
         }

@@ -83,25 +83,28 @@ pub struct ServerStats {
 }
 
 /// Counters of the broker bridge (`ServerBuilder::broker`): what crossed to
-/// and from other servers, and what was lost. Redis pub/sub delivers at most
-/// once; every event this server did not get across is counted in exactly
-/// one of `publish_failures`, `dropped_while_down` or `queue_full`.
+/// and from other servers, and what was lost. Every topic event this server
+/// did not get to the broker is counted in exactly one of
+/// `publish_failures`, `dropped_while_down` or `queue_full` (the last one
+/// also returned `EmitError::BrokerBacklog` to the emitter).
 #[derive(Debug, Default)]
 pub struct BrokerStats {
-    /// Topic events the broker accepted (its PUBLISH was answered).
+    /// Topic events the broker accepted (positioned, kept and published).
     pub published: Counter,
-    /// Events from other servers handed to this server's shards.
+    /// Events from other servers received from the broker.
     pub received: Counter,
-    /// This server's own publications that came back from the broker and
-    /// were skipped (they were already delivered locally).
-    pub skipped_own: Counter,
-    /// Events whose PUBLISH failed (the connection broke or timed out
-    /// while it was in flight).
+    /// This server's own events received back from the broker: with a
+    /// broker, that is how they reach this server's clients, positioned.
+    pub own_received: Counter,
+    /// Events whose publication failed while in flight (the connection
+    /// broke or timed out; whether Redis ran them is unknown, so they are
+    /// not sent again).
     pub publish_failures: Counter,
-    /// Events not published because the bridge had no broker connection.
+    /// Events still queued for the broker when the server shut down
+    /// without a broker connection (while it runs, events wait for one).
     pub dropped_while_down: Counter,
-    /// Events not handed to the bridge because its queue was full (the
-    /// emitter never waits for the bridge).
+    /// Topic emits refused with `EmitError::BrokerBacklog` because the
+    /// bridge's queue was full (the emitter never waits for the bridge).
     pub queue_full: Counter,
     /// Messages on a subscribed channel that were not HardLight events.
     pub malformed: Counter,

@@ -19,7 +19,9 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hardlight::client::{Connection, EventStream};
-use hardlight::server::{BrokerConfig, BrokerStats, ConnectContext, ConnectionEvents, Refusal, Server, ServerHandle};
+use hardlight::server::{
+    BrokerConfig, BrokerStats, ConnectContext, ConnectionEvents, EmitError, Refusal, Server, ServerHandle,
+};
 
 #[hardlight::wire]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -208,7 +210,7 @@ async fn a_client_on_server_a_receives_events_emitted_on_server_b_in_order_and_o
     let b = start(&broker.url, &prefix, 1);
     let (a1c, mut a1) = subscriber(&a, "t").await;
     let (a2c, mut a2) = subscriber(&a, "t").await;
-    // B also has a subscriber: its own events reach it locally, once.
+    // B also has a subscriber: its own events reach it through the broker, once.
     let (b1c, mut b1) = subscriber(&b, "t").await;
     wait_for("both bridges to subscribe", || bstats(&a).subscribed.get() == 1 && bstats(&b).subscribed.get() == 1)
         .await;
@@ -243,13 +245,13 @@ async fn a_client_on_server_a_receives_events_emitted_on_server_b_in_order_and_o
         assert_eq!(next(&mut b1).await.n, n, "B's own client, in order");
     }
 
-    wait_for("B's echoes to come back", || bstats(&b).skipped_own.get() == 120).await;
+    wait_for("B's own events to come back", || bstats(&b).own_received.get() == 120).await;
     wait_for("B to count its publications", || bstats(&b).published.get() == 120).await;
     let (sa, sb) = (bstats(&a), bstats(&b));
     assert_eq!(sa.received.get(), 120);
-    assert_eq!(sa.skipped_own.get() + sb.received.get(), 0);
+    assert_eq!(sa.own_received.get() + sb.received.get(), 0);
     assert_eq!(sb.publish_failures.get() + sb.dropped_while_down.get() + sb.queue_full.get(), 0);
-    // B skipped its 120 echoes, so its client got each event exactly once.
+    // The cache drops duplicates, so every client got each event exactly once.
     assert!(b1.try_recv().is_none() && a1.try_recv().is_none() && a2.try_recv().is_none());
 
     single.sort();
@@ -319,7 +321,7 @@ async fn a_topic_nobody_on_a_subscribes_to_never_reaches_a() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn broker_killed_and_restarted_local_delivery_goes_on_and_the_bridges_come_back() {
+async fn broker_killed_and_restarted_events_emitted_during_the_outage_are_delivered_after_it_in_one_order_once() {
     let mut redis = RedisChild::start();
     let prefix = prefix("restart");
     let a = start(&redis.url(), &prefix, 1);
@@ -341,20 +343,15 @@ async fn broker_killed_and_restarted_local_delivery_goes_on_and_the_bridges_come
     redis.kill();
     let killed = Instant::now();
     wait_for("both bridges to notice", || !bstats(&a).is_connected() && !bstats(&b).is_connected()).await;
-    // While the broker is down: emitting never fails or blocks, and local
-    // delivery on each server goes on.
+    // While the broker is down: emitting never fails (the queue has room)
+    // or blocks, and topic events wait for the broker, which orders them.
     for n in 10..20 {
         emit_b.to_topic("t", &tick("t", n)).unwrap();
     }
     emit_a.to_topic("t", &tick("t", 1000)).unwrap();
-    for n in 10..20 {
-        assert_eq!(next(&mut b1).await.n, n, "B's local client during the outage");
-    }
-    assert_eq!(next(&mut a1).await.n, 1000, "A's local event during the outage");
-    wait_for("B to count its dropped events", || bstats(&b).dropped_while_down.get() == 10).await;
-    wait_for("A to count its dropped event", || bstats(&a).dropped_while_down.get() == 1).await;
-
     tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a1.try_recv().is_none() && b1.try_recv().is_none(), "not delivered before the broker positions them");
+
     redis.restart();
     let restarted = Instant::now();
     wait_for("both bridges to reconnect and re-subscribe", || {
@@ -369,20 +366,32 @@ async fn broker_killed_and_restarted_local_delivery_goes_on_and_the_bridges_come
     assert_eq!(bstats(&a).reconnects.get(), 1);
     assert_eq!(bstats(&b).reconnects.get(), 1);
 
+    // Every event emitted during the outage arrives once, on both servers
+    // in the same order, B's in the order B emitted them.
+    let (mut seen_a, mut seen_b) = (Vec::new(), Vec::new());
+    for _ in 0..11 {
+        seen_a.push(next(&mut a1).await.n);
+        seen_b.push(next(&mut b1).await.n);
+    }
+    assert_eq!(seen_a, seen_b, "one order on both servers");
+    assert_eq!(seen_a.iter().filter(|&&n| n == 1000).count(), 1, "A's event once: {seen_a:?}");
+    let from_b: Vec<u64> = seen_a.iter().copied().filter(|&n| n != 1000).collect();
+    assert_eq!(from_b, (10..20).collect::<Vec<_>>(), "B's events in order, once");
     for n in 20..30 {
         emit_b.to_topic("t", &tick("t", n)).unwrap();
     }
     for n in 20..30 {
-        // The first event A's client sees from B after the outage is 20:
-        // the ten emitted while the broker was down are lost, not late.
         assert_eq!(next(&mut a1).await.n, n, "crossing again after the restart");
         assert_eq!(next(&mut b1).await.n, n);
     }
-    assert_eq!(bstats(&a).received.get(), 20);
     assert!(a1.try_recv().is_none() && b1.try_recv().is_none());
-    // Never silent: each client was told that events of "t" from the other
-    // server may be missing (A's client did miss B's 10..20; B's missed A's
-    // 1000), once, with the count unknown (they never got positions here).
+    for s in [&a, &b] {
+        let st = bstats(s);
+        assert_eq!(st.publish_failures.get() + st.dropped_while_down.get() + st.queue_full.get(), 0);
+    }
+    // Never silent: Redis restarted without persistence, so the topic's
+    // history there is gone and its positions start a new epoch; each
+    // client is told, once, with the count unknown.
     for (name, gaps) in [("A", &mut a1_gaps), ("B", &mut b1_gaps)] {
         let g = gaps.try_recv().unwrap_or_else(|_| panic!("{name}'s client gets a gap notice"));
         assert_eq!((g.topic.as_deref(), g.missed), (Some("t"), None), "{name}");
@@ -394,20 +403,38 @@ async fn broker_killed_and_restarted_local_delivery_goes_on_and_the_bridges_come
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_server_started_before_its_broker_serves_alone_then_connects() {
+async fn a_server_started_before_its_broker_queues_topic_events_refuses_past_the_bound_then_delivers() {
     // A port where nothing listens yet.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let url = format!("redis://127.0.0.1:{port}");
-    let a = start(&url, &prefix("late"), 1);
+    init_tracing();
+    let a = Server::builder("127.0.0.1:0".parse().unwrap())
+        .unpinned(1)
+        .io_memory(256 * 1024)
+        .broker_config(BrokerConfig::new(&url).channel_prefix(prefix("late")).queue_capacity(3))
+        .serve(|ctx: &ConnectContext<'_>| Ok::<_, Refusal>(RelayService::new(RelayHandler { events: ctx.events() })))
+        .unwrap();
     let (a1c, mut a1) = subscriber(&a, "t").await;
-    a.emitter().to_topic("t", &tick("t", 1)).unwrap();
-    assert_eq!(next(&mut a1).await.n, 1, "local delivery without a broker");
-    wait_for("the dropped event to be counted", || bstats(&a).dropped_while_down.get() == 1).await;
+    for n in 1..=3 {
+        a.emitter().to_topic("t", &tick("t", n)).unwrap();
+    }
+    let refused = a.emitter().to_topic("t", &tick("t", 4));
+    assert!(matches!(refused, Err(EmitError::BrokerBacklog(3))), "the queue holds 3: {refused:?}");
+    assert_eq!(bstats(&a).queue_full.get(), 1);
+    // Other targets never wait for the broker.
+    a.emitter().to_all(&tick("all", 0)).unwrap();
+    assert_eq!(next(&mut a1).await, tick("all", 0));
+    assert!(a1.try_recv().is_none(), "topic events wait for the broker");
     assert!(!bstats(&a).is_connected());
 
     let mut redis = RedisChild { port, child: None };
     redis.restart();
     wait_for("A to connect and subscribe", || bstats(&a).is_connected() && bstats(&a).subscribed.get() == 1).await;
+    for n in 1..=3 {
+        assert_eq!(next(&mut a1).await.n, n, "queued events, in order, once the broker positions them");
+    }
+    a.emitter().to_topic("t", &tick("t", 5)).unwrap();
+    assert_eq!(next(&mut a1).await.n, 5, "the refused event is not sent later");
     assert_eq!(bstats(&a).reconnects.get(), 0, "a first connection is not a reconnect");
     assert_eq!(numsub(&url, &format!("{}t", prefix("late"))), 1);
     drop(a1c);

@@ -205,11 +205,11 @@ impl Registry {
         let Some(b) = self.emitter.broker_stats() else { return };
         for (name, help, v) in [
             ("published", "Events the broker accepted.", b.published.get()),
-            ("received", "Events from other servers handed to shards.", b.received.get()),
-            ("skipped_own", "Own publications that came back and were skipped.", b.skipped_own.get()),
-            ("publish_failures", "Events whose PUBLISH failed.", b.publish_failures.get()),
-            ("dropped_while_down", "Events not published: no broker connection.", b.dropped_while_down.get()),
-            ("queue_full", "Events not handed to the bridge: its queue was full.", b.queue_full.get()),
+            ("received", "Events from other servers received from the broker.", b.received.get()),
+            ("own_received", "Own events received back from the broker.", b.own_received.get()),
+            ("publish_failures", "Events whose publication failed in flight.", b.publish_failures.get()),
+            ("dropped_while_down", "Events still queued at shutdown without a broker.", b.dropped_while_down.get()),
+            ("queue_full", "Topic emits refused: the bridge queue was full.", b.queue_full.get()),
             ("malformed", "Broker messages that were not HardLight events.", b.malformed.get()),
             ("reconnects", "Broker connections re-established.", b.reconnects.get()),
         ] {
