@@ -1,8 +1,9 @@
-//! Failover with a broker: a resuming client moved from one server to
-//! another (their histories are per server) is told of the gap, never left
-//! with a silent loss, and the topic's events then cross to it through the
-//! broker. Needs a real Redis: `HARDLIGHT_TEST_REDIS`, else a
-//! `redis-server` child on a free port.
+//! Failover with a broker: the broker numbers and keeps each topic's events
+//! (a capped Redis stream), so a resuming client moved from one server to
+//! another resumes there without loss or duplicates; where Redis no longer
+//! has what it missed, it gets a gap notice, never silence. Needs a real
+//! Redis: `HARDLIGHT_TEST_REDIS`, else a `redis-server` child on a free
+//! port (tests that kill Redis always start their own child).
 
 mod common;
 #[path = "support/feed.rs"]
@@ -13,99 +14,278 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use feed::{emit_ticks, serve_feed, FeedClient, Proxy, Tick};
-use hardlight::client::{Backoff, ClientConfig, Connection, Status};
-use hardlight::server::{BrokerConfig, ServerHandle};
+use hardlight::client::{Backoff, ClientConfig, Connection, EventStream, GapNotice, Status};
+use hardlight::server::{BrokerConfig, HistoryLimits, ServerBuilder, ServerHandle};
+use tokio::sync::mpsc::UnboundedReceiver;
+
+const WAIT: Duration = Duration::from_secs(10);
 
 /// A redis-server child, killed on drop (or none when the environment names one).
 struct Redis {
     url: String,
+    port: u16,
     child: Option<Child>,
 }
 
 impl Redis {
+    /// The Redis the environment names, else a child.
     fn start() -> Self {
         if let Ok(url) = std::env::var("HARDLIGHT_TEST_REDIS") {
-            return Self { url, child: None };
+            return Self { url, port: 0, child: None };
         }
+        Self::child()
+    }
+
+    /// Always a child of this test (for tests that kill it).
+    fn child() -> Self {
         let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let mut r = Self { url: format!("redis://127.0.0.1:{port}"), port, child: None };
+        r.restart();
+        r
+    }
+
+    /// Starts redis-server on this port, without persistence (a restart
+    /// loses every stream), and waits until it accepts connections.
+    fn restart(&mut self) {
+        assert!(self.child.is_none(), "already running");
         let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("redis-server on PATH (apt-get install redis-server) or HARDLIGHT_TEST_REDIS set");
-        let end = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        self.child = Some(child);
+        let end = Instant::now() + WAIT;
+        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
             assert!(Instant::now() < end, "redis-server did not start");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { url: format!("redis://127.0.0.1:{port}"), child: Some(child) }
     }
-}
 
-impl Drop for Redis {
-    fn drop(&mut self) {
-        if let Some(c) = self.child.as_mut() {
+    /// SIGKILL: Redis dies without a goodbye, and without persistence.
+    fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
             let _ = c.kill();
             let _ = c.wait();
         }
     }
 }
 
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn bridged_with(url: &str, prefix: &str, builder: ServerBuilder) -> ServerHandle {
+    serve_feed(builder.broker_config(BrokerConfig::new(url).channel_prefix(prefix)), 1, Default::default())
+}
+
 fn bridged(redis: &Redis, prefix: &str) -> ServerHandle {
-    serve_feed(
-        common::builder().broker_config(BrokerConfig::new(&redis.url).channel_prefix(prefix)),
-        1,
-        Default::default(),
-    )
+    bridged_with(&redis.url, prefix, common::builder())
 }
 
-async fn tick(stream: &mut hardlight::client::EventStream<Tick>) -> u64 {
-    tokio::time::timeout(Duration::from_secs(5), stream.recv()).await.expect("tick in time").unwrap().n
+fn prefix(test: &str) -> String {
+    format!("hl-failover-{}-{test}:", std::process::id())
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_moved_to_another_bridged_server_gets_a_gap_notice_then_the_topic() {
-    let redis = Redis::start();
-    let prefix = format!("hl-failover-{}:", std::process::id());
-    let (a, b) = (bridged(&redis, &prefix), bridged(&redis, &prefix));
-    let proxy = Proxy::start(a.local_addr()).await;
+/// A resuming client that logs in and follows "t" on every (re)connection.
+async fn follower(url: &str) -> (Connection, EventStream<Tick>, UnboundedReceiver<GapNotice>) {
     let backoff = Backoff { initial: Duration::from_millis(5), max: Duration::from_millis(100), ..Backoff::default() };
     let config = ClientConfig::default().reconnect(backoff).on_connect(|conn: Connection| async move {
         let c = FeedClient::new(conn);
         c.login("secret".into()).await.map_err(|e| e.to_string())?;
         c.follow("t".into()).await.map_err(|e| e.to_string())
     });
-    let conn = Connection::connect_with(&proxy.url(), config).await.unwrap();
-    let (mut ticks, mut gaps) = (conn.events::<Tick>(), conn.gaps());
+    let conn = Connection::connect_with(url, config).await.unwrap();
+    let (ticks, gaps) = (conn.events::<Tick>(), conn.gaps());
+    (conn, ticks, gaps)
+}
+
+async fn tick(stream: &mut EventStream<Tick>) -> u64 {
+    tokio::time::timeout(WAIT, stream.recv()).await.expect("tick in time").unwrap().n
+}
+
+async fn wait_for(what: &str, mut cond: impl FnMut() -> bool) {
+    let end = Instant::now() + WAIT;
+    while !cond() {
+        assert!(Instant::now() < end, "timed out after {WAIT:?} waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+fn published(s: &ServerHandle) -> u64 {
+    s.broker_stats().expect("bridged").published.get()
+}
+
+/// Waits until the client is connected again after `cut`.
+async fn reconnected(conn: &Connection) {
+    let mut status = conn.watch_status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| *s == Status::Connected)).await.unwrap().unwrap();
+}
+
+async fn reconnecting(conn: &Connection) {
+    let mut status = conn.watch_status();
+    tokio::time::timeout(WAIT, status.wait_for(|s| matches!(s, Status::Reconnecting { .. }))).await.unwrap().unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_moved_to_another_bridged_server_while_events_flow_resumes_there_once_in_order_without_a_gap() {
+    let redis = Redis::start();
+    let prefix = prefix("move");
+    let (a, b) = (bridged(&redis, &prefix), bridged(&redis, &prefix));
+    let proxy = Proxy::start(a.local_addr()).await;
+    let (conn, mut ticks, mut gaps) = follower(&proxy.url()).await;
     emit_ticks(&a, 0, 5, Duration::ZERO);
     for n in 0..5 {
         assert_eq!(tick(&mut ticks).await, n);
     }
 
-    // Server A goes away for this client: it lands on B.
+    // Events keep flowing from A while the client is moved to B, which had
+    // no subscriber of "t" (so none of them passed through B).
+    let emitter = std::thread::spawn({
+        let a_emitter = a.emitter();
+        move || {
+            for n in 5..60 {
+                while a_emitter.to_topic("t", &Tick { n }).is_err() {
+                    std::thread::sleep(Duration::from_micros(200));
+                }
+                std::thread::sleep(Duration::from_millis(3));
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(30));
     proxy.retarget(b.local_addr());
     proxy.cut();
-    let mut status = conn.watch_status();
-    tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| matches!(s, Status::Reconnecting { .. })))
-        .await
-        .unwrap()
-        .unwrap();
-    emit_ticks(&a, 5, 8, Duration::ZERO); // B has no subscriber of t yet: these never reach it
-    tokio::time::timeout(Duration::from_secs(5), status.wait_for(|s| *s == Status::Connected)).await.unwrap().unwrap();
-    let gap = tokio::time::timeout(Duration::from_secs(5), gaps.recv()).await.unwrap().expect("a gap notice");
-    assert_eq!((gap.topic.as_deref(), gap.missed), (Some("t"), None), "another server's history: count unknown");
+    reconnecting(&conn).await;
+    reconnected(&conn).await;
+    for n in 5..60 {
+        assert_eq!(tick(&mut ticks).await, n, "every event once, in order, across the move");
+    }
+    emitter.join().unwrap();
+    emit_ticks(&b, 60, 63, Duration::ZERO);
+    for n in 60..63 {
+        assert_eq!(tick(&mut ticks).await, n, "and B's own events after them");
+    }
+    assert!(ticks.try_recv().is_none(), "no duplicates");
+    assert!(gaps.try_recv().is_err(), "nothing was lost: no gap notice");
+    assert_eq!(conn.gaps_reported(), 0);
+}
 
-    // Events emitted on A now cross to the client on B through the broker.
-    let end = Instant::now() + Duration::from_secs(10);
-    let mut n = 100;
-    let got = loop {
-        emit_ticks(&a, n, n + 1, Duration::ZERO);
-        if let Ok(Ok(t)) = tokio::time::timeout(Duration::from_millis(100), ticks.recv()).await {
-            break t.n;
-        }
-        assert!(Instant::now() < end, "A's events never crossed to B");
-        n += 1;
-    };
-    assert!(got >= 100, "no tick from before the move arrives late: {got}");
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_away_longer_than_the_broker_keeps_gets_a_counted_gap_then_the_rest() {
+    let redis = Redis::start();
+    let prefix = prefix("trimmed");
+    // The broker keeps the last 5 events of a topic (the history bound).
+    let small = || common::builder().history_limits(HistoryLimits { max_events: 5, ..HistoryLimits::default() });
+    let (a, b) = (bridged_with(&redis.url, &prefix, small()), bridged_with(&redis.url, &prefix, small()));
+    let proxy = Proxy::start(a.local_addr()).await;
+    let (conn, mut ticks, mut gaps) = follower(&proxy.url()).await;
+    emit_ticks(&a, 0, 5, Duration::ZERO);
+    for n in 0..5 {
+        assert_eq!(tick(&mut ticks).await, n);
+    }
+    // Away: the proxy refuses it while A emits 16 more (offsets 6..=21).
+    proxy.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    proxy.retarget(b.local_addr());
+    proxy.cut();
+    reconnecting(&conn).await;
+    emit_ticks(&a, 5, 21, Duration::ZERO);
+    wait_for("A's events to reach the broker", || published(&a) == 21).await;
+    proxy.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    reconnected(&conn).await;
+
+    let gap = tokio::time::timeout(WAIT, gaps.recv()).await.unwrap().expect("a gap notice");
+    // Offsets 6..=16 (ticks 5..=15) were trimmed; the broker keeps 17..=21.
+    assert_eq!((gap.topic.as_deref(), gap.missed), (Some("t"), Some(11)), "counted: the epoch is the client's");
+    for n in 16..21 {
+        assert_eq!(tick(&mut ticks).await, n, "then what the broker kept, in order");
+    }
+    emit_ticks(&a, 21, 23, Duration::ZERO);
+    for n in 21..23 {
+        assert_eq!(tick(&mut ticks).await, n, "then live events");
+    }
+    assert!(gaps.try_recv().is_err(), "one notice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_persistence_while_a_client_is_away_is_a_gap_of_unknown_size_then_live_events() {
+    let mut redis = Redis::child();
+    let prefix = prefix("redis-restart");
+    let (a, b) = (bridged(&redis, &prefix), bridged(&redis, &prefix));
+    let proxy = Proxy::start(a.local_addr()).await;
+    let (conn, mut ticks, mut gaps) = follower(&proxy.url()).await;
+    emit_ticks(&a, 0, 5, Duration::ZERO);
+    for n in 0..5 {
+        assert_eq!(tick(&mut ticks).await, n);
+    }
+    proxy.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    proxy.retarget(b.local_addr());
+    proxy.cut();
+    reconnecting(&conn).await;
+    // Missed while away, then lost with Redis.
+    emit_ticks(&a, 5, 9, Duration::ZERO);
+    wait_for("A's events to reach the broker", || published(&a) == 9).await;
+    redis.kill();
+    redis.restart();
+    let bridged_again =
+        |s: &ServerHandle| s.broker_stats().is_some_and(|st| st.is_connected() && st.reconnects.get() == 1);
+    wait_for("both bridges to reconnect", || bridged_again(&a) && bridged_again(&b)).await;
+    emit_ticks(&a, 100, 103, Duration::ZERO);
+    wait_for("A's new events to reach the broker", || published(&a) == 12).await;
+    proxy.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    reconnected(&conn).await;
+
+    let gap = tokio::time::timeout(WAIT, gaps.recv()).await.unwrap().expect("a gap notice, never silence");
+    assert_eq!((gap.topic.as_deref(), gap.missed), (Some("t"), None), "Redis lost the count too");
+    for n in 100..103 {
+        assert_eq!(tick(&mut ticks).await, n, "then the topic's new life, in order");
+    }
+    emit_ticks(&a, 103, 105, Duration::ZERO);
+    for n in 103..105 {
+        assert_eq!(tick(&mut ticks).await, n, "then live events");
+    }
+    assert!(gaps.try_recv().is_err(), "one notice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_whose_own_redis_link_was_cut_gets_what_others_published_meanwhile_in_order() {
+    let redis = Redis::start();
+    let prefix = prefix("link-cut");
+    // A reaches Redis through a proxy that the test cuts; B directly.
+    let redis_addr: std::net::SocketAddr = redis.url.trim_start_matches("redis://").parse().unwrap();
+    let link = Proxy::start(redis_addr).await;
+    let a_url = format!("redis://{}", link.addr);
+    let fast =
+        BrokerConfig::new(&a_url).channel_prefix(&prefix).backoff(Duration::from_millis(20), Duration::from_millis(50));
+    let a = serve_feed(common::builder().broker_config(fast), 1, Default::default());
+    let b = bridged(&redis, &prefix);
+    let (conn, mut ticks, mut gaps) = follower(&format!("ws://{}", a.local_addr())).await;
+    let a_stats = a.broker_stats().unwrap();
+    wait_for("A to subscribe", || a_stats.subscribed.get() == 1).await;
+    emit_ticks(&b, 0, 5, Duration::ZERO);
+    for n in 0..5 {
+        assert_eq!(tick(&mut ticks).await, n);
+    }
+
+    link.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    link.cut();
+    wait_for("A to lose its broker link", || !a_stats.is_connected()).await;
+    emit_ticks(&b, 5, 25, Duration::ZERO);
+    wait_for("B's events to reach the broker", || published(&b) == 25).await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(ticks.try_recv().is_none(), "nothing reaches A without its link");
+    link.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("A to reconnect", || a_stats.is_connected() && a_stats.reconnects.get() >= 1).await;
+
+    for n in 5..25 {
+        assert_eq!(tick(&mut ticks).await, n, "what B published meanwhile, in order, once");
+    }
+    emit_ticks(&b, 25, 28, Duration::ZERO);
+    for n in 25..28 {
+        assert_eq!(tick(&mut ticks).await, n, "then live events");
+    }
+    assert!(ticks.try_recv().is_none(), "no duplicates");
+    assert!(gaps.try_recv().is_err(), "the broker still had every event: no gap notice");
+    drop(conn);
 }
