@@ -274,6 +274,64 @@ async fn a_client_on_server_a_receives_events_emitted_on_server_b_in_order_and_o
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_emitted_concurrently_on_two_servers_reach_every_client_in_one_order() {
+    let broker = broker();
+    let prefix = prefix("one-order");
+    let a = start(&broker.url, &prefix, 2);
+    let b = start(&broker.url, &prefix, 1);
+    let mut clients = Vec::new();
+    for server in [&a, &a, &b, &b] {
+        let (c, events) = subscriber(server, "t").await;
+        let gaps = c.caller().gaps();
+        clients.push((c, events, gaps));
+    }
+    wait_for("both bridges to subscribe", || bstats(&a).subscribed.get() == 1 && bstats(&b).subscribed.get() == 1)
+        .await;
+    const N: u64 = 200;
+    let emitters: Vec<_> = [("a", a.emitter().clone()), ("b", b.emitter().clone())]
+        .into_iter()
+        .map(|(origin, emitter)| {
+            std::thread::spawn(move || {
+                for n in 0..N {
+                    emitter.to_topic("t", &tick(origin, n)).unwrap();
+                    if n % 10 == 9 {
+                        // Spread over time, so that the two servers' events interleave.
+                        std::thread::sleep(Duration::from_millis(1));
+                    }
+                }
+            })
+        })
+        .collect();
+    for e in emitters {
+        e.join().unwrap();
+    }
+    let mut orders = Vec::new();
+    for (_, events, gaps) in clients.iter_mut() {
+        let mut order = Vec::new();
+        for _ in 0..2 * N {
+            let t = next(events).await;
+            order.push((t.topic, t.n));
+        }
+        assert!(events.try_recv().is_none(), "each event once");
+        assert!(gaps.try_recv().is_err(), "contiguous positions: no gap notice");
+        for origin in ["a", "b"] {
+            let mine: Vec<u64> = order.iter().filter(|(o, _)| o == origin).map(|(_, n)| *n).collect();
+            assert_eq!(mine, (0..N).collect::<Vec<_>>(), "{origin}'s events in the order it emitted them");
+        }
+        orders.push(order);
+    }
+    // The broker interleaved the two servers' events once, for everyone:
+    // the same order (and, contiguous from the same start, the same
+    // positions) on both servers.
+    assert!(orders.windows(2).all(|w| w[0] == w[1]), "every client, on either server, saw one order");
+    let switches = orders[0].windows(2).filter(|w| w[0].0 != w[1].0).count();
+    eprintln!("the two servers' events alternated {switches} times in the one order");
+    drop(clients);
+    stop(a).await;
+    stop(b).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_topic_nobody_on_a_subscribes_to_never_reaches_a() {
     let broker = broker();
     let prefix = prefix("lonely");
