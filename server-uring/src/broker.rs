@@ -77,6 +77,9 @@ const RECEIVE_BATCH: usize = 1024;
 /// Topics whose stream is read per pipeline round trip at most.
 const FETCH_BATCH: usize = 64;
 
+/// How soon an answer that found a shard's inbox full is sent again.
+const ANSWER_RETRY: Duration = Duration::from_millis(10);
+
 /// Gives a topic event its position, keeps it and publishes it, atomically.
 /// `KEYS`: the topic's meta hash and stream. `ARGV`: channel, payload
 /// prefix (magic, version, origin, type), archive, a random number below
@@ -262,6 +265,7 @@ pub(crate) fn prepare(
         fetch_sha: String::new(),
         wants: HashMap::new(),
         refill: Vec::new(),
+        undelivered: Vec::new(),
         config,
     };
     Ok((link.clone(), PendingBridge { bridge, runtime, link }))
@@ -346,7 +350,12 @@ struct Bridge {
     /// After a reconnect: the followed topics and the last position this
     /// server had of each, to read the streams after.
     refill: Vec<(Arc<str>, Position)>,
+    /// Answers not yet handed to these shards (their inbox was full).
+    undelivered: Vec<Undelivered>,
 }
+
+/// An answer still owed to some shards.
+type Undelivered = (Arc<str>, Arc<Option<Fetched>>, Vec<usize>);
 
 /// What one stream read must cover: every request for the topic since the
 /// last read.
@@ -418,6 +427,7 @@ impl Bridge {
             if !self.dirty && self.live.is_some() && !self.refill.is_empty() {
                 self.refill().await;
             }
+            self.redeliver();
             let mut busy = self.fetch_batch().await;
             busy |= self.publish_batch().await;
             busy |= self.drain_pushes();
@@ -453,11 +463,13 @@ impl Bridge {
             Some(live) => tokio::select! {
                 _ = ready => None,
                 p = live.pushes.recv() => Some(p),
+                _ = tokio::time::sleep(ANSWER_RETRY), if !self.undelivered.is_empty() => None,
             },
             None => {
                 tokio::select! {
                     _ = ready => {},
                     _ = tokio::time::sleep_until(self.retry_at) => {},
+                    _ = tokio::time::sleep(ANSWER_RETRY), if !self.undelivered.is_empty() => {},
                 }
                 None
             }
@@ -742,20 +754,30 @@ impl Bridge {
             }
             false => None,
         };
+        let reads = reads.unwrap_or_else(|| topics.iter().map(|_| None).collect());
         let emitter = self.emitter.as_ref().expect("set at start");
-        match reads {
-            Some(reads) => {
-                for ((topic, _), read) in topics.into_iter().zip(reads) {
-                    emitter.answer(topic, read.map(|r| r.answer()));
-                }
-            }
-            None => {
-                for (topic, _) in topics {
-                    emitter.answer(topic, None);
-                }
+        for ((topic, _), read) in topics.into_iter().zip(reads) {
+            let answer = Arc::new(read.map(|r| r.answer()));
+            let full = emitter.answer(&topic, &answer, None);
+            if !full.is_empty() {
+                self.undelivered.push((topic, answer, full));
             }
         }
         true
+    }
+
+    /// Sends answers again to the shards whose inbox was full.
+    fn redeliver(&mut self) {
+        if self.undelivered.is_empty() {
+            return;
+        }
+        let emitter = self.emitter.as_ref().expect("set at start");
+        for (topic, answer, shards) in std::mem::take(&mut self.undelivered) {
+            let full = emitter.answer(&topic, &answer, Some(&shards));
+            if !full.is_empty() {
+                self.undelivered.push((topic, answer, full));
+            }
+        }
     }
 
     /// After a reconnect: reads each followed topic's stream after the

@@ -421,12 +421,44 @@ impl Emitter {
         self.notify(topic, Notice::Lost);
     }
 
-    /// Hands the broker's answer for `topic` to every shard, in order with
-    /// the events routed before it (see `hardlight_core::resume::ConnectionResume::fetched`).
+    /// Hands the broker's answer for `topic` to `shards` (`None`: every
+    /// shard), in order with the events routed before it (see
+    /// `hardlight_core::resume::ConnectionResume::fetched`). Returns the
+    /// shards whose inbox was full: the caller sends it to them again
+    /// later (a late answer is still exact: the connection continues from
+    /// the cache after it).
     #[cfg_attr(not(feature = "broker"), allow(dead_code))]
-    pub(crate) fn answer(&self, topic: Arc<str>, answer: Option<Fetched>) {
+    pub(crate) fn answer(
+        &self,
+        topic: &Arc<str>,
+        answer: &Arc<Option<Fetched>>,
+        shards: Option<&[usize]>,
+    ) -> Vec<usize> {
         let _history = crate::resume::lock(&self.history);
-        self.notify(topic, Notice::Fetched(Arc::new(answer)));
+        let all: Vec<usize>;
+        let shards = match shards {
+            Some(s) => s,
+            None => {
+                all = (0..self.inboxes.len()).collect();
+                &all
+            }
+        };
+        let mut full = Vec::new();
+        for &i in shards {
+            let Some(inbox) = self.inboxes.get(i) else { continue };
+            let routed = Routed {
+                target: Target::Topic(topic.clone()),
+                event: EncodedEvent::from_archive(0, &[]),
+                positioned: None,
+                notice: Some(Notice::Fetched(answer.clone())),
+            };
+            match inbox.tx.try_send(routed) {
+                Ok(()) => inbox.waker.wake(),
+                Err(TrySendError::Full(_)) => full.push(i),
+                Err(TrySendError::Disconnected(_)) => {}
+            }
+        }
+        full
     }
 
     /// Sends a notice to every shard; the caller holds the history lock.

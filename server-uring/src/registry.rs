@@ -10,7 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::task::Poll;
 
-use hardlight_core::resume::ConnectionResume;
+use hardlight_core::resume::{ConnectionResume, TopicHistory};
 use hardlight_core::Outbox;
 
 use crate::events::{BridgeLink, EmitStats, InboxReceiver, Notice, Routed, Tally, Target};
@@ -65,8 +65,7 @@ impl Registry {
             if let Some(r) = e.resume.as_mut() {
                 let mut h = crate::resume::lock(&self.history);
                 r.release(req, &mut h, std::time::Instant::now(), &e.outbox);
-                drop(h);
-                ask_broker(self.bridge.as_deref(), r, &e.outbox);
+                ask_broker(self.bridge.as_deref(), r, &mut h, &e.outbox);
             }
         }
     }
@@ -132,8 +131,7 @@ impl Registry {
         if let Some(r) = e.resume.as_mut() {
             let mut h = crate::resume::lock(&self.history);
             r.subscribed(&topic, &mut h, std::time::Instant::now(), &e.outbox);
-            drop(h);
-            ask_broker(self.bridge.as_deref(), r, &e.outbox);
+            ask_broker(self.bridge.as_deref(), r, &mut h, &e.outbox);
         }
         self.topics.entry(topic).or_default().insert(key);
     }
@@ -165,7 +163,9 @@ impl Registry {
                             match notice {
                                 Notice::Lost => r.lost(t, &e.outbox),
                                 Notice::Fetched(answer) => {
-                                    r.fetched(t, answer.as_ref().as_ref(), &e.outbox);
+                                    let mut h = crate::resume::lock(&self.history);
+                                    let now = std::time::Instant::now();
+                                    r.fetched(t, answer.as_ref().as_ref(), &mut h, now, &e.outbox);
                                 }
                             }
                             n += 1;
@@ -218,10 +218,10 @@ impl Registry {
 /// Sends the connection's requests for broker logs to the bridge. Without
 /// one (or once it has stopped) nobody can answer: the replay is resolved
 /// at once as "could not ask" (an unknown gap), never left waiting.
-fn ask_broker(bridge: Option<&BridgeLink>, r: &mut ConnectionResume, outbox: &Outbox) {
+fn ask_broker(bridge: Option<&BridgeLink>, r: &mut ConnectionResume, h: &mut TopicHistory, outbox: &Outbox) {
     for (topic, from) in r.take_fetches() {
         if !bridge.is_some_and(|b| b.fetch(topic.clone(), from)) {
-            r.fetched(&topic, None, outbox);
+            r.fetched(&topic, None, h, std::time::Instant::now(), outbox);
         }
     }
 }

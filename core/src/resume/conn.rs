@@ -56,8 +56,10 @@ pub struct ConnectionResume {
     /// after their replay.
     lost_while_held: std::collections::HashSet<Arc<str>>,
     /// Topics whose replay waits for the broker's log: the position it
-    /// starts after (`None`: at the head) and whether to announce it.
-    deferred: HashMap<Arc<str>, (Option<Position>, bool)>,
+    /// starts after (`None`: at the head) and, for a topic the client named
+    /// no position for, the missed count to announce where it starts with
+    /// (0, or unknown for a client that came from another server).
+    deferred: HashMap<Arc<str>, (Option<Position>, Option<u64>)>,
     /// Requests for the broker's log not yet taken by the caller.
     fetches: Vec<(Arc<str>, Option<Position>)>,
 }
@@ -100,7 +102,20 @@ impl ConnectionResume {
     /// epoch is the client's). Returns whether the topic was resolved; an
     /// answer that does not reach back to this connection's position
     /// leaves it waiting for the answer to its own request.
-    pub fn fetched(&mut self, topic: &Arc<str>, answer: Option<&Fetched>, outbox: &Outbox) -> bool {
+    ///
+    /// The answer may reach this connection's shard after live events newer
+    /// than its head (a shard whose inbox was full when it was sent gets it
+    /// later): whatever this server's cache holds after the answer's head
+    /// then follows from the cache, as in any replay, so nothing is skipped
+    /// whenever the answer arrives.
+    pub fn fetched(
+        &mut self,
+        topic: &Arc<str>,
+        answer: Option<&Fetched>,
+        h: &mut TopicHistory,
+        now: Instant,
+        outbox: &Outbox,
+    ) -> bool {
         let Some(&(from, announce)) = self.deferred.get(topic) else {
             return false;
         };
@@ -120,23 +135,36 @@ impl ConnectionResume {
         };
         self.deferred.remove(topic);
         self.finish(topic, r, from, announce, outbox);
+        if let Some(&mark) = self.marks.get(topic).filter(|m| m.epoch != UNSYNCED_EPOCH) {
+            let more = h.replay(topic, Some(mark), now);
+            if !more.fetch && more.gap.is_none() {
+                self.send(topic, more, outbox);
+            }
+        }
         true
     }
 
-    fn defer(&mut self, topic: &Arc<str>, from: Option<Position>, announce: bool) {
+    fn defer(&mut self, topic: &Arc<str>, from: Option<Position>, announce: Option<u64>) {
         let from = from.filter(|p| p.epoch != UNSYNCED_EPOCH);
         self.marks.entry(topic.clone()).or_insert(Position { epoch: UNSYNCED_EPOCH, offset: 0 });
         self.deferred.insert(topic.clone(), (from, announce));
         self.fetches.push((topic.clone(), from));
     }
 
-    /// Sends a replay; with `announce`, the client named no position for
+    /// Sends a replay; with `announce` (a missed count), the client named no position for
     /// the topic, so it first learns where it starts: a `GAP` with 0
     /// missed.
-    fn finish(&mut self, topic: &Arc<str>, mut r: Replay, from: Option<Position>, announce: bool, outbox: &Outbox) {
-        if r.gap.is_none() && announce {
+    fn finish(
+        &mut self,
+        topic: &Arc<str>,
+        mut r: Replay,
+        from: Option<Position>,
+        announce: Option<u64>,
+        outbox: &Outbox,
+    ) {
+        if let (None, Some(missed)) = (&r.gap, announce) {
             let at = from.filter(|p| p.epoch != UNSYNCED_EPOCH).or(r.head);
-            r.gap = at.map(|position| Gap { topic: topic.to_string(), position, missed: 0 });
+            r.gap = at.map(|position| Gap { topic: topic.to_string(), position, missed });
         }
         self.send(topic, r, outbox);
     }
@@ -190,7 +218,7 @@ impl ConnectionResume {
     ) {
         let r = h.replay_since(topic, since, now);
         if r.fetch {
-            self.defer(topic, None, true);
+            self.defer(topic, None, Some(super::wire::MISSED_UNKNOWN));
             return;
         }
         self.send(topic, r, outbox);
@@ -229,6 +257,7 @@ impl ConnectionResume {
         outbox: &Outbox,
     ) {
         let r = h.replay(topic, from, now);
+        let announce = announce.then_some(0);
         if r.fetch {
             self.defer(topic, from, announce);
             return;
@@ -400,17 +429,22 @@ mod tests {
         assert!(drained(&outbox).is_empty(), "the answer tells what is lost");
         // An answer from after a later position does not resolve it.
         let late = Fetched { epoch: 50, after: 8, head: 10, events: vec![(9, ev(9)), (10, ev(10))] };
-        assert!(!r.fetched(&t, Some(&late), &outbox));
+        assert!(!r.fetched(&t, Some(&late), &mut cache, now, &outbox));
         let answer = Fetched { epoch: 50, after: 5, head: 10, events: (6..=10).map(|o| (o, ev(o))).collect() };
-        assert!(r.fetched(&t, Some(&answer), &outbox));
-        assert_eq!(drained(&outbox), [(0x32, 6), (0x32, 7), (0x32, 8), (0x32, 9), (0x32, 10)], "no gap");
-        assert!(!r.admit(&t, at(10)), "covered by the answer");
-        assert!(r.admit(&t, at(11)));
-        assert!(!r.fetched(&t, Some(&answer), &outbox), "resolved once");
+        // The answer reaches the shard late: live events 10 and 11 passed
+        // (skipped while deferred); 11 follows from the cache.
+        cache.insert(&t, at(10), now, ev(10));
+        cache.insert(&t, at(11), now, ev(11));
+        assert!(!r.admit(&t, at(11)));
+        assert!(r.fetched(&t, Some(&answer), &mut cache, now, &outbox));
+        assert_eq!(drained(&outbox), [(0x32, 6), (0x32, 7), (0x32, 8), (0x32, 9), (0x32, 10), (0x32, 11)], "no gap");
+        assert!(!r.admit(&t, at(11)), "covered by the answer and the cache");
+        assert!(r.admit(&t, at(12)));
+        assert!(!r.fetched(&t, Some(&answer), &mut cache, now, &outbox), "resolved once");
     }
 
     #[test]
-    fn a_failed_broker_request_is_an_unknown_gap_and_a_new_subscription_starts_at_the_broker_head() {
+    fn a_failed_broker_request_is_an_unknown_gap_and_a_new_subscription_takes_every_event_from_now_on() {
         let mut cache = TopicHistory::broker_cache(0, HistoryLimits::default());
         let (t, u, now): (Arc<str>, Arc<str>, _) = ("t".into(), "u".into(), Instant::now());
         let outbox = Outbox::new(0);
@@ -419,18 +453,26 @@ mod tests {
         let p = Position { epoch: 50, offset: 5 };
         r.release(ResumeRequest { since: None, positions: vec![("t".into(), p)] }, &mut cache, now, &outbox);
         r.subscribed(&t, &mut cache, now, &outbox);
-        let mut asked = r.take_fetches();
-        asked.sort_by(|a, b| a.0.cmp(&b.0));
-        assert_eq!(asked, vec![(t.clone(), Some(p)), (u.clone(), None)]);
-        drained(&outbox);
-        assert!(r.fetched(&t, None, &outbox));
+        assert_eq!(r.take_fetches(), vec![(t.clone(), Some(p))], "only the named position asks the broker");
+        assert_eq!(drained(&outbox), [(0x34, 0)], "no announcement for u: no position is known here");
+        assert!(r.admit(&u, Position { epoch: 70, offset: 1 }), "u takes the first event routed after it");
+        assert!(r.fetched(&t, None, &mut cache, now, &outbox));
         let gap = crate::resume::parse_gap(&outbox.take_messages_for_test()[0][1..]).unwrap();
         assert_eq!((gap.position, gap.missed), (p, crate::resume::MISSED_UNKNOWN));
+        // A client that comes from another server with no position for a
+        // topic this server never saw: the broker says where it stands.
+        let mut moved = ConnectionResume::new();
+        moved.subscribed(&u, &mut cache, now, &outbox);
+        let other = ResumePoint { base: 9, seq: 4 };
+        moved.release(ResumeRequest { since: Some(other), positions: vec![] }, &mut cache, now, &outbox);
+        assert_eq!(moved.take_fetches(), vec![(u.clone(), None)]);
         let head = Fetched { epoch: 70, after: 0, head: 3, events: vec![] };
-        assert!(r.fetched(&u, Some(&head), &outbox));
+        drained(&outbox);
+        assert!(moved.fetched(&u, Some(&head), &mut cache, now, &outbox));
         let gap = crate::resume::parse_gap(&outbox.take_messages_for_test()[0][1..]).unwrap();
-        assert_eq!((gap.position, gap.missed), (Position { epoch: 70, offset: 3 }, 0), "an announcement");
-        assert!(!r.admit(&u, Position { epoch: 70, offset: 3 }));
-        assert!(r.admit(&u, Position { epoch: 70, offset: 4 }));
+        let unknown = crate::resume::MISSED_UNKNOWN;
+        assert_eq!((gap.position, gap.missed), (Position { epoch: 70, offset: 3 }, unknown), "may have missed some");
+        assert!(!moved.admit(&u, Position { epoch: 70, offset: 3 }));
+        assert!(moved.admit(&u, Position { epoch: 70, offset: 4 }));
     }
 }

@@ -250,8 +250,15 @@ impl TopicHistory {
         let log = self.log(topic, now);
         let head = Position { epoch: log.epoch, offset: log.head };
         let first = log.entries.front().map_or(log.head + 1, |(o, _, _)| *o);
+        let from = if cache { from.filter(|p| p.epoch != UNSYNCED_EPOCH) } else { from };
+        if cache && log.epoch == UNSYNCED_EPOCH && from.is_none() {
+            // A new subscription before any event of the topic reached this
+            // server: no position to announce, and every event routed from
+            // now on is for it (asking the broker where the topic stands
+            // would skip the events published before the answer).
+            return Replay::default();
+        }
         if cache {
-            let from = from.filter(|p| p.epoch != UNSYNCED_EPOCH);
             let covered = log.epoch != UNSYNCED_EPOCH
                 && from.is_none_or(|p| p.epoch == log.epoch && p.offset + 1 >= first && p.offset <= log.head);
             if !covered {
@@ -305,7 +312,13 @@ impl TopicHistory {
         let log = self.log(topic, now);
         if cache && log.epoch == UNSYNCED_EPOCH {
             // No event of the topic reached this server since its copy
-            // began: start at the broker's head.
+            // began. With this server's point, and no topic forgotten since,
+            // nothing was missed here: a new subscription. Otherwise (another
+            // server's point) the broker says where the topic stands, and
+            // the client hears that it may have missed events.
+            if since.base == base && forgotten_seq <= since.seq {
+                return Replay::default();
+            }
             return Replay { fetch: true, ..Replay::default() };
         }
         let head = Position { epoch: log.epoch, offset: log.head };
@@ -494,9 +507,14 @@ mod tests {
     fn a_broker_cache_asks_the_broker_for_what_it_does_not_cover() {
         let (mut h, t0, t) = (cache(8), Instant::now(), Arc::from("t"));
         let at = |epoch, offset| Position { epoch, offset };
-        assert!(h.replay(&t, None, t0).fetch, "no head known yet: even a new subscription asks");
-        assert!(h.replay(&t, Some(at(UNSYNCED_EPOCH, 0)), t0).fetch);
-        assert!(h.replay_since(&t, h.point(), t0).fetch);
+        // No head known yet: a new subscription takes every event from now
+        // on, without an announcement.
+        let fresh = h.replay(&t, None, t0);
+        assert!(!fresh.fetch && fresh.gap.is_none() && fresh.head.is_none());
+        assert!(!h.replay(&t, Some(at(UNSYNCED_EPOCH, 0)), t0).fetch);
+        assert!(!h.replay_since(&t, h.point(), t0).fetch, "this server's point: nothing missed here");
+        let elsewhere = ResumePoint { base: 7, seq: 3 };
+        assert!(h.replay_since(&t, elsewhere, t0).fetch, "another server's point: the broker says where t stands");
         h.insert(&t, at(50, 5), t0, framed("t", 50, 5));
         assert_eq!(h.replay(&t, None, t0).head, Some(at(50, 5)), "a head is known now");
         assert!(h.replay(&t, Some(at(50, 3)), t0).fetch, "before the cached range");
