@@ -19,5 +19,7 @@ mod events;
 mod metrics;
 #[path = "pending.rs"]
 mod pending;
+#[path = "robust.rs"]
+mod robust;
 #[path = "session.rs"]
 mod session;

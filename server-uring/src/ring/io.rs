@@ -21,6 +21,10 @@
 //!   calls complete, so it is never handed to the kernel: its bytes are
 //!   copied into `send_buf`, which is not touched while a send is in
 //!   flight.
+//!
+//! With TLS ([`super::tls`]) a receive lands in the TLS layer's own fixed
+//! buffer instead of the core's, and `send_buf` is filled with records
+//! from rustls instead of the core's bytes; everything else is the same.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -29,6 +33,7 @@ use hardlight_core::connection::ServerConnection;
 use io_uring::{opcode, types};
 
 use super::reactor::{user_data, Op, Reactor};
+use super::tls::{TlsFailure, TlsLayer};
 use super::wake::Token;
 
 /// `send_buf` capacity kept after a large message went out.
@@ -51,11 +56,18 @@ pub(crate) struct Io {
     pub(crate) heard: bool,
     /// The task is over: no new operations, outstanding ones cancelled.
     finished: bool,
+    /// wss://: rustls between the socket and the core (boxed: kilobytes
+    /// of state that plain connections should not carry).
+    tls: Option<Box<TlsLayer>>,
+    /// Why TLS ended the connection, until the loop counts it.
+    pub(crate) tls_failure: Option<TlsFailure>,
 }
 
 impl Io {
-    pub(crate) fn new(fd: OwnedFd, peer: SocketAddr, core: ServerConnection) -> Self {
+    pub(crate) fn new(fd: OwnedFd, peer: SocketAddr, core: ServerConnection, tls: Option<Box<TlsLayer>>) -> Self {
         Self {
+            tls,
+            tls_failure: None,
             fd,
             peer,
             core,
@@ -70,15 +82,21 @@ impl Io {
         }
     }
 
-    /// Whether the core may be asked for events: no receive is in flight
-    /// (see the module's buffer-lifetime rule).
+    /// Whether the core may be asked for events: no receive into its
+    /// buffer is in flight (see the module's buffer-lifetime rule). With
+    /// TLS the kernel receives into the TLS layer's buffer, never the
+    /// core's, so the core is always readable: plaintext moved in while a
+    /// receive is armed must be parsed now, not after the next record.
     pub(crate) fn readable(&self) -> bool {
-        !self.recv_in_flight
+        self.tls.is_some() || !self.recv_in_flight
     }
 
     /// Everything queued has been handed to the kernel and acknowledged.
     pub(crate) fn flushed(&self) -> bool {
-        !self.send_in_flight && self.send_off == self.send_buf.len() && self.core.outbound().is_empty()
+        !self.send_in_flight
+            && self.send_off == self.send_buf.len()
+            && self.core.outbound().is_empty()
+            && !self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// No operation is in flight: the buffers may be freed.
@@ -91,10 +109,42 @@ impl Io {
     }
 
     /// Starts the send and the receive the connection wants now (at most
-    /// one of each in flight).
-    pub(crate) fn submit(&mut self, r: &mut Reactor, token: Token) {
+    /// one of each in flight). Returns true when TLS plaintext that was
+    /// waiting for room moved into the core: the task must run again to
+    /// parse it (no completion will wake it).
+    pub(crate) fn submit(&mut self, r: &mut Reactor, token: Token) -> bool {
+        let moved = self.pump_tls();
         self.submit_send(r, token);
         self.submit_recv(r, token);
+        moved
+    }
+
+    /// TLS: feeds waiting ciphertext to rustls and plaintext to the core.
+    /// True when plaintext (or the end of it) reached the core.
+    fn pump_tls(&mut self) -> bool {
+        let Some(tls) = self.tls.as_mut() else { return false };
+        // While a receive is in flight its buffer holds nothing pending, so
+        // this only moves plaintext rustls already has (none, unless the
+        // core was full): the kernel's buffer is not touched.
+        if self.finished || self.failed {
+            return false;
+        }
+        let was_ended = tls.ended();
+        match tls.pump_in(&mut self.core) {
+            Ok(moved) => {
+                if tls.ended() {
+                    self.eof = true;
+                }
+                moved > 0 || tls.ended() != was_ended
+            }
+            Err(f) => {
+                // rustls' alert is not sent: the connection is dropped, as a
+                // plain one is on a socket error.
+                self.tls_failure = Some(f);
+                self.failed = true;
+                true
+            }
+        }
     }
 
     /// Starts a send of what is queued, unless one is in flight. The loop
@@ -106,7 +156,13 @@ impl Io {
             return;
         }
         if !self.send_in_flight {
-            if self.send_off == self.send_buf.len() && !self.core.outbound().is_empty() {
+            if let Some(tls) = self.tls.as_mut() {
+                if self.send_off == self.send_buf.len() {
+                    self.send_buf.clear();
+                    self.send_off = 0;
+                    tls.pump_out(&mut self.core, &mut self.send_buf);
+                }
+            } else if self.send_off == self.send_buf.len() && !self.core.outbound().is_empty() {
                 self.send_buf.clear();
                 self.send_off = 0;
                 self.send_buf.extend_from_slice(self.core.outbound());
@@ -139,6 +195,21 @@ impl Io {
             && self.core.wants_read()
             && self.unsent() < self.core.limits().max_outbound_bytes
         {
+            if let Some(tls) = self.tls.as_mut() {
+                if tls.wants_recv() {
+                    let buf = tls.recv_buf();
+                    let e = opcode::Recv::new(types::Fd(self.fd.as_raw_fd()), buf.as_mut_ptr(), buf.len() as u32)
+                        .build()
+                        .user_data(user_data(Op::Recv, token));
+                    // SAFETY: the TLS layer's receive buffer is a fixed
+                    // allocation nothing touches while `recv_in_flight`
+                    // (`pump_tls` waits for the completion), and the `Io`
+                    // (which owns the layer) outlives the receive.
+                    unsafe { r.push(e) };
+                    self.recv_in_flight = true;
+                }
+                return;
+            }
             let buf = self.core.read_buf();
             if !buf.is_empty() {
                 let len = buf.len().min(u32::MAX as usize) as u32;
@@ -160,6 +231,14 @@ impl Io {
         self.recv_in_flight = false;
         if self.finished {
             return None;
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            if result >= 0 {
+                tls.on_recv(result as usize);
+                self.heard |= result > 0;
+                self.pump_tls();
+                return None;
+            }
         }
         match result {
             n if n > 0 => {
