@@ -23,3 +23,5 @@ mod pending;
 mod robust;
 #[path = "session.rs"]
 mod session;
+#[path = "timers.rs"]
+mod timers;

@@ -61,6 +61,11 @@ pub(crate) struct Io {
     tls: Option<Box<TlsLayer>>,
     /// Why TLS ended the connection, until the loop counts it.
     pub(crate) tls_failure: Option<TlsFailure>,
+    /// The task wants to run when a send completes (it holds bytes it
+    /// could not queue, or counts held bytes to release). Set by the task
+    /// at the end of each round; without it a completed send only starts
+    /// the next one (see [`Self::after_send`]).
+    pub(crate) wake_on_send: bool,
 }
 
 impl Io {
@@ -68,6 +73,7 @@ impl Io {
         Self {
             tls,
             tls_failure: None,
+            wake_on_send: true,
             fd,
             peer,
             core,
@@ -147,41 +153,49 @@ impl Io {
         }
     }
 
+    /// Moves what the core queued into the send buffer when no send is in
+    /// flight and the buffer is empty (through rustls with TLS), without
+    /// submitting it. The task calls it at the end of its round, before
+    /// the held-bytes check, so that bytes about to be sent are not counted
+    /// as held, and the loop's submit then starts the send.
+    pub(crate) fn stage_send(&mut self) {
+        if self.finished || self.failed || self.send_in_flight || self.send_off != self.send_buf.len() {
+            return;
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            self.send_buf.clear();
+            self.send_off = 0;
+            tls.pump_out(&mut self.core, &mut self.send_buf);
+        } else if !self.core.outbound().is_empty() {
+            self.send_buf.clear();
+            self.send_off = 0;
+            self.send_buf.extend_from_slice(self.core.outbound());
+            let n = self.send_buf.len();
+            self.core.advance_outbound(n);
+        }
+    }
+
     /// Starts a send of what is queued, unless one is in flight. The loop
     /// also calls this as soon as a send completes, before the task runs,
     /// so that the task's next round fills an empty outbound buffer while
     /// the kernel sends the previous one (double buffering).
     pub(crate) fn submit_send(&mut self, r: &mut Reactor, token: Token) {
-        if self.finished || self.failed {
+        if self.finished || self.failed || self.send_in_flight {
             return;
         }
-        if !self.send_in_flight {
-            if let Some(tls) = self.tls.as_mut() {
-                if self.send_off == self.send_buf.len() {
-                    self.send_buf.clear();
-                    self.send_off = 0;
-                    tls.pump_out(&mut self.core, &mut self.send_buf);
-                }
-            } else if self.send_off == self.send_buf.len() && !self.core.outbound().is_empty() {
-                self.send_buf.clear();
-                self.send_off = 0;
-                self.send_buf.extend_from_slice(self.core.outbound());
-                let n = self.send_buf.len();
-                self.core.advance_outbound(n);
-            }
-            if self.send_off < self.send_buf.len() {
-                let rest = &self.send_buf[self.send_off..];
-                let len = rest.len().min(u32::MAX as usize) as u32;
-                let e = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), rest.as_ptr(), len)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(user_data(Op::Send, token));
-                // SAFETY: `send_buf` is not touched (so not reallocated)
-                // while `send_in_flight`, and the `Io` outlives the send
-                // (module doc).
-                unsafe { r.push(e) };
-                self.send_in_flight = true;
-            }
+        self.stage_send();
+        if self.send_off < self.send_buf.len() {
+            let rest = &self.send_buf[self.send_off..];
+            let len = rest.len().min(u32::MAX as usize) as u32;
+            let e = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), rest.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(user_data(Op::Send, token));
+            // SAFETY: `send_buf` is not touched (so not reallocated)
+            // while `send_in_flight`, and the `Io` outlives the send
+            // (module doc).
+            unsafe { r.push(e) };
+            self.send_in_flight = true;
         }
     }
 
@@ -287,6 +301,17 @@ impl Io {
                 Some(-e)
             }
         }
+    }
+
+    /// Whether the task must run after a send completed: when it asked to
+    /// ([`Self::wake_on_send`]), when no receive is armed (the task's round
+    /// arms it: one may have been held back while too much was unsent), or
+    /// when the connection is not simply open (a failure, the peer's end, a
+    /// close or a refused handshake waiting for the flush). Otherwise the
+    /// completion changes nothing the task waits for, and skipping the
+    /// round saves a task poll per message.
+    pub(crate) fn after_send(&self) -> bool {
+        self.wake_on_send || !self.recv_in_flight || self.failed || self.eof || !self.core.is_open()
     }
 
     /// The task is over: cancels what is in flight. The slot may be freed

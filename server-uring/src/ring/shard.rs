@@ -260,14 +260,17 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
             Op::Recv | Op::Send => {
                 let Some(Some(task)) = self.tasks.get(c.token as usize) else { return };
                 let Some(io) = &task.io else { return };
-                let failed = {
+                let (failed, wake) = {
                     let mut io = io.borrow_mut();
                     if c.op == Op::Recv {
-                        io.on_recv(c.result)
+                        (io.on_recv(c.result), true)
                     } else {
                         let failed = io.on_send(c.result);
+                        // The next send starts here, without the task. A
+                        // receive is armed only after the task ran (it may
+                        // not have parsed what the last one brought).
                         io.submit_send(&mut self.reactor, c.token);
-                        failed
+                        (failed, io.after_send())
                     }
                 };
                 if let Some(errno) = failed {
@@ -275,10 +278,10 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
                     tracing::debug!(errno, op = ?c.op, "socket operation failed; closing the connection");
                 }
                 count_tls_failure(&self.shard.stats, io);
-                if task.fut.is_some() {
-                    task.std_waker.wake_by_ref();
-                } else {
+                if task.fut.is_none() {
                     self.try_free(c.token);
+                } else if wake {
+                    task.std_waker.wake_by_ref();
                 }
             }
         }
