@@ -413,8 +413,8 @@ impl Emitter {
 
     /// Tells every resuming subscriber of `topic` on this server that events
     /// of it were lost (a gap notice of unknown size): how the bridge
-    /// reports a broker outage, during which other servers' events could
-    /// not arrive. Never silent loss, even across servers.
+    /// reports that it could not read what it missed during an outage from
+    /// the broker's stream. Never silent loss, even across servers.
     #[cfg_attr(not(feature = "broker"), allow(dead_code))]
     pub(crate) fn mark_lost(&self, topic: Arc<str>) {
         let _history = crate::resume::lock(&self.history);

@@ -225,11 +225,14 @@ impl ServerBuilder {
     }
 
     /// Bridges topic events with other servers through the Redis at `url`
-    /// (`redis://host:port`), with [`BrokerConfig::new`]'s defaults: events
-    /// emitted here with `Emitter::to_topic` are published there, and events
-    /// other servers publish on topics that a connection here subscribes to
-    /// are delivered here. Without it (the default) the server runs alone.
-    /// Delivery across servers is at-most-once (see README).
+    /// (`redis://host:port`), with [`BrokerConfig::new`]'s defaults: Redis
+    /// numbers and keeps every topic event emitted with `Emitter::to_topic`
+    /// on any server, and every server delivers the events of topics its
+    /// connections subscribe to in that one order, so a resuming client can
+    /// move between servers without loss (within the history limits). Topic
+    /// events are then delivered, here too, only after Redis has them.
+    /// Without it (the default) the server runs alone. See README, "Several
+    /// servers".
     #[cfg(feature = "broker")]
     pub fn broker(self, url: impl Into<String>) -> Self {
         self.broker_config(BrokerConfig::new(url))
