@@ -68,6 +68,13 @@ pub const DEFAULT_CHANNEL_PREFIX: &str = "hardlight:";
 /// Default capacity of the queue from emitters to the bridge.
 pub const DEFAULT_BROKER_QUEUE: usize = 4096;
 
+/// Default time a resuming connection waits for the broker's log of a
+/// topic while the bridge has no connection (a server just started, or
+/// Redis briefly away), before it gets a gap notice of unknown size
+/// instead. Long enough for a bridge's first connection and a short
+/// outage; short enough that a client is not left without events for long.
+pub const DEFAULT_FETCH_WAIT: Duration = Duration::from_secs(2);
+
 /// Events PUBLISHed per pipeline round trip at most.
 const PUBLISH_BATCH: usize = 256;
 
@@ -164,11 +171,15 @@ pub struct BrokerConfig {
     /// Limit on the broker's answer to a command; past it the connection is
     /// treated as lost.
     pub response_timeout: Duration,
+    /// How long a resuming connection's replay waits for the broker's log
+    /// while there is no broker connection ([`DEFAULT_FETCH_WAIT`]).
+    pub fetch_wait: Duration,
 }
 
 impl BrokerConfig {
     /// Defaults: prefix `hardlight:`, queue of 4096, backoff 100 ms doubling
-    /// to 5 s, 1 s to connect, 2 s per command.
+    /// to 5 s, 1 s to connect, 2 s per command, replays wait 2 s for a
+    /// broker connection.
     pub fn new(url: impl Into<String>) -> Self {
         Self {
             url: url.into(),
@@ -178,7 +189,15 @@ impl BrokerConfig {
             backoff_max: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(1),
             response_timeout: Duration::from_secs(2),
+            fetch_wait: DEFAULT_FETCH_WAIT,
         }
+    }
+
+    /// Sets how long a replay waits for the broker's log without a broker
+    /// connection before it becomes a gap notice.
+    pub fn fetch_wait(mut self, wait: Duration) -> Self {
+        self.fetch_wait = wait;
+        self
     }
 
     /// Sets the channel prefix.
@@ -346,7 +365,7 @@ struct Bridge {
     fetch_sha: String,
     /// Stream reads asked for by resuming connections, one per topic (so
     /// at most one per topic with a local subscriber).
-    wants: HashMap<Arc<str>, Want>,
+    wants: HashMap<Arc<str>, (Want, tokio::time::Instant)>,
     /// After a reconnect: the followed topics and the last position this
     /// server had of each, to read the streams after.
     refill: Vec<(Arc<str>, Position)>,
@@ -466,10 +485,12 @@ impl Bridge {
                 _ = tokio::time::sleep(ANSWER_RETRY), if !self.undelivered.is_empty() => None,
             },
             None => {
+                let give_up = self.wants.values().map(|(_, since)| *since + self.config.fetch_wait).min();
                 tokio::select! {
                     _ = ready => {},
                     _ = tokio::time::sleep_until(self.retry_at) => {},
                     _ = tokio::time::sleep(ANSWER_RETRY), if !self.undelivered.is_empty() => {},
+                    _ = tokio::time::sleep_until(give_up.unwrap_or(self.retry_at)), if give_up.is_some() => {},
                 }
                 None
             }
@@ -503,7 +524,11 @@ impl Bridge {
                 }
                 Control::Fetch { topic, from } => {
                     let want = Want::new(from);
-                    let merged = self.wants.get(&topic).map_or(want, |w| w.merge(want));
+                    // Keeps the first request's time: its wait is the bound.
+                    let merged = match self.wants.get(&topic) {
+                        Some(&(w, since)) => (w.merge(want), since),
+                        None => (want, tokio::time::Instant::now()),
+                    };
                     self.wants.insert(topic, merged);
                 }
                 Control::Shutdown => self.shutdown = true,
@@ -734,13 +759,22 @@ impl Bridge {
 
     /// Reads the streams resuming connections wait for (up to one batch of
     /// topics) and hands each answer to the shards. Without a connection
-    /// they cannot be read: the waiting replays become unknown gaps at
-    /// once, never a wait without end. Returns whether there was any.
+    /// they cannot be read: a request waits for one at most
+    /// `BrokerConfig::fetch_wait`, then the waiting replays become unknown
+    /// gaps, never a wait without end. Returns whether there was any.
     async fn fetch_batch(&mut self) -> bool {
-        if self.wants.is_empty() {
+        let now = tokio::time::Instant::now();
+        let due = |since: tokio::time::Instant| since + self.config.fetch_wait <= now;
+        let topics: Vec<(Arc<str>, Want)> = self
+            .wants
+            .iter()
+            .filter(|(_, (_, since))| self.live.is_some() || due(*since))
+            .take(FETCH_BATCH)
+            .map(|(t, (w, _))| (t.clone(), *w))
+            .collect();
+        if topics.is_empty() {
             return false;
         }
-        let topics: Vec<(Arc<str>, Want)> = self.wants.iter().take(FETCH_BATCH).map(|(t, w)| (t.clone(), *w)).collect();
         for (t, _) in &topics {
             self.wants.remove(t);
         }

@@ -61,7 +61,7 @@ use std::time::Duration;
 use futures::channel::oneshot;
 use glommio::{ExecutorJoinHandle, LocalExecutorBuilder, Placement as GlommioPlacement};
 
-pub use broker::{BrokerConfig, DEFAULT_BROKER_QUEUE, DEFAULT_CHANNEL_PREFIX};
+pub use broker::{BrokerConfig, DEFAULT_BROKER_QUEUE, DEFAULT_CHANNEL_PREFIX, DEFAULT_FETCH_WAIT};
 #[cfg(feature = "broker")]
 pub use call::CallContext;
 pub use config::{

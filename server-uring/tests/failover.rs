@@ -13,7 +13,7 @@ use std::net::TcpListener;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use feed::{emit_ticks, serve_feed, FeedClient, Proxy, Tick};
+use feed::{emit_ticks, serve_feed, FeedClient, FeedMethod, Proxy, Session, Tick};
 use hardlight::client::{Backoff, ClientConfig, Connection, EventStream, GapNotice, Status};
 use hardlight::server::{BrokerConfig, HistoryLimits, ServerBuilder, ServerHandle};
 use tokio::sync::mpsc::UnboundedReceiver;
@@ -288,4 +288,93 @@ async fn a_server_whose_own_redis_link_was_cut_gets_what_others_published_meanwh
     assert!(ticks.try_recv().is_none(), "no duplicates");
     assert!(gaps.try_recv().is_err(), "the broker still had every event: no gap notice");
     drop(conn);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_server_with_a_broker_reauthenticates_with_fresh_state_and_resumes_without_loss() {
+    let redis = Redis::start();
+    let prefix = prefix("restart");
+    let first = bridged(&redis, &prefix);
+    let addr = first.local_addr();
+    let b = bridged(&redis, &prefix);
+    let (conn, mut ticks, mut gaps) = follower(&format!("ws://{addr}")).await;
+    let client = FeedClient::new(conn.clone());
+    let state = conn.state::<Session>();
+    assert_eq!(state.get().unwrap(), Session { user: "alice".into(), boot: 1 });
+    emit_ticks(&b, 0, 5, Duration::ZERO);
+    for n in 0..5 {
+        assert_eq!(tick(&mut ticks).await, n);
+    }
+
+    first.shutdown();
+    reconnecting(&conn).await;
+    // Missed while the client's server is down: B goes on emitting.
+    emit_ticks(&b, 5, 10, Duration::ZERO);
+    wait_for("B's events to reach the broker", || published(&b) == 10).await;
+    // The restarted server's bridge connects while the client comes back;
+    // the client's replay waits for it (BrokerConfig::fetch_wait).
+    let second = serve_feed(
+        common::builder_at(addr).broker_config(BrokerConfig::new(&redis.url).channel_prefix(&prefix)),
+        2,
+        Default::default(),
+    );
+    reconnected(&conn).await;
+    assert_eq!(state.get().unwrap(), Session { user: "alice".into(), boot: 2 }, "the new server's fresh state");
+    assert!(conn.is_enabled(FeedMethod::Whoami.id()), "re-authenticated through the hook");
+    assert_eq!(client.whoami().await.unwrap(), "alice");
+    for n in 5..10 {
+        assert_eq!(tick(&mut ticks).await, n, "what it missed, from the broker, in order");
+    }
+    emit_ticks(&second, 10, 13, Duration::ZERO);
+    for n in 10..13 {
+        assert_eq!(tick(&mut ticks).await, n, "then live events");
+    }
+    assert!(ticks.try_recv().is_none(), "no duplicates");
+    assert!(gaps.try_recv().is_err(), "nothing was lost: no gap notice");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replay_waits_for_a_missing_broker_link_at_most_fetch_wait_then_is_a_gap_notice() {
+    let redis = Redis::start();
+    let prefix = prefix("fetch-wait");
+    let a = bridged(&redis, &prefix);
+    // C reaches Redis through a proxy that refuses it for now.
+    let redis_addr: std::net::SocketAddr = redis.url.trim_start_matches("redis://").parse().unwrap();
+    let link = Proxy::start(redis_addr).await;
+    link.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    let wait = Duration::from_millis(300);
+    let config = BrokerConfig::new(format!("redis://{}", link.addr))
+        .channel_prefix(&prefix)
+        .backoff(Duration::from_millis(20), Duration::from_millis(50))
+        .fetch_wait(wait);
+    let c = serve_feed(common::builder().broker_config(config), 1, Default::default());
+    assert_eq!(BrokerConfig::new("redis://x").fetch_wait, hardlight::server::DEFAULT_FETCH_WAIT);
+
+    let proxy = Proxy::start(a.local_addr()).await;
+    let (conn, mut ticks, mut gaps) = follower(&proxy.url()).await;
+    emit_ticks(&a, 0, 5, Duration::ZERO);
+    for n in 0..5 {
+        assert_eq!(tick(&mut ticks).await, n);
+    }
+    proxy.retarget(c.local_addr());
+    let moved = Instant::now();
+    proxy.cut();
+    reconnecting(&conn).await;
+    reconnected(&conn).await;
+    let gap = tokio::time::timeout(WAIT, gaps.recv()).await.unwrap().expect("a gap notice, not a wait without end");
+    assert_eq!((gap.topic.as_deref(), gap.missed), (Some("t"), None), "the broker could not be asked");
+    assert!(moved.elapsed() >= wait, "not before the wait ran out");
+    assert!(!c.broker_stats().unwrap().is_connected(), "given while C still had no broker link");
+
+    // The link comes back: live events flow to the client on C.
+    link.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("C to connect and subscribe", || {
+        let st = c.broker_stats().unwrap();
+        st.is_connected() && st.subscribed.get() == 1
+    })
+    .await;
+    emit_ticks(&a, 100, 103, Duration::ZERO);
+    for n in 100..103 {
+        assert_eq!(tick(&mut ticks).await, n);
+    }
 }
