@@ -285,6 +285,7 @@ pub(crate) fn prepare(
         wants: HashMap::new(),
         refill: Vec::new(),
         undelivered: Vec::new(),
+        parked: Vec::new(),
         config,
     };
     Ok((link.clone(), PendingBridge { bridge, runtime, link }))
@@ -371,6 +372,9 @@ struct Bridge {
     refill: Vec<(Arc<str>, Position)>,
     /// Answers not yet handed to these shards (their inbox was full).
     undelivered: Vec<Undelivered>,
+    /// One batch taken off the queue but not sent (the connection was lost
+    /// first): sent before anything still queued.
+    parked: Vec<Publish>,
 }
 
 /// An answer still owed to some shards.
@@ -470,9 +474,10 @@ impl Bridge {
         let inbox = &self.inbox;
         // While there is no connection, queued events wait for one.
         let can_publish = self.live.is_some();
+        let parked = !self.parked.is_empty();
         let ready = std::future::poll_fn(|cx| {
             inbox.waker.register(cx.waker());
-            if (inbox.publish.is_empty() || !can_publish) && inbox.control.is_empty() {
+            if ((inbox.publish.is_empty() && !parked) || !can_publish) && inbox.control.is_empty() {
                 Poll::Pending
             } else {
                 Poll::Ready(())
@@ -712,7 +717,7 @@ impl Bridge {
         if self.live.is_none() {
             return false;
         }
-        let mut batch: Vec<Publish> = Vec::new();
+        let mut batch: Vec<Publish> = std::mem::take(&mut self.parked);
         while batch.len() < PUBLISH_BATCH {
             match self.inbox.publish.try_recv() {
                 Ok(p) => batch.push(p),
@@ -721,6 +726,20 @@ impl Bridge {
         }
         if batch.is_empty() {
             return false;
+        }
+        // A subscription made before one of these emits (say, a handler
+        // that subscribes its connection, then emits to the topic) must be
+        // on Redis before the event is published, or this server would not
+        // receive its own event: its interest was queued before the event,
+        // so it is in the control queue now.
+        self.drain_control();
+        if self.dirty {
+            self.reconcile().await;
+            if self.live.is_none() {
+                // The batch waits for the next connection, in order.
+                self.requeue(batch);
+                return true;
+            }
         }
         let n = batch.len() as u64;
         let max_age_ms = self.limits.max_age.as_millis().max(1) as u64;
@@ -755,6 +774,13 @@ impl Bridge {
             }
         }
         true
+    }
+
+    /// Puts a batch taken off the queue back in front of it (the connection
+    /// was lost before it was sent). The bridge owns the queue's receiving
+    /// end, so it parks them until the next publish round.
+    fn requeue(&mut self, batch: Vec<Publish>) {
+        self.parked = batch;
     }
 
     /// Reads the streams resuming connections wait for (up to one batch of
@@ -999,7 +1025,7 @@ impl Bridge {
                 break;
             }
         }
-        let left = self.inbox.publish.try_iter().count() as u64;
+        let left = (self.parked.len() + self.inbox.publish.try_iter().count()) as u64;
         self.stats.dropped_while_down.add(left);
     }
 }

@@ -301,6 +301,8 @@ async fn a_restarted_server_with_a_broker_reauthenticates_with_fresh_state_and_r
     let client = FeedClient::new(conn.clone());
     let state = conn.state::<Session>();
     assert_eq!(state.get().unwrap(), Session { user: "alice".into(), boot: 1 });
+    // B's events reach the first server once it is subscribed on Redis.
+    wait_for("the first server to subscribe", || first.broker_stats().unwrap().subscribed.get() == 1).await;
     emit_ticks(&b, 0, 5, Duration::ZERO);
     for n in 0..5 {
         assert_eq!(tick(&mut ticks).await, n);
