@@ -8,7 +8,9 @@
 //! exactly once and in order across reconnects, as long as the server still
 //! holds the events it missed ([`HistoryLimits`]); otherwise it receives an
 //! explicit gap notice naming the topic and, where known, how many events
-//! it missed. Never a silent loss.
+//! it missed. Never a silent loss. With a broker, the broker gives the
+//! positions and keeps the events ([`TopicHistory::broker_cache`],
+//! [`Fetched`]), so the same holds across the servers sharing it.
 //!
 //! A position is `(epoch, offset)`: offsets count a topic's events from 1
 //! within one epoch; an epoch is one life of one topic's history (a server
