@@ -198,10 +198,15 @@ impl TopicHistory {
         if topic.len() > MAX_TOPIC_LEN || at.epoch == UNSYNCED_EPOCH || at.offset == 0 {
             return false;
         }
-        let max_events = self.limits.max_events;
+        let (max_events, max_age) = (self.limits.max_events, self.limits.max_age);
         let seq = self.seq + 1;
         let log = self.log(topic, now);
-        let restart = if log.epoch == UNSYNCED_EPOCH || at.epoch > log.epoch {
+        // An older epoch is a stale life, unless the topic has been silent
+        // here longer than its broker life lasts (an idle topic's keys
+        // expire): then it is a new life from a broker whose clock went
+        // back, and refusing it would drop the topic for good.
+        let idle = now.saturating_duration_since(log.touched) > max_age;
+        let restart = if log.epoch == UNSYNCED_EPOCH || at.epoch > log.epoch || (at.epoch < log.epoch && idle) {
             log.epoch = at.epoch;
             true
         } else if at.epoch < log.epoch || at.offset <= log.head {
@@ -495,6 +500,14 @@ mod tests {
         assert!(!h.replay(&t, Some(at(50, 11)), t0).fetch);
         // A newer life restarts the log.
         assert!(h.insert(&t, at(60, 1), t0, framed("t", 60, 1)));
+        // An older epoch after the topic was silent longer than a broker
+        // life lasts (60 s here) is a new life from a clock that went back.
+        let later = t0 + Duration::from_secs(61);
+        let mut back = cache(8);
+        back.insert(&t, at(60, 1), t0, framed("t", 60, 1));
+        assert!(!back.insert(&t, at(55, 1), t0, framed("t", 55, 1)), "stale while the topic is live");
+        assert!(back.insert(&t, at(55, 1), later, framed("t", 55, 1)));
+        assert_eq!(back.head("t"), Some(at(55, 1)));
         assert_eq!((h.head("t"), h.retained("t")), (Some(at(60, 1)), 1));
         // The count bound still holds.
         for o in 2..=20 {
