@@ -65,8 +65,8 @@ export const SERVICE: ServiceDesc = {
 export type ChatConnection = Connection<ChatState, ChatEvents>;
 
 /** Opens a connection to a `Chat` server (`hl/1`, with this module's fingerprint). */
-export function connectChat(url: string, options?: ConnectOptions): Promise<ChatConnection> {
-  return connect(url, SERVICE, options) as Promise<ChatConnection>;
+export function connectChat(url: string, options?: ConnectOptions<ChatState, ChatEvents>): Promise<ChatConnection> {
+  return connect<ChatState, ChatEvents>(url, SERVICE, options);
 }
 
 /** Typed methods of `Chat`; each call rejects with a `CallError` on transport failure. */
