@@ -151,13 +151,19 @@ export async function launch(executablePath = chromiumPath(), extraArgs = []) {
  * cuts every connection through it on command (the page sees the
  * connection drop mid-stream, as on a network change). `stall()` stops
  * forwarding what the pages send on the open connections, so their calls
- * stay pending until the cut.
+ * stay pending until the cut; `refuse(true)` closes new connections at
+ * once (a server out of reach).
  */
 export async function tcpProxy(port) {
   const pairs = new Set();
   let accepted = 0;
+  let refusing = false;
   const server = netServer((client) => {
     accepted++;
+    if (refusing) {
+      client.destroy();
+      return;
+    }
     const up = netConnect(port, "127.0.0.1");
     const pair = { client, up, stalled: false };
     pairs.add(pair);
@@ -184,6 +190,9 @@ export async function tcpProxy(port) {
     },
     stall() {
       for (const p of pairs) p.stalled = true;
+    },
+    refuse(on) {
+      refusing = on;
     },
     cut() {
       for (const p of [...pairs]) {

@@ -8,7 +8,12 @@
 //     alice comes back by herself, logs in again, and gets a gap notice
 //     for the thread (the new server has no event history), never silence;
 // (c) close() ends the status at closed and resolves `closed`, also while
-//     reconnecting.
+//     reconnecting;
+// (d) the hook failing: on the first transport connect fails with a typed
+//     error and nothing reconnects; on a later one that transport is
+//     dropped and the next attempt follows the backoff; idempotent calls
+//     pending at a cut are sent again, others fail and are never resent;
+//     calls while reconnecting wait, or fail at once per option.
 //   node --test test/browser/   (after `npm run build` and
 //   `cargo build -p hardlight-server --example chat-server`)
 import { test } from "node:test";
@@ -219,6 +224,107 @@ test("reconnect and resume in Chromium: proxy cuts, a server restart, close", { 
     const attempts = proxy.accepted;
     await pause(300);
     assert.equal(proxy.accepted, attempts, "no attempt after close()");
+  } finally {
+    await chromium.close();
+    proxy.close();
+    server.stop();
+    site.server.close();
+  }
+});
+
+test("hook failures, idempotent calls and calls while reconnecting, in Chromium", { skip, timeout: 60_000 }, async () => {
+  const site = await staticServer();
+  const server = await chatServer(site.origin);
+  const proxy = await tcpProxy(server.port);
+  const chromium = await launch();
+  try {
+    const p = await page(chromium.browser, site.origin, "carol");
+    // Options are checked before anything connects: a wrong method name says which exist.
+    const unknown = await p.evaluate((url) => {
+      const { connect, SERVICE } = window.hl;
+      return connect(url, SERVICE, { idempotent: ["nope"] }).then(() => "connected", (e) => `${e.name}: ${e.message}`);
+    }, server.url);
+    assert.equal(unknown, "TypeError: idempotent: Chat has no method 'nope' (its methods: join, leave, send_message, history)");
+
+    // The first transport's hook fails: connect rejects, typed; nothing reconnects.
+    const before = proxy.accepted;
+    const first = await p.evaluate(async (url) => {
+      const { connect, SERVICE } = window.hl;
+      return connect(url, SERVICE, {
+        reconnect: { initialMs: 10 },
+        onConnect: () => {
+          throw new Error("no token");
+        },
+      }).then(() => "connected", (e) => ({ name: e.name, kind: e.kind, message: e.message }));
+    }, proxy.url);
+    assert.deepEqual(first, { name: "ConnectError", kind: "Hook", message: "on-connect hook failed: no token" });
+    await pause(200);
+    assert.equal(proxy.accepted, before + 1, "no reconnect after the first transport failed");
+
+    // The hook fails on the first reconnect only: that transport is dropped,
+    // the next attempt (attempt 1, after the backoff) succeeds.
+    await p.evaluate(async (url) => {
+      const { connect, SERVICE, ChatClient } = window.hl;
+      const t = { statuses: [], runs: 0 };
+      window.t = t;
+      t.conn = await connect(url, SERVICE, {
+        reconnect: { initialMs: 20, maxMs: 100 },
+        idempotent: ["history"],
+        onConnect: async (c) => {
+          t.runs++;
+          if (t.runs === 2) throw new Error("token expired");
+          await new ChatClient(c).join("carol", "t1");
+        },
+      });
+      t.chat = new ChatClient(t.conn);
+      t.conn.onStatus((s) => t.statuses.push(s.state === "reconnecting" ? `reconnecting ${s.attempt}` : s.state));
+    }, proxy.url);
+    // Pending at the cut: two idempotent history calls and a post.
+    proxy.stall();
+    await p.evaluate(() => {
+      const settle = (x) => x.then((v) => (Array.isArray(v) ? "answered" : "posted"), (e) => `${e.name}:${e.kind}`);
+      window.t.pending = [settle(window.t.chat.history("t1")), settle(window.t.chat.sendMessage("t1", "once")), settle(window.t.chat.history("t1"))];
+    });
+    await p.waitForFunction(() => window.t.conn.load.inFlight === 3, null, { timeout: WAIT_MS });
+    proxy.cut();
+    await p.waitForFunction(() => window.t.statuses.includes("connected"), null, { timeout: WAIT_MS });
+    const after = await p.evaluate(async () => ({
+      statuses: window.t.statuses,
+      runs: window.t.runs,
+      pending: await Promise.all(window.t.pending),
+      history: (await window.t.chat.history("t1")).map((m) => m.text),
+    }));
+    assert.deepEqual(after.statuses, ["reconnecting 0", "reconnecting 1", "connected"], "the failed hook counted as a failed attempt");
+    assert.equal(after.runs, 3);
+    assert.deepEqual(after.pending, ["answered", "CallError:Disconnected", "answered"], "only the idempotent calls were sent again");
+    assert.ok(!after.history.includes("once"), "the post that failed was never sent again");
+
+    // While reconnecting: calls wait (default) or fail at once (failFastWhileDisconnected).
+    await p.evaluate(async (url) => {
+      const { connect, SERVICE, ChatClient } = window.hl;
+      const fast = await connect(url, SERVICE, { reconnect: { initialMs: 10, maxMs: 50 }, failFastWhileDisconnected: true });
+      window.fast = { conn: fast, chat: new ChatClient(fast) };
+    }, proxy.url);
+    proxy.refuse(true);
+    proxy.cut();
+    await p.waitForFunction(
+      () => window.t.conn.status.state === "reconnecting" && window.fast.conn.status.state === "reconnecting",
+      null,
+      { timeout: WAIT_MS },
+    );
+    const whileDown = await p.evaluate(async () => {
+      window.waited = window.t.chat.history("t1").then((h) => `answered:${h.length}`, (e) => e.kind);
+      const fast = await window.fast.chat.history("t1").then(() => "answered", (e) => e.kind);
+      return { fast, status: window.fast.conn.status.state, waiting: window.t.conn.load.waiting };
+    });
+    assert.deepEqual(whileDown, { fast: "Disconnected", status: "reconnecting", waiting: 1 });
+    proxy.refuse(false);
+    assert.match(await p.evaluate(() => window.waited), /^answered:\d+$/, "the waiting call went out on the next transport");
+    await p.evaluate(() => {
+      window.t.conn.close();
+      window.fast.conn.close();
+      return Promise.all([window.t.conn.closed, window.fast.conn.closed]);
+    });
   } finally {
     await chromium.close();
     proxy.close();
