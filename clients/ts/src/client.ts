@@ -128,7 +128,11 @@ export class Connection<S = Record<string, unknown>, E = Record<string, unknown>
       ws.onclose = (ev: CloseEvent) => {
         const reason = `closed with code ${ev.code}${ev.reason ? ` (${ev.reason})` : ""}`;
         this.dropped(ws, reason);
-        fail(new ConnectError("Closed", `connection failed: ${reason} (browsers do not show the HTTP status of a refused upgrade)`));
+        fail(
+          this.closing
+            ? new ConnectError("Aborted", "the connection was closed by the application before it was ready")
+            : new ConnectError("Closed", `connection failed: ${reason} (browsers do not show the HTTP status of a refused upgrade)`),
+        );
         ended(reason);
       };
       ws.onmessage = (ev: MessageEvent) => {
@@ -141,6 +145,10 @@ export class Connection<S = Record<string, unknown>, E = Record<string, unknown>
           () => {
             if (settled) return;
             clearTimeout(timer);
+            if (this.closing) {
+              fail(new ConnectError("Aborted", "the connection was closed by the application before it was ready"));
+              return;
+            }
             if (ws !== this.ws || this.session.link.state !== "held") {
               fail(new ConnectError("Closed", "the connection was lost while its on-connect hook ran"));
               return;

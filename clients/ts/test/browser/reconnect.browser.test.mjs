@@ -260,6 +260,18 @@ test("hook failures, idempotent calls and calls while reconnecting, in Chromium"
     assert.deepEqual(first, { name: "ConnectError", kind: "Hook", message: "on-connect hook failed: no token" });
     await pause(200);
     assert.equal(proxy.accepted, before + 1, "no reconnect after the first transport failed");
+    // close() before the first transport is ready (from the hook): connect
+    // rejects as aborted, and the connection ends closed.
+    const aborted = await p.evaluate(async (url) => {
+      const { connect, SERVICE } = window.hl;
+      let conn;
+      const outcome = await connect(url, SERVICE, { reconnect: true, onConnect: (c) => ((conn = c), c.close()) }).then(
+        () => "connected",
+        (e) => `${e.name}:${e.kind}`,
+      );
+      return { outcome, closed: await conn.closed, status: conn.status.state };
+    }, server.url);
+    assert.deepEqual(aborted, { outcome: "ConnectError:Aborted", closed: "closed by the application", status: "closed" });
 
     // The hook fails on the first reconnect only: that transport is dropped,
     // the next attempt (attempt 1, after the backoff) succeeds.
