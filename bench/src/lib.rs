@@ -6,6 +6,7 @@ use hardlight::rkyv;
 
 pub mod baseline;
 pub mod fan;
+pub mod fan_floor;
 pub mod stateful;
 
 /// Size of the fixed echo payload, matching the peers' 64-byte messages.

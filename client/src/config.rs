@@ -125,7 +125,9 @@ impl ClientConfig {
     /// version of the trait refuses the upgrade
     /// ([`ConnectError::Refused`] with status 400 and a body naming both
     /// fingerprints), before any call. Event streams of this connection
-    /// then accept only the service's declared event types.
+    /// then accept only the service's declared event types, and the
+    /// methods the trait marks `#[idempotent]` are resent after a drop
+    /// ([`Self::idempotent`]).
     pub fn schema(mut self, schema: &'static Schema) -> Self {
         self.schema = Some(schema);
         self
@@ -147,7 +149,10 @@ impl ClientConfig {
     }
 
     /// Marks method `id` (`<Trait>Method::X as u16`) idempotent: resent
-    /// after a drop instead of failing.
+    /// after a drop instead of failing. Methods marked `#[idempotent]` in
+    /// the `#[rpc]` trait are idempotent without this when the connection
+    /// is opened with the trait's schema ([`Self::schema`]); this is for
+    /// clients without one, or to add methods the trait does not mark.
     pub fn idempotent(mut self, method: u16) -> Self {
         self.idempotent.push(method);
         self

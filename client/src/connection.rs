@@ -63,6 +63,11 @@ impl Connection {
         for &m in &config.idempotent {
             session.set_idempotent(m);
         }
+        // Methods the trait marks `#[idempotent]`, when the schema is known.
+        let marked = config.schema.map_or(&[][..], |s| s.methods);
+        for (id, _) in marked.iter().enumerate().filter(|(_, m)| m.idempotent) {
+            session.set_idempotent(id as u16);
+        }
         let shared = Arc::new(Shared::new(session, config.reconnect.is_some()));
         let closer = Arc::new(Closer(shared.clone()));
         let conn = Self {

@@ -38,6 +38,13 @@ pub struct MethodSchema {
     /// Hash of the method's position, name, argument names and types, and
     /// output type.
     pub hash: u64,
+    /// Marked `#[idempotent]` in the trait: a reconnecting client opened
+    /// with this schema sends a call of it again when the connection
+    /// dropped before the answer (any other call fails with
+    /// `Disconnected` rather than risk running twice). Not part of
+    /// `hash`: it is the client's retry policy, not the wire, so a server
+    /// and client that differ only in it still agree.
+    pub idempotent: bool,
 }
 
 /// One event type a service declares (`#[rpc(events(...))]`).
@@ -214,7 +221,7 @@ mod tests {
     use super::*;
     use crate::handshake::parse_request;
 
-    const METHODS: &[MethodSchema] = &[MethodSchema { name: "get", hash: 0x1122_3344_5566_7788 }];
+    const METHODS: &[MethodSchema] = &[MethodSchema { name: "get", hash: 0x1122_3344_5566_7788, idempotent: false }];
     const SCHEMA: Schema = Schema { service: "Counter", methods: METHODS, events: &[], fingerprint: 0xabcd };
 
     fn request(extra: &str) -> UpgradeRequest {

@@ -144,7 +144,9 @@ async fn proxy_cuts_mid_stream_lose_no_event_and_fail_pending_calls_fast() {
 /// While reconnecting, a call waits for the new transport (default) or
 /// fails at once (fail-fast); a non-idempotent call in flight at a drop
 /// fails and is never sent twice, an idempotent one is sent again and
-/// succeeds; close() ends it all and `closed()` resolves.
+/// succeeds; close() ends it all and `closed()` resolves. `slow` is marked
+/// `#[idempotent]` in the trait: the client opened with the schema resends
+/// it, the one opened without it (no marks known) does not.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_across_a_drop_wait_fail_or_resend_per_config() {
     let runs = Arc::new(AtomicU64::new(0));
@@ -153,7 +155,7 @@ async fn calls_across_a_drop_wait_fail_or_resend_per_config() {
     let base = ClientConfig::default().header("x-auto", "1").reconnect(fast_backoff());
     let waiting = FeedClient::new(Connection::connect_with(&proxy.url(), base.clone()).await.unwrap());
     let failing = FeedClient::new(
-        Connection::connect_with(&proxy.url(), base.fail_fast_while_disconnected().idempotent(FeedMethod::Slow.id()))
+        Connection::connect_with(&proxy.url(), base.fail_fast_while_disconnected().schema(&FeedMethod::SCHEMA))
             .await
             .unwrap(),
     );

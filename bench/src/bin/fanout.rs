@@ -27,6 +27,7 @@ use std::time::{Duration, Instant};
 use hardlight::protocol::frame::{self, Opcode, Role};
 use hardlight::server::{Backend, ConnectContext, Refusal, Server};
 use hardlight_bench::fan::{FanHandler, FanMethod, FanService, FanSubscribeInput, Tick, FAN_TOPIC};
+use hardlight_bench::fan_floor::{FloorMode, FloorServer};
 use hdrhistogram::Histogram;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -57,8 +58,10 @@ struct Args {
     out: Option<String>,
     /// Child mode: connect to this address as the client side.
     client_of: Option<String>,
-    /// The server's event loop.
-    backend: Backend,
+    /// The server's event loop, or `None` for the kernel floor.
+    backend: Option<Backend>,
+    /// With `backend: None`: how the floor server sends.
+    floor: FloorMode,
 }
 
 fn parse_args() -> Args {
@@ -70,7 +73,8 @@ fn parse_args() -> Args {
         client_cpu: Some(0),
         out: None,
         client_of: None,
-        backend: Backend::Glommio,
+        backend: Some(Backend::Glommio),
+        floor: FloorMode::Send,
     };
     let mut it = std::env::args().skip(1);
     while let Some(k) = it.next() {
@@ -83,15 +87,17 @@ fn parse_args() -> Args {
             "--client-cpu" => a.client_cpu = v().parse().ok(),
             "--out" => a.out = Some(v()),
             "--backend" => {
-                a.backend = match v().as_str() {
-                    "glommio" => Backend::Glommio,
-                    "ring" => Backend::Ring,
-                    other => panic!("--backend glommio|ring, not {other}"),
+                (a.backend, a.floor) = match v().as_str() {
+                    "glommio" => (Some(Backend::Glommio), FloorMode::Send),
+                    "ring" => (Some(Backend::Ring), FloorMode::Send),
+                    "floor-send" => (None, FloorMode::Send),
+                    "floor-uring" => (None, FloorMode::Uring),
+                    other => panic!("--backend glommio|ring|floor-send|floor-uring, not {other}"),
                 }
             }
             "--client-of" => a.client_of = Some(v()),
             other => {
-                eprintln!("unknown argument {other}\nusage: fanout [--connections N] [--emits N] [--gap-ms MS] [--server-cpus 0,1] [--client-cpu C|none] [--backend glommio|ring] [--out DIR]");
+                eprintln!("unknown argument {other}\nusage: fanout [--connections N] [--emits N] [--gap-ms MS] [--server-cpus 0,1] [--client-cpu C|none] [--backend glommio|ring|floor-send|floor-uring] [--out DIR]");
                 std::process::exit(2);
             }
         }
@@ -125,16 +131,50 @@ fn main() {
     }
 }
 
+/// The server under test: HardLight, or the kernel floor (`fan_floor`).
+enum Target {
+    HardLight(Box<hardlight::server::ServerHandle>, hardlight::server::Emitter),
+    Floor(FloorServer),
+}
+
+impl Target {
+    fn start(args: &Args) -> Self {
+        let Some(backend) = args.backend else {
+            return Target::Floor(FloorServer::start(args.connections, args.server_cpus.first().copied(), args.floor));
+        };
+        let server = Server::builder("127.0.0.1:0".parse().unwrap())
+            .cores(args.server_cpus.clone())
+            .max_connections_per_shard(args.connections + 16)
+            .backend(backend)
+            .serve(|ctx: &ConnectContext<'_>| Ok::<_, Refusal>(FanService::new(FanHandler { events: ctx.events() })))
+            .expect("server starts");
+        let emitter = server.emitter();
+        Target::HardLight(Box::new(server), emitter)
+    }
+
+    fn addr(&self) -> std::net::SocketAddr {
+        match self {
+            Target::HardLight(s, _) => s.local_addr(),
+            Target::Floor(f) => f.local_addr(),
+        }
+    }
+
+    /// Emits one tick; the floor also says how long its sends took.
+    fn emit(&self, tick: Tick) -> Option<Duration> {
+        match self {
+            Target::HardLight(_, e) => {
+                e.to_topic(FAN_TOPIC, &tick).expect("emit");
+                None
+            }
+            Target::Floor(f) => Some(f.emit(tick)),
+        }
+    }
+}
+
 /// The server side: serve, spawn the client process, emit, report.
 fn parent(args: &Args) {
-    let server = Server::builder("127.0.0.1:0".parse().unwrap())
-        .cores(args.server_cpus.clone())
-        .max_connections_per_shard(args.connections + 16)
-        .backend(args.backend)
-        .serve(|ctx: &ConnectContext<'_>| Ok::<_, Refusal>(FanService::new(FanHandler { events: ctx.events() })))
-        .expect("server starts");
-    let addr = server.local_addr();
-    let emitter = server.emitter();
+    let target = Target::start(args);
+    let addr = target.addr();
     // The client runs in its own process: each process may hold only so many
     // sockets, and 10,000 connections need 20,000 in one.
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
@@ -150,13 +190,24 @@ fn parent(args: &Args) {
         Some(Ok(l)) if l == "ready" => {}
         other => panic!("client did not get ready: {other:?}"),
     }
+    let mut send_ms = Vec::new();
     for seq in 0..args.emits {
         std::thread::sleep(args.gap);
-        emitter.to_topic(FAN_TOPIC, &Tick { seq, emitted_ns: now_ns() }).expect("emit");
+        send_ms.extend(target.emit(Tick { seq, emitted_ns: now_ns() }).map(|d| d.as_secs_f64() * 1e3));
     }
     let summary: String = lines.map_while(Result::ok).collect::<Vec<_>>().join("\n");
     let ok = child.wait().map(|s| s.success()).unwrap_or(false);
-    let summary = summary.replacen('{', &format!("{{\n  \"shards\": {},", args.server_cpus.len()), 1);
+    let server = match args.backend {
+        Some(Backend::Glommio) => "glommio".to_string(),
+        Some(Backend::Ring) => "ring".to_string(),
+        None => format!("floor-{}", if args.floor == FloorMode::Send { "send" } else { "uring" }),
+    };
+    let mut head = format!("{{\n  \"server\": \"{server}\",\n  \"shards\": {},", args.server_cpus.len());
+    if !send_ms.is_empty() {
+        send_ms.sort_by(|a, b| a.partial_cmp(b).unwrap());
+        head += &format!("\n  \"server_send_all_ms_median\": {:.3},", send_ms[send_ms.len() / 2]);
+    }
+    let summary = summary.replacen('{', &head, 1);
     println!("{summary}");
     if let Some(dir) = &args.out {
         std::fs::create_dir_all(dir).unwrap();
@@ -166,7 +217,9 @@ fn parent(args: &Args) {
             let _ = std::fs::remove_file(format!("{dir}.tmp.hgrm"));
         }
     }
-    server.shutdown();
+    if let Target::HardLight(server, _) = target {
+        server.shutdown();
+    }
     if !ok {
         eprintln!("error: not every event reached every connection");
         std::process::exit(1);

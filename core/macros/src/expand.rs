@@ -46,7 +46,15 @@ fn with_errors(tokens: TokenStream, err: syn::Error) -> TokenStream {
 
 /// The trait as written, plus `#[allow(async_fn_in_trait)]`: handlers run on
 /// a single-threaded executor, so the missing `Send` bound is intended.
+/// `#[idempotent]` markers are taken off the methods: they are this macro's
+/// input (read into the schema), not attributes rustc knows.
 fn trait_item(item: &ItemTrait) -> TokenStream {
+    let mut item = item.clone();
+    for it in &mut item.items {
+        if let syn::TraitItem::Fn(f) = it {
+            f.attrs.retain(|a| !a.path().is_ident(crate::model::IDEMPOTENT));
+        }
+    }
     quote! {
         #[allow(async_fn_in_trait)]
         #item
@@ -170,5 +178,40 @@ mod tests {
             ),
         );
         assert!(out.contains("struct TClient < C >"), "{out}");
+    }
+
+    #[test]
+    fn idempotent_marks_reach_the_schema_and_leave_the_trait() {
+        let out = expand(
+            quote!(),
+            quote!(
+                trait T {
+                    #[idempotent]
+                    async fn read(&self) -> u8;
+                    async fn write(&self, v: u8);
+                }
+            ),
+        );
+        assert!(!out.contains("# [idempotent]"), "the marker is not left for rustc: {out}");
+        assert!(out.contains("name : \"read\""), "{out}");
+        let read = out.find("name : \"read\"").unwrap();
+        let write = out.find("name : \"write\"").unwrap();
+        assert!(out[read..write].contains("idempotent : true"), "{out}");
+        assert!(out[write..].contains("idempotent : false"), "{out}");
+
+        let out = expand(
+            quote!(),
+            quote!(
+                trait T {
+                    #[idempotent(always)]
+                    async fn a(&self);
+                    #[idempotent]
+                    #[idempotent]
+                    async fn b(&self);
+                }
+            ),
+        );
+        assert!(out.contains("write `#[idempotent]` alone on `T::a`"), "{out}");
+        assert!(out.contains("`#[idempotent]` appears twice on `T::b`"), "{out}");
     }
 }

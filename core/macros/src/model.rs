@@ -95,7 +95,13 @@ pub struct Method {
     pub output: Output,
     /// The method's `#[doc]` attributes, copied onto the client method.
     pub docs: Vec<Attribute>,
+    /// Marked `#[idempotent]`: a client that reconnects may send a call of
+    /// it again when the connection dropped before the answer arrived.
+    pub idempotent: bool,
 }
+
+/// The marker attribute on an `#[rpc]` method (removed from the emitted trait).
+pub const IDEMPOTENT: &str = "idempotent";
 
 /// One argument: `ident: ty`.
 pub struct Arg {
@@ -248,7 +254,17 @@ impl Method {
                 ),
             );
         }
+        let mut idempotent = false;
         for attr in &f.attrs {
+            if attr.path().is_ident(IDEMPOTENT) {
+                if let Err(e) = attr.meta.require_path_only() {
+                    errors
+                        .spanned(attr, format!("write `#[idempotent]` alone on `{fn_name}`, without arguments ({e})"));
+                } else if idempotent {
+                    errors.spanned(attr, format!("`#[idempotent]` appears twice on `{fn_name}`"));
+                }
+                idempotent = true;
+            }
             if attr.path().is_ident("cfg") || attr.path().is_ident("cfg_attr") {
                 errors.spanned(
                     attr,
@@ -337,6 +353,7 @@ impl Method {
             args,
             output,
             docs: f.attrs.iter().filter(|a| a.path().is_ident("doc")).cloned().collect(),
+            idempotent,
         })
     }
 }

@@ -31,7 +31,9 @@ pub trait Feed {
     /// Enables every method for the token "secret".
     async fn login(&self, token: String) -> bool;
     async fn whoami(&self) -> String;
-    /// Counts its runs, sleeps, echoes.
+    /// Counts its runs, sleeps, echoes. Idempotent: a client opened with
+    /// the schema resends it after a drop.
+    #[idempotent]
     async fn slow(&self, ms: u32, v: u64) -> u64;
     async fn echo(&self, v: u64) -> u64;
     async fn follow(&self, topic: String);

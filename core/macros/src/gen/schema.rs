@@ -90,7 +90,8 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
             let ty = type_hash(cx, hash(START, what.as_bytes()), t);
             expr = quote!(#krate::__private::schema::mix(#expr, #ty));
         }
-        quote!(#krate::__private::schema::MethodSchema { name: #name, hash: #expr })
+        let idempotent = m.idempotent;
+        quote!(#krate::__private::schema::MethodSchema { name: #name, hash: #expr, idempotent: #idempotent })
     });
     let events = cx.args.events.iter().enumerate().map(|(i, ty)| {
         let name = type_text(ty);
