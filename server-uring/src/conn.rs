@@ -400,10 +400,11 @@ pub(crate) fn start_round<A, F, R>(
 /// the start of every round, and by a driver right after it parsed input
 /// when it would otherwise park before the next round (the ring), so that
 /// the replay does not wait for an unrelated wake-up.
-pub(crate) fn replay_if_resumed<A>(conn: &mut ServerConnection, shard: &Shard<A>, key: usize) {
-    if let Some(positions) = conn.take_resume() {
-        shard.registry.borrow_mut().resume(key, positions);
-    }
+/// Returns whether it replayed (once per connection at most).
+pub(crate) fn replay_if_resumed<A>(conn: &mut ServerConnection, shard: &Shard<A>, key: usize) -> bool {
+    let Some(positions) = conn.take_resume() else { return false };
+    shard.registry.borrow_mut().resume(key, positions);
+    true
 }
 
 /// After a time rule acted: if the shutdown grace ended with calls still

@@ -153,8 +153,9 @@ async fn run<F: ConnectionFactory, W: CallWrap>(io: &RefCell<Io>, made: &Upgrade
                 // A RESUME just parsed: its replay goes out in this round.
                 // Nothing else would wake this task for it (glommio's loop
                 // runs another round after every read; this one parks).
-                replay_if_resumed(&mut io.core, shard, made._registration.key);
-                io.core.flush_outbox();
+                if replay_if_resumed(&mut io.core, shard, made._registration.key) {
+                    io.core.flush_outbox();
+                }
             }
             // Calls whose deadline passed are dropped now, not at the next
             // receive (poll_event, which would deliver them, cannot run while
