@@ -89,7 +89,9 @@ export class Connection<S = Record<string, unknown>, E = Record<string, unknown>
 
   /** @internal */
   establish(): Promise<{ ended: Promise<string> }> {
-    if (this.closing) return Promise.reject(new ConnectError("Aborted", "the connection was closed by the application"));
+    if (this.closing) {
+      return Promise.reject(new ConnectError("Aborted", "the connection was closed by the application"));
+    }
     const o = this.options;
     const timeoutMs = o.connectTimeoutMs ?? DEFAULT_CONNECT_TIMEOUT_MS;
     const protocols = [SUBPROTOCOL];
@@ -114,7 +116,8 @@ export class Connection<S = Record<string, unknown>, E = Record<string, unknown>
       };
       const arm = (what: string) => {
         clearTimeout(timer);
-        timer = setTimeout(() => fail(new ConnectError(what === "hook" ? "Hook" : "Timeout", `${what} timed out after ${timeoutMs} ms`)), timeoutMs);
+        const kind = what === "hook" ? "Hook" : "Timeout";
+        timer = setTimeout(() => fail(new ConnectError(kind, `${what} timed out after ${timeoutMs} ms`)), timeoutMs);
       };
       arm("the upgrade and the server's initial state and features");
       ws.onopen = () => {
@@ -131,7 +134,10 @@ export class Connection<S = Record<string, unknown>, E = Record<string, unknown>
         fail(
           this.closing
             ? new ConnectError("Aborted", "the connection was closed by the application before it was ready")
-            : new ConnectError("Closed", `connection failed: ${reason} (browsers do not show the HTTP status of a refused upgrade)`),
+            : new ConnectError(
+                "Closed",
+                `connection failed: ${reason} (browsers do not show the HTTP status of a refused upgrade)`,
+              ),
         );
         ended(reason);
       };
@@ -173,7 +179,9 @@ export class Connection<S = Record<string, unknown>, E = Record<string, unknown>
     // calls; every other member is the connection's own.
     const view = new Proxy(this, {
       get: (target, prop) => {
-        if (prop === "call") return (m: MethodDesc, a: unknown[], o?: CallOptions) => target.callWith(m, a, o ?? {}, true);
+        if (prop === "call") {
+          return (m: MethodDesc, a: unknown[], o?: CallOptions) => target.callWith(m, a, o ?? {}, true);
+        }
         const v = Reflect.get(target, prop, target);
         return typeof v === "function" ? v.bind(target) : v;
       },
