@@ -283,9 +283,11 @@ pub fn module(reg: &Registry, desc: &ServiceDesc, state: Option<&State>, runtime
             OutputDesc::Result { ok, err } => (shape(ok), shape(err)),
         };
         let args = m.args.iter().map(|(_, s)| shape(s)).collect::<Vec<_>>().join(", ");
+        // Only marked methods say so: unmarked services generate as before.
+        let idempotent = if m.idempotent { ", idempotent: true" } else { "" };
         let _ = writeln!(
             out,
-            "    {{ name: {}, id: {}, input: {{ k: \"tuple\", of: [{args}] }}, ok: {ok}, err: {err} }},",
+            "    {{ name: {}, id: {}, input: {{ k: \"tuple\", of: [{args}] }}, ok: {ok}, err: {err}{idempotent} }},",
             quote(&m.name),
             m.id
         );

@@ -56,6 +56,7 @@ export class Connection<S = Record<string, unknown>, E = Record<string, unknown>
   ) {
     this.session = new ClientSession(options.maxWaitingCalls ?? DEFAULT_MAX_WAITING_CALLS);
     this.session.setWaitWhileDisconnected(!(options.failFastWhileDisconnected ?? false));
+    for (const m of service.methods) if (m.idempotent) this.session.setIdempotent(m.id);
     for (const name of options.idempotent ?? []) {
       const m = service.methods.find((x) => x.name === name);
       if (!m) {

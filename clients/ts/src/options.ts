@@ -27,6 +27,12 @@ export interface MethodDesc {
   ok: Shape;
   /** The application error type of a `Result<T, E>` method, else null. */
   err: Shape | null;
+  /**
+   * Marked `#[idempotent]` in the Rust trait: sent again after a drop, as
+   * if listed in `ConnectOptions.idempotent` (the Rust client opened with
+   * the schema does the same). Absent: not marked.
+   */
+  idempotent?: boolean;
 }
 
 /** A service, as the generated module's `SERVICE`. */
@@ -77,7 +83,8 @@ export interface ConnectOptions<S = Record<string, unknown>, E = Record<string, 
    * Names of methods that are safe to run twice: a call of one in flight
    * when the transport drops is sent again on the next one. Every other
    * call in flight fails with `Disconnected` (the server may or may not
-   * have run it); none is ever sent twice.
+   * have run it); none is ever sent twice. Methods the trait marks
+   * `#[idempotent]` (`MethodDesc.idempotent`) need not be listed.
    */
   idempotent?: string[];
   /**
