@@ -25,6 +25,7 @@ import {
   parseTopicEvent,
   Positions,
   DEFAULT_MAX_TRACKED_TOPICS,
+  MAX_RESUME_TOPICS,
   MISSED_UNKNOWN,
   type GapNotice,
   type Position,
@@ -381,7 +382,13 @@ export class ClientSession {
    * `RESUME_PROTOCOL` on every transport and passes `true` to `reopen`.
    */
   enableResume(maxTopics = DEFAULT_MAX_TRACKED_TOPICS): void {
-    this.positions ??= new Positions(maxTopics);
+    // More than one RESUME can name would be tracked but never resumed.
+    this.positions ??= new Positions(Math.max(0, Math.min(maxTopics, MAX_RESUME_TOPICS)));
+  }
+
+  /** How many topics' positions are tracked at most (0 without resume). */
+  get maxTrackedTopics(): number {
+    return this.positions?.max ?? 0;
   }
 
   /** Whether resume is enabled. */

@@ -200,6 +200,13 @@ test("resume: a server that answers the offer with features and no point does no
 });
 
 test("the tracked-topic bound is reported as a gap without a topic at the next resume", () => {
+  const bounds = [undefined, 10, 1000].map((n) => {
+    const x = new ClientSession();
+    x.enableResume(n);
+    return x.maxTrackedTopics;
+  });
+  assert.deepEqual(bounds, [64, 10, 64], "default 64, and never more than one RESUME can name");
+  assert.equal(new ClientSession().maxTrackedTopics, 0, "no resume, nothing tracked");
   const s = new ClientSession();
   s.enableResume(1);
   s.reopen(true);
