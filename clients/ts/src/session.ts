@@ -174,7 +174,10 @@ export class ClientSession {
    * limit (not sent; the connection stays open), `TooManyWaiting` when the
    * queue is full. Returns the call's token (never reused). With
    * `timeoutMs`, a server that accepts deadlines gets it with the call
-   * (CALL_DEADLINE) and drops the handler when it passes.
+   * (CALL_DEADLINE) and drops the handler when it passes. While the link
+   * is held (a new transport's on-connect hook runs) the call waits for
+   * `release`; while it is down it waits or throws `Disconnected`, per
+   * `setWaitWhileDisconnected`.
    */
   startCall(method: number, input: Uint8Array, timeoutMs?: number): number {
     if (this.closed !== undefined) {
