@@ -109,6 +109,11 @@ impl<'a> HeldBytes<'a> {
         Self { total, mine: 0 }
     }
 
+    /// The bytes this connection is counted for now.
+    pub(crate) fn counted(&self) -> usize {
+        self.mine
+    }
+
     /// Records that this connection now holds `now` bytes. True when they
     /// grew and the shard is over `budget`: this connection is the newest
     /// offender and must be closed (4004). Connections that did not grow

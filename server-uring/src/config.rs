@@ -36,8 +36,8 @@ pub enum Backend {
     Glommio,
     /// HardLight's own minimal io_uring loop (`ring`), one per shard: one
     /// `io_uring_enter` per pass, COOP_TASKRUN and SINGLE_ISSUER rings,
-    /// user-space timers. Serves plain ws:// only (TLS is refused at build
-    /// time with [`crate::ServerError::Config`]).
+    /// user-space timers. Serves ws:// and wss:// (rustls' sans-I/O
+    /// session between the socket and the core).
     Ring,
 }
 

@@ -284,12 +284,6 @@ impl ServerBuilder {
         if shards == 0 {
             return Err(ServerError::Config("at least one shard is required".into()));
         }
-        if config.backend == Backend::Ring && config.tls.is_some() {
-            return Err(ServerError::Config(
-                "the ring backend serves plain ws:// only; use Backend::Glommio for TLS, or terminate TLS in front"
-                    .into(),
-            ));
-        }
         // glommio binds with SO_REUSEPORT, so a stale server on the same port
         // would silently share it. A plain bind (no SO_REUSEPORT) fails if any
         // socket holds the port, which is exactly the check we need. It also

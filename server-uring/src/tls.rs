@@ -36,6 +36,8 @@ pub enum TlsError {
 #[derive(Clone)]
 pub struct TlsConfig {
     pub(crate) acceptor: futures_rustls::TlsAcceptor,
+    /// The same configuration, for the ring backend's sans-I/O sessions.
+    pub(crate) server_config: Arc<rustls::ServerConfig>,
 }
 
 impl std::fmt::Debug for TlsConfig {
@@ -72,7 +74,8 @@ impl TlsConfig {
             .with_single_cert(certs, key)?;
         // WebSocket over TLS is HTTP/1.1.
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
-        Ok(Self { acceptor: futures_rustls::TlsAcceptor::from(Arc::new(config)) })
+        let server_config = Arc::new(config);
+        Ok(Self { acceptor: futures_rustls::TlsAcceptor::from(server_config.clone()), server_config })
     }
 
     /// Development mode: a fresh self-signed certificate for `names` (DNS

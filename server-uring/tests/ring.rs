@@ -19,5 +19,9 @@ mod events;
 mod metrics;
 #[path = "pending.rs"]
 mod pending;
+#[path = "robust.rs"]
+mod robust;
 #[path = "session.rs"]
 mod session;
+#[path = "timers.rs"]
+mod timers;

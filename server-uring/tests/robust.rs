@@ -90,6 +90,53 @@ async fn wss_with_a_trusted_dev_certificate_and_never_an_untrusted_one() {
     assert_eq!(c.get().await.unwrap(), 3, "the trusted connection is unaffected");
 }
 
+/// TLS under load: 200 calls in flight on one connection, megabyte
+/// messages both ways (more plaintext than the connection's read buffer
+/// holds, so the server must hold records back and resume), a client that
+/// closes, and one that vanishes mid-record: every answer is right and no
+/// connection is left open. Nothing may wait for a timer to make progress:
+/// keepalive pings (which would wake a stalled connection) are pushed out
+/// of the test's reach and every call must finish within 10 s. (On the
+/// ring, plaintext moved into the core while the next receive was armed
+/// once sat unparsed until the 20 s keepalive woke the connection.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wss_pipelined_calls_large_messages_and_closes_leave_nothing_open() {
+    let (tls, pem) = TlsConfig::self_signed(&["localhost"]).unwrap();
+    let limits = Limits {
+        keepalive_interval: Duration::from_secs(600),
+        idle_timeout: Duration::from_secs(1200),
+        ..Limits::default()
+    };
+    let (server, _) = start(builder().tls(tls).limits(limits));
+    let url = format!("wss://localhost:{}", server.local_addr().port());
+    let cfg = ClientConfig::default().trust_pem(&pem).unwrap().call_timeout(Duration::from_secs(10));
+    let conn = Connection::connect_with(&url, cfg.clone()).await.unwrap();
+    let c = ProbeClient::new(conn.clone());
+    let calls: Vec<_> = (0..200u64)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { (i, c.sleep_echo((i % 7) as u32, i).await.unwrap()) })
+        })
+        .collect();
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
+    assert_eq!(c.echo(big.clone()).await.unwrap(), big, "1 MB each way over TLS");
+    for call in calls {
+        let (i, got) = call.await.unwrap();
+        assert_eq!(got, i);
+    }
+    conn.close();
+    wait_open(&server, 0).await;
+
+    // A client that sends half a TLS record and vanishes.
+    let second = ProbeClient::new(Connection::connect_with(&url, cfg).await.unwrap());
+    assert_eq!(second.increment(1).await.unwrap(), 1);
+    let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    tcp.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00, 0x01, 0x00]).await.unwrap();
+    drop(tcp);
+    wait_open(&server, 1).await;
+    assert_eq!(second.get().await.unwrap(), 1, "the other connection is unaffected");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_or_overlong_upgrade_requests_get_431() {
     let (server, _) = start(builder());

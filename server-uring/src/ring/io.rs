@@ -21,6 +21,10 @@
 //!   calls complete, so it is never handed to the kernel: its bytes are
 //!   copied into `send_buf`, which is not touched while a send is in
 //!   flight.
+//!
+//! With TLS ([`super::tls`]) a receive lands in the TLS layer's own fixed
+//! buffer instead of the core's, and `send_buf` is filled with records
+//! from rustls instead of the core's bytes; everything else is the same.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -29,6 +33,7 @@ use hardlight_core::connection::ServerConnection;
 use io_uring::{opcode, types};
 
 use super::reactor::{user_data, Op, Reactor};
+use super::tls::{TlsFailure, TlsLayer};
 use super::wake::Token;
 
 /// `send_buf` capacity kept after a large message went out.
@@ -51,11 +56,24 @@ pub(crate) struct Io {
     pub(crate) heard: bool,
     /// The task is over: no new operations, outstanding ones cancelled.
     finished: bool,
+    /// wss://: rustls between the socket and the core (boxed: kilobytes
+    /// of state that plain connections should not carry).
+    tls: Option<Box<TlsLayer>>,
+    /// Why TLS ended the connection, until the loop counts it.
+    pub(crate) tls_failure: Option<TlsFailure>,
+    /// The task wants to run when a send completes (it holds bytes it
+    /// could not queue, or counts held bytes to release). Set by the task
+    /// at the end of each round; without it a completed send only starts
+    /// the next one (see [`Self::after_send`]).
+    pub(crate) wake_on_send: bool,
 }
 
 impl Io {
-    pub(crate) fn new(fd: OwnedFd, peer: SocketAddr, core: ServerConnection) -> Self {
+    pub(crate) fn new(fd: OwnedFd, peer: SocketAddr, core: ServerConnection, tls: Option<Box<TlsLayer>>) -> Self {
         Self {
+            tls,
+            tls_failure: None,
+            wake_on_send: true,
             fd,
             peer,
             core,
@@ -70,15 +88,21 @@ impl Io {
         }
     }
 
-    /// Whether the core may be asked for events: no receive is in flight
-    /// (see the module's buffer-lifetime rule).
+    /// Whether the core may be asked for events: no receive into its
+    /// buffer is in flight (see the module's buffer-lifetime rule). With
+    /// TLS the kernel receives into the TLS layer's buffer, never the
+    /// core's, so the core is always readable: plaintext moved in while a
+    /// receive is armed must be parsed now, not after the next record.
     pub(crate) fn readable(&self) -> bool {
-        !self.recv_in_flight
+        self.tls.is_some() || !self.recv_in_flight
     }
 
     /// Everything queued has been handed to the kernel and acknowledged.
     pub(crate) fn flushed(&self) -> bool {
-        !self.send_in_flight && self.send_off == self.send_buf.len() && self.core.outbound().is_empty()
+        !self.send_in_flight
+            && self.send_off == self.send_buf.len()
+            && self.core.outbound().is_empty()
+            && !self.tls.as_ref().is_some_and(|t| t.wants_write())
     }
 
     /// No operation is in flight: the buffers may be freed.
@@ -91,10 +115,64 @@ impl Io {
     }
 
     /// Starts the send and the receive the connection wants now (at most
-    /// one of each in flight).
-    pub(crate) fn submit(&mut self, r: &mut Reactor, token: Token) {
+    /// one of each in flight). Returns true when TLS plaintext that was
+    /// waiting for room moved into the core: the task must run again to
+    /// parse it (no completion will wake it).
+    pub(crate) fn submit(&mut self, r: &mut Reactor, token: Token) -> bool {
+        let moved = self.pump_tls();
         self.submit_send(r, token);
         self.submit_recv(r, token);
+        moved
+    }
+
+    /// TLS: feeds waiting ciphertext to rustls and plaintext to the core.
+    /// True when plaintext (or the end of it) reached the core.
+    fn pump_tls(&mut self) -> bool {
+        let Some(tls) = self.tls.as_mut() else { return false };
+        // While a receive is in flight its buffer holds nothing pending, so
+        // this only moves plaintext rustls already has (none, unless the
+        // core was full): the kernel's buffer is not touched.
+        if self.finished || self.failed {
+            return false;
+        }
+        let was_ended = tls.ended();
+        match tls.pump_in(&mut self.core) {
+            Ok(moved) => {
+                if tls.ended() {
+                    self.eof = true;
+                }
+                moved > 0 || tls.ended() != was_ended
+            }
+            Err(f) => {
+                // rustls' alert is not sent: the connection is dropped, as a
+                // plain one is on a socket error.
+                self.tls_failure = Some(f);
+                self.failed = true;
+                true
+            }
+        }
+    }
+
+    /// Moves what the core queued into the send buffer when no send is in
+    /// flight and the buffer is empty (through rustls with TLS), without
+    /// submitting it. The task calls it at the end of its round, before
+    /// the held-bytes check, so that bytes about to be sent are not counted
+    /// as held, and the loop's submit then starts the send.
+    pub(crate) fn stage_send(&mut self) {
+        if self.finished || self.failed || self.send_in_flight || self.send_off != self.send_buf.len() {
+            return;
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            self.send_buf.clear();
+            self.send_off = 0;
+            tls.pump_out(&mut self.core, &mut self.send_buf);
+        } else if !self.core.outbound().is_empty() {
+            self.send_buf.clear();
+            self.send_off = 0;
+            self.send_buf.extend_from_slice(self.core.outbound());
+            let n = self.send_buf.len();
+            self.core.advance_outbound(n);
+        }
     }
 
     /// Starts a send of what is queued, unless one is in flight. The loop
@@ -102,30 +180,22 @@ impl Io {
     /// so that the task's next round fills an empty outbound buffer while
     /// the kernel sends the previous one (double buffering).
     pub(crate) fn submit_send(&mut self, r: &mut Reactor, token: Token) {
-        if self.finished || self.failed {
+        if self.finished || self.failed || self.send_in_flight {
             return;
         }
-        if !self.send_in_flight {
-            if self.send_off == self.send_buf.len() && !self.core.outbound().is_empty() {
-                self.send_buf.clear();
-                self.send_off = 0;
-                self.send_buf.extend_from_slice(self.core.outbound());
-                let n = self.send_buf.len();
-                self.core.advance_outbound(n);
-            }
-            if self.send_off < self.send_buf.len() {
-                let rest = &self.send_buf[self.send_off..];
-                let len = rest.len().min(u32::MAX as usize) as u32;
-                let e = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), rest.as_ptr(), len)
-                    .flags(libc::MSG_NOSIGNAL)
-                    .build()
-                    .user_data(user_data(Op::Send, token));
-                // SAFETY: `send_buf` is not touched (so not reallocated)
-                // while `send_in_flight`, and the `Io` outlives the send
-                // (module doc).
-                unsafe { r.push(e) };
-                self.send_in_flight = true;
-            }
+        self.stage_send();
+        if self.send_off < self.send_buf.len() {
+            let rest = &self.send_buf[self.send_off..];
+            let len = rest.len().min(u32::MAX as usize) as u32;
+            let e = opcode::Send::new(types::Fd(self.fd.as_raw_fd()), rest.as_ptr(), len)
+                .flags(libc::MSG_NOSIGNAL)
+                .build()
+                .user_data(user_data(Op::Send, token));
+            // SAFETY: `send_buf` is not touched (so not reallocated)
+            // while `send_in_flight`, and the `Io` outlives the send
+            // (module doc).
+            unsafe { r.push(e) };
+            self.send_in_flight = true;
         }
     }
 
@@ -139,6 +209,21 @@ impl Io {
             && self.core.wants_read()
             && self.unsent() < self.core.limits().max_outbound_bytes
         {
+            if let Some(tls) = self.tls.as_mut() {
+                if tls.wants_recv() {
+                    let buf = tls.recv_buf();
+                    let e = opcode::Recv::new(types::Fd(self.fd.as_raw_fd()), buf.as_mut_ptr(), buf.len() as u32)
+                        .build()
+                        .user_data(user_data(Op::Recv, token));
+                    // SAFETY: the TLS layer's receive buffer is a fixed
+                    // allocation nothing touches while `recv_in_flight`
+                    // (`pump_tls` waits for the completion), and the `Io`
+                    // (which owns the layer) outlives the receive.
+                    unsafe { r.push(e) };
+                    self.recv_in_flight = true;
+                }
+                return;
+            }
             let buf = self.core.read_buf();
             if !buf.is_empty() {
                 let len = buf.len().min(u32::MAX as usize) as u32;
@@ -160,6 +245,14 @@ impl Io {
         self.recv_in_flight = false;
         if self.finished {
             return None;
+        }
+        if let Some(tls) = self.tls.as_mut() {
+            if result >= 0 {
+                tls.on_recv(result as usize);
+                self.heard |= result > 0;
+                self.pump_tls();
+                return None;
+            }
         }
         match result {
             n if n > 0 => {
@@ -208,6 +301,17 @@ impl Io {
                 Some(-e)
             }
         }
+    }
+
+    /// Whether the task must run after a send completed: when it asked to
+    /// ([`Self::wake_on_send`]), when no receive is armed (the task's round
+    /// arms it: one may have been held back while too much was unsent), or
+    /// when the connection is not simply open (a failure, the peer's end, a
+    /// close or a refused handshake waiting for the flush). Otherwise the
+    /// completion changes nothing the task waits for, and skipping the
+    /// round saves a task poll per message.
+    pub(crate) fn after_send(&self) -> bool {
+        self.wake_on_send || !self.recv_in_flight || self.failed || self.eof || !self.core.is_open()
     }
 
     /// The task is over: cancels what is in flight. The slot may be freed

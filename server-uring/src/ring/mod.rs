@@ -6,6 +6,7 @@
 //! - `wake`: the ready queues and the eventfd path for remote wake-ups;
 //! - `timers`: user-space timers consulted once per pass;
 //! - `io`: one connection's socket, buffers and in-flight operations;
+//! - `tls`: rustls between a wss:// socket and the core;
 //! - `shard`: the loop and its tiny executor;
 //! - `rpc`, `echo`: the per-connection drivers;
 //! - `blocking`: the blocking pool behind `crate::rt::spawn_blocking`.
@@ -17,6 +18,7 @@ mod reactor;
 pub(crate) mod rpc;
 mod shard;
 pub(crate) mod timers;
+mod tls;
 pub(crate) mod wake;
 
 use std::future::Future;

@@ -169,6 +169,9 @@ async fn run<F: ConnectionFactory, W: CallWrap>(io: &RefCell<Io>, made: &Upgrade
             if (closed || io.core.is_closed() || io.eof) && io.flushed() {
                 return Poll::Ready(());
             }
+            // What is queued goes to the send buffer now, so that the
+            // held-bytes check counts only what could not be queued.
+            io.stage_send();
             let now = timers::now();
             match before_park(&mut io.core, now, &mut held, budget, &shard.stats) {
                 Parking::Again(action) => {
@@ -177,6 +180,9 @@ async fn run<F: ConnectionFactory, W: CallWrap>(io: &RefCell<Io>, made: &Upgrade
                 }
                 Parking::Sleep(due) => timer.arm(due, now, cx),
             }
+            // Run again after the next send only to queue what waits in
+            // the outbox or release the held bytes it counted.
+            io.wake_on_send = held.counted() > 0 || !outbox.is_empty();
             return Poll::Pending;
         }
     })

@@ -25,6 +25,7 @@ use hardlight_core::connection::{Mode, ServerConnection};
 use super::io::Io;
 use super::reactor::{Completion, Op, Reactor};
 use super::timers;
+use super::tls::{TlsFailure, TlsLayer};
 use super::wake::{self, Remote, TaskWaker, Token};
 use crate::shard::{Shard, ShardParts};
 
@@ -59,6 +60,16 @@ struct Loop<F: 'static, Fut> {
     stop_limit: Option<Instant>,
     mode: Mode,
     serve: ServeConn<F, Fut>,
+}
+
+/// Counts a TLS failure the connection's `Io` recorded (once).
+fn count_tls_failure(stats: &crate::stats::ServerStats, io: &RefCell<Io>) {
+    let Some(f) = io.borrow_mut().tls_failure.take() else { return };
+    stats.tls_failures.inc();
+    if f == TlsFailure::Handshake {
+        stats.refused.record(crate::stats::RefusalReason::Tls);
+    }
+    tracing::debug!(failure = ?f, "TLS failed; closing the connection");
 }
 
 /// Binds this shard's SO_REUSEPORT listener on `addr`.
@@ -218,7 +229,10 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
             }
             self.try_free(token);
         } else if let Some(io) = &task.io {
-            io.borrow_mut().submit(&mut self.reactor, token);
+            if io.borrow_mut().submit(&mut self.reactor, token) {
+                task.std_waker.wake_by_ref();
+            }
+            count_tls_failure(&self.shard.stats, io);
         }
     }
 
@@ -246,24 +260,28 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
             Op::Recv | Op::Send => {
                 let Some(Some(task)) = self.tasks.get(c.token as usize) else { return };
                 let Some(io) = &task.io else { return };
-                let failed = {
+                let (failed, wake) = {
                     let mut io = io.borrow_mut();
                     if c.op == Op::Recv {
-                        io.on_recv(c.result)
+                        (io.on_recv(c.result), true)
                     } else {
                         let failed = io.on_send(c.result);
+                        // The next send starts here, without the task. A
+                        // receive is armed only after the task ran (it may
+                        // not have parsed what the last one brought).
                         io.submit_send(&mut self.reactor, c.token);
-                        failed
+                        (failed, io.after_send())
                     }
                 };
                 if let Some(errno) = failed {
                     self.shard.stats.io_errors.inc();
                     tracing::debug!(errno, op = ?c.op, "socket operation failed; closing the connection");
                 }
-                if task.fut.is_some() {
-                    task.std_waker.wake_by_ref();
-                } else {
+                count_tls_failure(&self.shard.stats, io);
+                if task.fut.is_none() {
                     self.try_free(c.token);
+                } else if wake {
+                    task.std_waker.wake_by_ref();
                 }
             }
         }
@@ -306,8 +324,19 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
         }
         let peer =
             sock.peer_addr().ok().and_then(|a| a.as_socket()).unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 0)));
+        let tls = match &shard.config.tls {
+            None => None,
+            Some(t) => match TlsLayer::new(t.server_config.clone()) {
+                Ok(layer) => Some(Box::new(layer)),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot start a TLS session; closing the connection");
+                    shard.stats.tls_failures.inc();
+                    return;
+                }
+            },
+        };
         let core = ServerConnection::with_mode(shard.config.limits.clone(), self.mode);
-        let io = Rc::new(RefCell::new(Io::new(fd, peer, core)));
+        let io = Rc::new(RefCell::new(Io::new(fd, peer, core, tls)));
         self.open += 1;
         shard.opened_one();
         shard.stats.open.inc();
