@@ -46,7 +46,7 @@ async function connectAlice(p, url) {
   await p.evaluate(
     async ({ url, thread }) => {
       const { connect, SERVICE, ChatClient } = window.hl;
-      const t = { log: [], statuses: [], hook: [], joined: [] };
+      const t = { log: [], statuses: [], hook: [], joined: [], states: [], features: [] };
       window.t = t;
       t.conn = await connect(url, SERVICE, {
         reconnect: { initialMs: 20, maxMs: 200 },
@@ -63,6 +63,8 @@ async function connectAlice(p, url) {
       t.conn.on("ChatMessage", (m) => t.log.push(`msg:${m.text}`));
       t.conn.onGap((g) => t.log.push(`gap:${g.topic}:${g.missed === null ? "unknown" : g.missed}`));
       t.conn.onStatus((s) => t.statuses.push(s.state === "reconnecting" ? `reconnecting ${s.attempt}` : s.state));
+      t.conn.onState((s) => t.states.push(JSON.stringify(s)));
+      t.conn.onFeatures((m) => t.features.push(m.join(",")));
     },
     { url, thread: THREAD },
   );
@@ -170,6 +172,16 @@ test("reconnect and resume in Chromium: proxy cuts, a server restart, close", { 
     assert.ok(a.statuses.includes("reconnecting 0"), `${a.statuses}`);
     assert.ok(proxy.accepted >= CUTS + 1);
     assert.deepEqual(await alice.evaluate(() => window.t.conn.state), { user: "alice", threads: ["t1"] });
+    // Subscribers heard each replacement: per reconnect, the fresh state
+    // and feature set, then the log-in's changes.
+    const fresh = '{"user":"alice","threads":[]}';
+    const joined = '{"user":"alice","threads":["t1"]}';
+    assert.deepEqual(a.states, Array(CUTS).fill([fresh, joined]).flat(), `${a.states}`);
+    assert.deepEqual(
+      a.features,
+      Array(CUTS).fill(["join,leave,history", "join,leave,send_message,history"]).flat(),
+      `${a.features}`,
+    );
 
     // (b) The server dies and comes back on its port and data directory.
     await alice.evaluate(() => (window.t.log.length = 0));
