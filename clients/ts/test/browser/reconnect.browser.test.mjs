@@ -46,7 +46,7 @@ async function connectAlice(p, url) {
   await p.evaluate(
     async ({ url, thread }) => {
       const { connect, SERVICE, ChatClient } = window.hl;
-      const t = { log: [], statuses: [], hook: [], joined: [], states: [], features: [] };
+      const t = { log: [], statuses: [], hook: [], joined: [], states: [], features: [], drops: [] };
       window.t = t;
       t.conn = await connect(url, SERVICE, {
         reconnect: { initialMs: 20, maxMs: 200 },
@@ -65,6 +65,7 @@ async function connectAlice(p, url) {
       t.conn.onStatus((s) => t.statuses.push(s.state === "reconnecting" ? `reconnecting ${s.attempt}` : s.state));
       t.conn.onState((s) => t.states.push(JSON.stringify(s)));
       t.conn.onFeatures((m) => t.features.push(m.join(",")));
+      t.conn.onDisconnect((reason) => t.drops.push(reason));
     },
     { url, thread: THREAD },
   );
@@ -170,6 +171,8 @@ test("reconnect and resume in Chromium: proxy cuts, a server restart, close", { 
       `${a.statuses}`,
     );
     assert.ok(a.statuses.includes("reconnecting 0"), `${a.statuses}`);
+    assert.equal(a.drops.length, CUTS, `${a.drops}`);
+    assert.ok(a.drops.every((r) => r.startsWith("closed with code 1006")), `${a.drops}`);
     assert.ok(proxy.accepted >= CUTS + 1);
     assert.deepEqual(await alice.evaluate(() => window.t.conn.state), { user: "alice", threads: ["t1"] });
     // Subscribers heard each replacement: per reconnect, the fresh state
