@@ -283,9 +283,11 @@ pub fn module(reg: &Registry, desc: &ServiceDesc, state: Option<&State>, runtime
             OutputDesc::Result { ok, err } => (shape(ok), shape(err)),
         };
         let args = m.args.iter().map(|(_, s)| shape(s)).collect::<Vec<_>>().join(", ");
+        // Only marked methods say so: unmarked services generate as before.
+        let idempotent = if m.idempotent { ", idempotent: true" } else { "" };
         let _ = writeln!(
             out,
-            "    {{ name: {}, id: {}, input: {{ k: \"tuple\", of: [{args}] }}, ok: {ok}, err: {err} }},",
+            "    {{ name: {}, id: {}, input: {{ k: \"tuple\", of: [{args}] }}, ok: {ok}, err: {err}{idempotent} }},",
             quote(&m.name),
             m.id
         );
@@ -305,8 +307,8 @@ pub fn module(reg: &Registry, desc: &ServiceDesc, state: Option<&State>, runtime
     let _ = writeln!(
         out,
         "/** Opens a connection to a `{name}` server (`hl/1`, with this module's fingerprint). */\n\
-         export function connect{name}(url: string, options?: ConnectOptions): Promise<{name}Connection> {{\n  \
-         return connect(url, SERVICE, options) as Promise<{name}Connection>;\n}}\n"
+         export function connect{name}(url: string, options?: ConnectOptions<{state_ty}, {name}Events>): Promise<{name}Connection> {{\n  \
+         return connect<{state_ty}, {name}Events>(url, SERVICE, options);\n}}\n"
     );
     let _ =
         writeln!(out, "/** Typed methods of `{name}`; each call rejects with a `CallError` on transport failure. */");

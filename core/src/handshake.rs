@@ -61,11 +61,28 @@ impl UpgradeRequest {
         self.protocol
     }
 
-    /// Whether the client opted in to resume (header
-    /// [`crate::resume::RESUME_HEADER`] `: 1`): it gets topic events with
-    /// their position and sends `RESUME` first.
+    /// Whether the client opted in to resume: header
+    /// [`crate::resume::RESUME_HEADER`] `: 1`, or, when that header is
+    /// absent, the offered subprotocol [`crate::resume::RESUME_PROTOCOL`]
+    /// (a web page cannot set headers). It gets topic events with their
+    /// position and sends `RESUME` first. The header wins when both are
+    /// present, so a client that sends `HardLight-Resume: 0` is not opted in
+    /// by a token it also offers.
     pub fn wants_resume(&self) -> bool {
-        self.header(crate::resume::RESUME_HEADER).is_some_and(|v| v.trim() == "1")
+        match self.header(crate::resume::RESUME_HEADER) {
+            Some(v) => v.trim() == "1",
+            None => self.offers_protocol(crate::resume::RESUME_PROTOCOL),
+        }
+    }
+
+    /// Whether any `Sec-WebSocket-Protocol` header offers `token` (ASCII
+    /// case-insensitive, as tokens are).
+    pub fn offers_protocol(&self, token: &str) -> bool {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n == "sec-websocket-protocol")
+            .flat_map(|(_, v)| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
     }
 
     /// Appends the `101 Switching Protocols` response that accepts this request.
@@ -407,6 +424,34 @@ mod tests {
         assert_eq!(parse_request(text.as_bytes(), 8192, 64).unwrap().unwrap().0.protocol(), Some(SUBPROTOCOL));
         let text = request("Sec-WebSocket-Protocol: hl.2\r\n");
         assert!(matches!(parse_request(text.as_bytes(), 8192, 64), Err(HandshakeError::UnsupportedProtocol(_))));
+    }
+
+    #[test]
+    fn a_page_opts_in_to_resume_with_an_offered_token_that_is_never_selected() {
+        use crate::resume::RESUME_PROTOCOL;
+        assert_eq!(RESUME_PROTOCOL, "hl-resume.1");
+        let accept = |extra: &str| {
+            let r = request(extra);
+            let (req, _) = parse_request(r.as_bytes(), 8192, 64).unwrap().unwrap();
+            let mut out = Vec::new();
+            req.write_accept(&mut out);
+            (req.wants_resume(), String::from_utf8(out).unwrap())
+        };
+        let (wants, text) = accept("Sec-WebSocket-Protocol: hl.1, hl-schema.eca39c432b32e6fb, hl-resume.1\r\n");
+        assert!(wants, "the token opts in");
+        assert!(text.contains("Sec-WebSocket-Protocol: hl.1\r\n"), "only hl.1 is selected: {text}");
+        assert!(!text.contains("hl-resume.1"), "the token is never selected: {text}");
+        // Offered in its own header line, in any case: still read.
+        assert!(accept("Sec-WebSocket-Protocol: hl.1\r\nSec-WebSocket-Protocol: HL-Resume.1\r\n").0);
+        // Not offered, or another version of it: no resume.
+        assert!(!accept("Sec-WebSocket-Protocol: hl.1\r\n").0);
+        assert!(!accept("Sec-WebSocket-Protocol: hl.1, hl-resume.2\r\n").0);
+        // The header, when present, decides.
+        assert!(accept("Sec-WebSocket-Protocol: hl/1\r\nHardLight-Resume: 1\r\n").0);
+        assert!(!accept("Sec-WebSocket-Protocol: hl.1, hl-resume.1\r\nHardLight-Resume: 0\r\n").0);
+        // The token alone does not make a HardLight request.
+        let r = request("Sec-WebSocket-Protocol: hl-resume.1\r\n");
+        assert!(matches!(parse_request(r.as_bytes(), 8192, 64), Err(HandshakeError::UnsupportedProtocol(_))));
     }
 
     #[test]

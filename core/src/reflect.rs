@@ -245,6 +245,11 @@ pub struct MethodDesc {
     pub args: Vec<(String, Shape)>,
     /// Its output.
     pub output: OutputDesc,
+    /// Marked `#[idempotent]` in the trait (as `MethodSchema::idempotent`):
+    /// generated clients in other languages resend it after a drop, as the
+    /// Rust client opened with the schema does, without the application
+    /// listing it.
+    pub idempotent: bool,
 }
 
 /// One event type of a service.

@@ -381,10 +381,7 @@ pub(crate) fn start_round<A, F, R>(
     R: Reply,
 {
     outbox.register(cx.waker());
-    if let Some(positions) = conn.take_resume() {
-        // The first message arrived: replay before anything else is flushed.
-        shard.registry.borrow_mut().resume(key, positions);
-    }
+    replay_if_resumed(conn, shard, key);
     conn.flush_outbox();
     slots.register(cx.waker());
     slots.poll_ready(|id, out| finish(conn, id, out));
@@ -396,6 +393,18 @@ pub(crate) fn start_round<A, F, R>(
     } else {
         shard.shutdown.register(signal_key, cx.waker());
     }
+}
+
+/// If the connection's first message (RESUME) has arrived: replay what the
+/// client missed into its outbox, before anything else is flushed. Run at
+/// the start of every round, and by a driver right after it parsed input
+/// when it would otherwise park before the next round (the ring), so that
+/// the replay does not wait for an unrelated wake-up.
+/// Returns whether it replayed (once per connection at most).
+pub(crate) fn replay_if_resumed<A>(conn: &mut ServerConnection, shard: &Shard<A>, key: usize) -> bool {
+    let Some(positions) = conn.take_resume() else { return false };
+    shard.registry.borrow_mut().resume(key, positions);
+    true
 }
 
 /// After a time rule acted: if the shutdown grace ended with calls still

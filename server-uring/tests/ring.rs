@@ -19,6 +19,8 @@ mod events;
 mod metrics;
 #[path = "pending.rs"]
 mod pending;
+#[path = "reconnect.rs"]
+mod reconnect;
 #[path = "robust.rs"]
 mod robust;
 #[path = "session.rs"]

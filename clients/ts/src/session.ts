@@ -5,7 +5,31 @@
  * driver (`client.ts`) hands it every binary message from the server,
  * sends what `pollTransmit` returns and delivers what `pollEvent` returns.
  * Byte layouts: docs/PROTOCOL.md section 4.
+ *
+ * Across transports (reconnect) it follows `hardlight_core::session_link`:
+ * `handleDisconnect` fails the calls sent on the dropped transport (except
+ * idempotent ones, which are sent again), `reopen` holds the application's
+ * calls while a new transport runs its on-connect hook and makes the next
+ * state and feature set replace the old ones whole, `release` lets the
+ * held calls go. With resume enabled, positioned events go through
+ * `Positions` (resume.ts) and RESUME is the new transport's first message.
  */
+import { CallError, SessionError } from "./errors.js";
+import { FeatureSet, parseState } from "./messages.js";
+import {
+  KIND_GAP,
+  KIND_RESUME_POINT,
+  KIND_TOPIC_EVENT,
+  parseGap,
+  parseResumePoint,
+  parseTopicEvent,
+  Positions,
+  DEFAULT_MAX_TRACKED_TOPICS,
+  MAX_RESUME_TOPICS,
+  MISSED_UNKNOWN,
+  type GapNotice,
+  type Position,
+} from "./resume.js";
 
 export const KIND_CALL = 0x01;
 /** A CALL with the client's time limit appended (u32 ms LE); only to servers whose LIMITS sets the flag. */
@@ -45,34 +69,9 @@ export const CALL_ERROR_CODES: Record<number, string> = {
   9: "DeadlineExceeded",
 };
 
-/** Why a call has no result: the kinds of `hardlight_core::CallError`. */
-export type CallErrorKind =
-  | "Rejected"
-  | "UnknownErrorCode"
-  | "Disconnected"
-  | "Timeout"
-  | "TooManyWaiting"
-  | "TooLarge"
-  | "Encode"
-  | "InvalidResponse";
-
-/** A call failed in the transport or protocol layer (never the application's own error type). */
-export class CallError extends Error {
-  constructor(
-    readonly kind: CallErrorKind,
-    message: string,
-    /** For `Rejected`: the code's name (`MethodDisabled`, ...). */
-    readonly code?: string,
-    /** For `Rejected`: the server's detail text. */
-    readonly detail?: string,
-  ) {
-    super(message);
-    this.name = "CallError";
-  }
-}
-
-/** A server message that broke the protocol; it is ignored and the connection stays usable. */
-export class SessionError extends Error {}
+export { CallError, SessionError } from "./errors.js";
+export type { CallErrorKind } from "./errors.js";
+export { FeatureSet, parseState } from "./messages.js";
 
 /** A raw reply: output (`ok`) or application error archive. */
 export interface RawReply {
@@ -83,42 +82,31 @@ export interface RawReply {
 /** What the session tells its driver, in the server's order. */
 export type SessionEvent =
   | { type: "reply"; call: number; result: RawReply | CallError }
-  | { type: "state"; changed: number[] }
+  /** `replaced`: the first state of a new transport; every field not in `changed` is gone. */
+  | { type: "state"; changed: number[]; replaced: boolean }
   | { type: "features" }
   | { type: "event"; ty: number; archive: Uint8Array }
   | { type: "eventsDropped"; count: number }
+  /** Events were lost (a gap notice): never silent. */
+  | { type: "gap"; notice: GapNotice }
+  /** The transport dropped; a reconnect follows. */
+  | { type: "disconnected"; reason: string }
   | { type: "closed"; reason: string };
+
+/** Where the session's transport is (`hardlight_core::session::Link`). */
+export type Link =
+  /** Connected and ready: calls go out at once. */
+  | { state: "up" }
+  /** A new transport is open but not ready (its on-connect hook runs): application calls wait, priority calls go out. */
+  | { state: "held" }
+  /** The transport dropped; a reconnect follows. */
+  | { state: "down"; reason: string };
 
 interface Waiting {
   call: number;
   method: number;
   input: Uint8Array;
   timeoutMs: number | undefined;
-}
-
-/** The set of methods the server lets this connection call. */
-export class FeatureSet {
-  constructor(
-    readonly count: number,
-    private readonly bitmap: Uint8Array,
-  ) {}
-  /** Whether method `id` is enabled. */
-  has(id: number): boolean {
-    return id < this.count && (this.bitmap[id >> 3] & (1 << (id & 7))) !== 0;
-  }
-  /** Parses a FEATURES body (after the kind byte), as `FeatureSet::decode`. */
-  static decode(body: Uint8Array): FeatureSet {
-    if (body.length < 2) throw new SessionError("malformed features message: truncated count");
-    const count = body[0] | (body[1] << 8);
-    const bitmap = body.slice(2);
-    if (bitmap.length !== Math.ceil(count / 8)) {
-      throw new SessionError("malformed features message: bitmap length does not match the method count");
-    }
-    if (count % 8 !== 0 && bitmap[bitmap.length - 1] >> count % 8 !== 0) {
-      throw new SessionError("malformed features message: bits set beyond the method count");
-    }
-    return new FeatureSet(count, bitmap);
-  }
 }
 
 /** The client side of one connection (see the module docs). */
@@ -139,6 +127,23 @@ export class ClientSession {
   private limitFlags = 0;
   /** Events the server dropped for this connection, in total. */
   eventsDropped = 0;
+  /** Positioned events dropped as duplicates (already delivered, replayed again). */
+  duplicatesDropped = 0;
+  private linkState: Link = { state: "up" };
+  /** Calls made while down wait for the reconnect (true) or fail at once (the default, as the Rust session). */
+  private waitWhileDown = false;
+  /** Methods marked idempotent: sent again after a drop. */
+  private readonly idempotent = new Set<number>();
+  /** Method, input and time limit of each idempotent call in flight. */
+  private readonly resend = new Map<number, Waiting>();
+  /** Resume positions, when the session resumes. */
+  private positions: Positions | undefined;
+  /** Since `reopen`: the state fields are the old transport's, replaced whole by the next state. */
+  private staleState = false;
+  /** Since `reopen`: the feature set is the old transport's. */
+  private staleFeatures = false;
+  /** Resume was offered on this transport and the server has not yet said whether it accepts. */
+  private resumeUndecided = false;
 
   constructor(readonly maxWaiting = DEFAULT_MAX_WAITING_CALLS) {}
 
@@ -155,7 +160,7 @@ export class ClientSession {
     }
   }
 
-  private release(id: number): boolean {
+  private free(id: number): boolean {
     if (!this.taken[id]) return false;
     this.taken[id] = 0;
     this.takenCount--;
@@ -169,7 +174,10 @@ export class ClientSession {
    * limit (not sent; the connection stays open), `TooManyWaiting` when the
    * queue is full. Returns the call's token (never reused). With
    * `timeoutMs`, a server that accepts deadlines gets it with the call
-   * (CALL_DEADLINE) and drops the handler when it passes.
+   * (CALL_DEADLINE) and drops the handler when it passes. While the link
+   * is held (a new transport's on-connect hook runs) the call waits for
+   * `release`; while it is down it waits or throws `Disconnected`, per
+   * `setWaitWhileDisconnected`.
    */
   startCall(method: number, input: Uint8Array, timeoutMs?: number): number {
     if (this.closed !== undefined) {
@@ -183,6 +191,7 @@ export class ClientSession {
         `call of ${size} bytes exceeds the server's message size limit of ${this.maxMessageSize} bytes; not sent`,
       );
     }
+    if (this.linkState.state !== "up") return this.hold(method, input, timeoutMs);
     const call = this.nextToken;
     const id = this.waitingCalls.length === 0 ? this.allocate() : undefined;
     if (id !== undefined) {
@@ -202,6 +211,7 @@ export class ClientSession {
 
   private send(id: number, call: number, method: number, input: Uint8Array, timeoutMs: number | undefined): void {
     this.inFlightCalls[id] = call;
+    if (this.idempotent.has(method)) this.resend.set(call, { call, method, input: input.slice(), timeoutMs });
     const ms = this.deadlineMs(timeoutMs);
     const msg = new Uint8Array(CALL_HEADER_LEN + input.length + (ms === undefined ? 0 : DEADLINE_TRAILER_LEN));
     msg[0] = ms === undefined ? KIND_CALL : KIND_CALL_DEADLINE;
@@ -231,6 +241,7 @@ export class ClientSession {
    * handler and answers at once. Returns whether the call was still open.
    */
   abandon(call: number): boolean {
+    this.resend.delete(call);
     const w = this.waitingCalls.findIndex((x) => x.call === call);
     if (w >= 0) {
       this.waitingCalls.splice(w, 1);
@@ -281,14 +292,49 @@ export class ClientSession {
       }
       case KIND_STATE: {
         const changed = parseState(body);
+        this.resumeUndecided = false;
+        const replaced = this.replaceStaleState();
         for (const [index, archive] of changed) this.fields[index] = archive;
-        this.events.push({ type: "state", changed: changed.map(([i]) => i) });
+        this.events.push({ type: "state", changed: changed.map(([i]) => i), replaced });
         return;
       }
-      case KIND_FEATURES:
-        this.featureSet = FeatureSet.decode(body);
+      case KIND_FEATURES: {
+        const set = FeatureSet.decode(body);
+        this.resumeUndecided = false;
+        // A server with no state for the new transport: its feature set
+        // clears the old fields, so that none survives the reconnect.
+        if (this.replaceStaleState()) this.events.push({ type: "state", changed: [], replaced: true });
+        this.featureSet = set;
+        this.staleFeatures = false;
         this.events.push({ type: "features" });
         return;
+      }
+      case KIND_TOPIC_EVENT:
+        this.onTopicEvent(body);
+        return;
+      case KIND_GAP: {
+        const gap = parseGap(body);
+        const notice = this.positions
+          ? this.positions.onGap(gap)
+          : gap.missed === 0n
+            ? undefined
+            : { topic: gap.topic, missed: gap.missed === MISSED_UNKNOWN ? null : gap.missed };
+        if (notice) this.events.push({ type: "gap", notice });
+        return;
+      }
+      case KIND_RESUME_POINT: {
+        const { point, initial } = parseResumePoint(body);
+        if (initial && this.resumeUndecided) {
+          // The server's acknowledgement of the offered token: RESUME goes
+          // out first, before any call of the on-connect hook.
+          this.resumeUndecided = false;
+          const { message, lost } = this.positions!.resumeMessage();
+          this.transmit.unshift(message);
+          if (lost) this.events.push({ type: "gap", notice: lost });
+        }
+        this.positions?.onPoint(point, initial);
+        return;
+      }
       case KIND_LIMITS: {
         if (body.length < 4) throw new SessionError("malformed limits message from the server");
         const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
@@ -314,11 +360,190 @@ export class ClientSession {
     }
   }
 
+  private onTopicEvent(body: Uint8Array): void {
+    const ev = parseTopicEvent(body);
+    const verdict = this.positions?.onEvent(ev.topic, ev.position) ?? { action: "deliver" };
+    if (verdict.action === "duplicate") {
+      this.duplicatesDropped++;
+      return;
+    }
+    if (verdict.action === "gapThenDeliver") this.events.push({ type: "gap", notice: verdict.notice });
+    this.events.push({ type: "event", ty: ev.ty, archive: ev.archive });
+  }
+
+  /** Clears the old transport's fields before the new transport's first state; returns whether it did. */
+  private replaceStaleState(): boolean {
+    if (!this.staleState) return false;
+    this.staleState = false;
+    this.fields = [];
+    return true;
+  }
+
+  /**
+   * Tracks topic positions so that a reconnect resumes events without loss
+   * or duplicates, or reports a gap. The driver then offers
+   * `RESUME_PROTOCOL` on every transport and passes `true` to `reopen`.
+   */
+  enableResume(maxTopics = DEFAULT_MAX_TRACKED_TOPICS): void {
+    // More than one RESUME can name would be tracked but never resumed.
+    this.positions ??= new Positions(Math.max(0, Math.min(maxTopics, MAX_RESUME_TOPICS)));
+  }
+
+  /** How many topics' positions are tracked at most (0 without resume). */
+  get maxTrackedTopics(): number {
+    return this.positions?.max ?? 0;
+  }
+
+  /** Whether resume is enabled. */
+  get resumes(): boolean {
+    return this.positions !== undefined;
+  }
+
+  /** The resume position of `topic`, if tracked. */
+  position(topic: string): Position | undefined {
+    return this.positions?.get(topic);
+  }
+
+  /**
+   * Whether calls made while the transport is down wait for the reconnect
+   * (within the driver's timeout) instead of failing at once with
+   * `Disconnected`. Default: fail at once.
+   */
+  setWaitWhileDisconnected(wait: boolean): void {
+    this.waitWhileDown = wait;
+  }
+
+  /**
+   * Marks `method` idempotent: a call of it in flight when the transport
+   * drops is sent again on the next one instead of failing. No other call
+   * is ever sent twice (the server may or may not have run it).
+   */
+  setIdempotent(method: number): void {
+    this.idempotent.add(method);
+  }
+
+  /** The transport's state. */
+  get link(): Link {
+    return { ...this.linkState };
+  }
+
+  /** An application call while not up: waits for `release`, or fails at once while down per policy. */
+  private hold(method: number, input: Uint8Array, timeoutMs: number | undefined): number {
+    if (this.linkState.state === "down" && !this.waitWhileDown) {
+      throw new CallError("Disconnected", `not connected (${this.linkState.reason}); the call was not sent`);
+    }
+    if (this.waitingCalls.length >= this.maxWaiting) {
+      throw new CallError(
+        "TooManyWaiting",
+        `too many calls waiting for the connection (limit ${this.maxWaiting}); the call was not sent`,
+      );
+    }
+    const call = this.nextToken++;
+    this.waitingCalls.push({ call, method, input: input.slice(), timeoutMs });
+    return call;
+  }
+
+  /**
+   * A call that goes out while held (the on-connect hook's calls, e.g.
+   * re-authentication), ahead of the application's waiting calls. Throws
+   * `Disconnected` while down.
+   */
+  startPriorityCall(method: number, input: Uint8Array, timeoutMs?: number): number {
+    if (this.closed !== undefined || this.linkState.state === "down") {
+      const why = this.closed ?? (this.linkState.state === "down" ? this.linkState.reason : "");
+      throw new CallError("Disconnected", `not connected (${why}); the call was not sent`);
+    }
+    if (this.linkState.state === "up") return this.startCall(method, input, timeoutMs);
+    const id = this.allocate();
+    if (id === undefined) throw new CallError("TooManyWaiting", "all 256 call ids are taken by the on-connect hook");
+    const call = this.nextToken++;
+    this.send(id, call, method, input, timeoutMs);
+    return call;
+  }
+
+  /**
+   * The transport dropped and the driver will reconnect. Calls sent on it
+   * fail with `Disconnected` (the server may or may not have run them),
+   * except idempotent ones, which go back to the front of the queue;
+   * waiting calls stay queued if calls wait while disconnected, else fail.
+   * Then a `disconnected` event.
+   */
+  handleDisconnect(reason: string): void {
+    if (this.closed !== undefined || this.linkState.state === "down") return;
+    this.transmit = [];
+    const again: Waiting[] = [];
+    const fail = (call: number) =>
+      this.events.push({
+        type: "reply",
+        call,
+        result: new CallError("Disconnected", `the connection dropped before the call was answered: ${reason}`),
+      });
+    for (let id = 0; id < MAX_CALLS_IN_FLIGHT; id++) {
+      const call = this.inFlightCalls[id];
+      this.inFlightCalls[id] = -1;
+      if (call < 0) continue;
+      const w = this.resend.get(call);
+      if (w) again.push(w);
+      else fail(call);
+    }
+    this.resend.clear();
+    this.taken.fill(0);
+    this.takenCount = 0;
+    this.nextId = 0;
+    if (!this.waitWhileDown) {
+      for (const w of this.waitingCalls) fail(w.call);
+      this.waitingCalls = [];
+    }
+    again.sort((a, b) => a.call - b.call);
+    this.waitingCalls.unshift(...again);
+    this.linkState = { state: "down", reason };
+    this.events.push({ type: "disconnected", reason });
+  }
+
+  /**
+   * A new transport is open (the first or a later one). What the old one
+   * said is replaced by what the new one says: the first state message
+   * replaces every field (not merged; if the server sends no state, the
+   * feature set clears them), the feature set is replaced, limits are
+   * forgotten; `isReady` is false until the new feature set arrives. The
+   * link is held. With resume enabled and `resumeOffered` (the transport
+   * offered `RESUME_PROTOCOL`), the session waits for the server's answer:
+   * an initial RESUME_POINT before the state and features queues RESUME as
+   * the first message; anything else means the server does not resume.
+   */
+  reopen(resumeOffered: boolean): void {
+    if (this.closed !== undefined) return;
+    this.transmit = [];
+    this.staleState = true;
+    this.staleFeatures = true;
+    this.maxMessageSize = undefined;
+    this.limitFlags = 0;
+    this.linkState = { state: "held" };
+    this.resumeUndecided = resumeOffered && this.positions !== undefined;
+  }
+
+  /** The new transport is ready (its on-connect hook succeeded): waiting calls go out, in order, as ids allow. */
+  release(): void {
+    if (this.linkState.state !== "held") return;
+    this.linkState = { state: "up" };
+    while (this.waitingCalls.length > 0) {
+      const id = this.allocate();
+      if (id === undefined) break;
+      const w = this.waitingCalls.shift()!;
+      this.send(id, w.call, w.method, w.input, w.timeoutMs);
+    }
+  }
+
   private finish(id: number, result: RawReply | CallError): void {
-    if (!this.release(id)) throw new SessionError(`reply for call id ${id}, which has no call in flight`);
+    if (!this.free(id)) throw new SessionError(`reply for call id ${id}, which has no call in flight`);
     const call = this.inFlightCalls[id];
     this.inFlightCalls[id] = -1;
-    if (call >= 0) this.events.push({ type: "reply", call, result });
+    if (call >= 0) {
+      this.resend.delete(call);
+      this.events.push({ type: "reply", call, result });
+    }
+    // Held: the waiting calls go out at `release`, after the on-connect hook.
+    if (this.linkState.state !== "up") return;
     const w = this.waitingCalls.shift();
     if (w) {
       const next = this.allocate();
@@ -355,9 +580,9 @@ export class ClientSession {
   get closeReason(): string | undefined {
     return this.closed;
   }
-  /** Whether the initial feature set (and so the initial state) has arrived. */
+  /** Whether the transport's initial feature set (and so its initial state) has arrived. */
   get isReady(): boolean {
-    return this.featureSet !== undefined;
+    return this.featureSet !== undefined && !this.staleFeatures && !this.resumeUndecided;
   }
   /** Call ids taken, abandoned calls included. */
   get inFlight(): number {
@@ -381,22 +606,3 @@ export class ClientSession {
   }
 }
 
-/** Parses a STATE body as `hardlight_core::state::parse_state`. */
-export function parseState(body: Uint8Array): [number, Uint8Array][] {
-  if (body.length === 0) throw new SessionError("malformed state message from the server: empty");
-  const n = body[0];
-  let at = 1;
-  const out: [number, Uint8Array][] = [];
-  const view = new DataView(body.buffer, body.byteOffset, body.byteLength);
-  for (let i = 0; i < n; i++) {
-    if (body.length - at < 5) throw new SessionError("malformed state message from the server: field header truncated");
-    const index = body[at];
-    const len = view.getUint32(at + 1, true);
-    at += 5;
-    if (body.length - at < len) throw new SessionError("malformed state message from the server: field archive truncated");
-    out.push([index, body.slice(at, at + len)]);
-    at += len;
-  }
-  if (at !== body.length) throw new SessionError("malformed state message from the server: trailing bytes");
-  return out;
-}

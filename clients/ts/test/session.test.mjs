@@ -131,7 +131,7 @@ test("LIMITS: a call over the announced size is refused locally and the session 
 test("STATE keeps the last archive per field; FEATURES is the bitmap of PROTOCOL.md", () => {
   const s = new ClientSession();
   s.handleMessage(new Uint8Array([0x20, 0x01, 0x02, 0x08, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]));
-  assert.deepEqual(events(s), [{ type: "state", changed: [2] }]);
+  assert.deepEqual(events(s), [{ type: "state", changed: [2], replaced: false }]);
   assert.deepEqual([...s.stateField(2)], [9, 0, 0, 0, 0, 0, 0, 0]);
   assert.equal(s.isReady, false);
   s.handleMessage(new Uint8Array([0x21, 0x0a, 0x00, 0x01, 0x02]));

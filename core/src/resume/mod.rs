@@ -4,7 +4,8 @@
 //! `docs/PROTOCOL.md`, section "Resume".
 //!
 //! The guarantee: a client that opted in (upgrade header
-//! [`RESUME_HEADER`]) receives every event of each topic it is subscribed to
+//! [`RESUME_HEADER`], or the offered subprotocol [`RESUME_PROTOCOL`] from a
+//! web page) receives every event of each topic it is subscribed to
 //! exactly once and in order across reconnects, as long as the server still
 //! holds the events it missed ([`HistoryLimits`]); otherwise it receives an
 //! explicit gap notice naming the topic and, where known, how many events
@@ -33,5 +34,6 @@ pub use positions::{GapNotice, Positions, Received, DEFAULT_MAX_TRACKED_TOPICS};
 pub use wire::{
     encode_gap, encode_resume, encode_resume_point, encode_topic_event_header, parse_gap, parse_resume,
     parse_resume_point, parse_topic_event, wire_header_len, Gap, Position, ResumeError, ResumePoint, ResumeRequest,
-    TopicEvent, MAX_RESUME_TOPICS, MAX_TOPIC_LEN, MISSED_UNKNOWN, RESUME_HEADER, TOPIC_EVENT_FIXED_LEN,
+    TopicEvent, MAX_RESUME_TOPICS, MAX_TOPIC_LEN, MISSED_UNKNOWN, RESUME_HEADER, RESUME_PROTOCOL,
+    TOPIC_EVENT_FIXED_LEN,
 };

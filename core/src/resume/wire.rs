@@ -9,6 +9,15 @@ use crate::envelope::{KIND_GAP, KIND_RESUME, KIND_RESUME_POINT, KIND_TOPIC_EVENT
 /// of `EVENT`, and expects `RESUME` as its first message. Value: `1`.
 pub const RESUME_HEADER: &str = "hardlight-resume";
 
+/// The same opt-in as an offered WebSocket subprotocol, for web pages: the
+/// browser's WebSocket API lets a page choose only the URL and the offered
+/// subprotocols, so it cannot send [`RESUME_HEADER`]. The server reads it
+/// when the header is absent and never selects it. A page cannot read the
+/// `101`'s headers either, so the acknowledgement is in the stream: on a
+/// connection that resumes, the initial `RESUME_POINT` arrives before the
+/// initial state and feature set (docs/PROTOCOL.md sections 2 and 9.1).
+pub const RESUME_PROTOCOL: &str = "hl-resume.1";
+
 /// Most topics one `RESUME` may name. A larger request is refused (the
 /// connection closes with 4000): the server holds each position until the
 /// connection subscribes, so the count bounds its memory per connection.
@@ -290,6 +299,29 @@ mod tests {
         assert_eq!(parse_resume_point(&m[2..]), None);
         m[17] = 2;
         assert_eq!(parse_resume_point(&m[1..]), None, "unknown flags");
+    }
+
+    /// The byte examples of docs/PROTOCOL.md section 4, which the
+    /// TypeScript client's test (clients/ts/test/resume.test.mjs) checks
+    /// too: both encoders agree with the document, so with each other.
+    #[test]
+    fn protocol_md_examples_byte_for_byte() {
+        let unhex = |s: &str| -> Vec<u8> { s.split(' ').map(|b| u8::from_str_radix(b, 16).unwrap()).collect() };
+        let mut m = Vec::new();
+        encode_resume(&mut m, Some(ResumePoint { base: 5, seq: 7 }), [("t", Position { epoch: 9, offset: 4 })]);
+        assert_eq!(
+            m,
+            unhex("08 05 00 00 00 00 00 00 00 07 00 00 00 00 00 00 00 01 01 74 09 00 00 00 00 00 00 00 04 00 00 00 00 00 00 00")
+        );
+        let mut empty = Vec::new();
+        encode_resume(&mut empty, None, []);
+        assert_eq!(empty, [&[0x08][..], &[0; 17]].concat(), "08 and 17 zero bytes");
+        let mut gap = Vec::new();
+        encode_gap(
+            &mut gap,
+            &Gap { topic: "t".into(), position: Position { epoch: 9, offset: 4 }, missed: MISSED_UNKNOWN },
+        );
+        assert_eq!(gap, unhex("33 09 00 00 00 00 00 00 00 04 00 00 00 00 00 00 00 FF FF FF FF FF FF FF FF 01 74"));
     }
 
     #[test]

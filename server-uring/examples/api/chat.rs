@@ -57,6 +57,10 @@ pub trait Chat {
     /// `thread` on every core (and, with a broker, on every chat server).
     /// Returns its sequence number on this server's log.
     async fn send_message(&self, thread: String, text: String) -> Result<u64, ChatError>;
-    /// The persisted history of `thread`.
+    /// The persisted history of `thread`. A read, so `#[idempotent]`:
+    /// reconnecting clients opened with the schema (the Rust client with
+    /// `ClientConfig::schema`, the generated TypeScript module) send it
+    /// again after a drop instead of failing it.
+    #[idempotent]
     async fn history(&self, thread: String) -> Vec<ChatMessage>;
 }

@@ -23,7 +23,9 @@ use super::io::Io;
 use super::timers::{self, Timer};
 use crate::call::InCall;
 use crate::clock::{before_park, must_rearm, HeldBytes, Parking};
-use crate::conn::{drop_calls_after_grace, process_events, start_round, upgrade, CallStart, Defer, Upgraded};
+use crate::conn::{
+    drop_calls_after_grace, process_events, replay_if_resumed, start_round, upgrade, CallStart, Defer, Upgraded,
+};
 use crate::factory::ConnectionFactory;
 use crate::metrics::{CallWrap, ConnMetrics, Plain, Spanned};
 use crate::shard::Shard;
@@ -148,6 +150,12 @@ async fn run<F: ConnectionFactory, W: CallWrap>(io: &RefCell<Io>, made: &Upgrade
             // Parse what the loop received (never while a receive is in flight).
             if io.readable() {
                 closed |= process_events(&mut io.core, &mut slots, &mut start);
+                // A RESUME just parsed: its replay goes out in this round.
+                // Nothing else would wake this task for it (glommio's loop
+                // runs another round after every read; this one parks).
+                if replay_if_resumed(&mut io.core, shard, made._registration.key) {
+                    io.core.flush_outbox();
+                }
             }
             // Calls whose deadline passed are dropped now, not at the next
             // receive (poll_event, which would deliver them, cannot run while

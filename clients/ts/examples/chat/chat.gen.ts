@@ -50,7 +50,7 @@ export const SERVICE: ServiceDesc = {
     { name: "join", id: 0, input: { k: "tuple", of: [{ k: "string" }, { k: "string" }] }, ok: { k: "vec", of: { k: "ref", name: "ChatMessage" } }, err: null },
     { name: "leave", id: 1, input: { k: "tuple", of: [{ k: "string" }] }, ok: { k: "unit" }, err: null },
     { name: "send_message", id: 2, input: { k: "tuple", of: [{ k: "string" }, { k: "string" }] }, ok: { k: "u64" }, err: { k: "ref", name: "ChatError" } },
-    { name: "history", id: 3, input: { k: "tuple", of: [{ k: "string" }] }, ok: { k: "vec", of: { k: "ref", name: "ChatMessage" } }, err: null },
+    { name: "history", id: 3, input: { k: "tuple", of: [{ k: "string" }] }, ok: { k: "vec", of: { k: "ref", name: "ChatMessage" } }, err: null, idempotent: true },
   ],
   events: [
     { id: 0, name: "ChatMessage", shape: { k: "ref", name: "ChatMessage" } },
@@ -65,8 +65,8 @@ export const SERVICE: ServiceDesc = {
 export type ChatConnection = Connection<ChatState, ChatEvents>;
 
 /** Opens a connection to a `Chat` server (`hl/1`, with this module's fingerprint). */
-export function connectChat(url: string, options?: ConnectOptions): Promise<ChatConnection> {
-  return connect(url, SERVICE, options) as Promise<ChatConnection>;
+export function connectChat(url: string, options?: ConnectOptions<ChatState, ChatEvents>): Promise<ChatConnection> {
+  return connect<ChatState, ChatEvents>(url, SERVICE, options);
 }
 
 /** Typed methods of `Chat`; each call rejects with a `CallError` on transport failure. */

@@ -21,10 +21,11 @@ declare global {
       received: ChatMessage[];
       connect: typeof connect;
       SERVICE: typeof SERVICE;
+      ChatClient: typeof ChatClient;
     };
   }
 }
-window.hl = { CallError, received: [], connect, SERVICE };
+window.hl = { CallError, received: [], connect, SERVICE, ChatClient };
 
 function showMessage(m: ChatMessage): void {
   // A message posted while joining is both in the history and pushed.

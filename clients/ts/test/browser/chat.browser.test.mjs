@@ -112,12 +112,14 @@ test("chat between two Chromium pages through the glommio server", { skip, timeo
       return { kind, ms: performance.now() - t, load: window.hl.conn.load };
     });
     assert.equal(timedOut.kind, "Timeout");
-    assert.ok(timedOut.ms >= 300 && timedOut.ms < 2000, `${timedOut.ms} ms`);
+    // Not before its time limit (a bound above would only measure the machine).
+    assert.ok(timedOut.ms >= 300, `${timedOut.ms} ms`);
     assert.deepEqual(timedOut.load, { inFlight: 1, waiting: 0 });
     process.kill(server.child.pid, "SIGCONT");
     await alice.waitForFunction(() => window.hl.conn.load.inFlight === 0);
 
-    // Killing the server fails pending calls at once, long before their timeout.
+    // Killing the server fails pending calls with Disconnected, not at their
+    // (default 30 s) timeout: the kind says which.
     process.kill(server.child.pid, "SIGSTOP");
     await alice.evaluate(() => {
       window.pending = Array.from({ length: 8 }, () =>
@@ -133,8 +135,7 @@ test("chat between two Chromium pages through the glommio server", { skip, timeo
     process.kill(server.child.pid, "SIGKILL");
     const outcomes = await alice.evaluate(() => Promise.all(window.pending));
     for (const o of outcomes) {
-      assert.equal(o.kind, "Disconnected");
-      assert.ok(o.at - killedAt < 2000, `failed ${o.at - killedAt} ms after the kill`);
+      assert.equal(o.kind, "Disconnected", `failed ${o.at - killedAt} ms after the kill`);
     }
     assert.match(await alice.textContent("#status"), /^disconnected: closed with code 1006/);
     const after = await alice.evaluate(() => window.hl.chat.history("general").then(() => "ok", (e) => e.kind));

@@ -4,7 +4,7 @@
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:http";
 import { mkdtempSync, readFileSync, existsSync, rmSync } from "node:fs";
-import { createServer as netServer } from "node:net";
+import { createServer as netServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, normalize, extname, resolve } from "node:path";
 import { chromium } from "playwright-core";
@@ -64,10 +64,14 @@ export function chatBinary() {
   return bin;
 }
 
-/** Starts the real chat server with one shard and an origin allow-list; resolves once it listens. */
-export async function chatServer(allowedOrigin, extraArgs = []) {
-  const port = await freePort();
-  const data = mkdtempSync(join(tmpdir(), "hl-chat-"));
+/**
+ * Starts the real chat server with one shard and an origin allow-list;
+ * resolves once it listens. `at` restarts one on a given port and data
+ * directory (a server that was killed: its message log survives).
+ */
+export async function chatServer(allowedOrigin, extraArgs = [], at = {}) {
+  const port = at.port ?? (await freePort());
+  const data = at.data ?? mkdtempSync(join(tmpdir(), "hl-chat-"));
   const child = spawn(
     chatBinary(),
     ["--listen", `127.0.0.1:${port}`, "--data", data, "--cores", "1", "--allow-origin", allowedOrigin, ...extraArgs],
@@ -89,7 +93,15 @@ export async function chatServer(allowedOrigin, extraArgs = []) {
   });
   return {
     url: `ws://127.0.0.1:${port}`,
+    port,
+    data,
     child,
+    /** SIGKILL, keeping the data directory for a restart. */
+    async kill() {
+      const exited = new Promise((r) => child.once("exit", r));
+      child.kill("SIGKILL");
+      await exited;
+    },
     stop() {
       child.kill("SIGKILL");
       rmSync(data, { recursive: true, force: true });
@@ -130,6 +142,68 @@ export async function launch(executablePath = chromiumPath(), extraArgs = []) {
     browser,
     async close() {
       await browser.close();
+    },
+  };
+}
+
+/**
+ * A TCP proxy on 127.0.0.1 to `port`, between a page and the server, that
+ * cuts every connection through it on command (the page sees the
+ * connection drop mid-stream, as on a network change). `stall()` stops
+ * forwarding what the pages send on the open connections, so their calls
+ * stay pending until the cut; `refuse(true)` closes new connections at
+ * once (a server out of reach).
+ */
+export async function tcpProxy(port) {
+  const pairs = new Set();
+  let accepted = 0;
+  let refusing = false;
+  const server = netServer((client) => {
+    accepted++;
+    if (refusing) {
+      client.destroy();
+      return;
+    }
+    const up = netConnect(port, "127.0.0.1");
+    const pair = { client, up, stalled: false };
+    pairs.add(pair);
+    client.on("data", (d) => pair.stalled || up.write(d));
+    up.on("data", (d) => client.write(d));
+    const end = () => {
+      pairs.delete(pair);
+      client.destroy();
+      up.destroy();
+    };
+    for (const s of [client, up]) {
+      s.on("close", end);
+      s.on("error", end);
+    }
+  });
+  await new Promise((r) => server.listen(0, "127.0.0.1", r));
+  return {
+    url: `ws://127.0.0.1:${server.address().port}`,
+    get accepted() {
+      return accepted;
+    },
+    get open() {
+      return pairs.size;
+    },
+    stall() {
+      for (const p of pairs) p.stalled = true;
+    },
+    refuse(on) {
+      refusing = on;
+    },
+    cut() {
+      for (const p of [...pairs]) {
+        p.client.destroy();
+        p.up.destroy();
+      }
+      pairs.clear();
+    },
+    close() {
+      this.cut();
+      server.close();
     },
   };
 }

@@ -44,11 +44,13 @@ pub fn generate(cx: &Ctx<'_>) -> TokenStream {
                 })
             }
         };
+        let idempotent = m.idempotent;
         quote!(#r::MethodDesc {
             name: ::std::string::String::from(#name),
             id: #id,
             args: ::std::vec![#(#args),*],
             output: #output,
+            idempotent: #idempotent,
         })
     });
     let methods: Vec<TokenStream> = methods.collect();
