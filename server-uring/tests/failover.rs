@@ -290,6 +290,49 @@ async fn a_server_whose_own_redis_link_was_cut_gets_what_others_published_meanwh
     drop(conn);
 }
 
+/// The same cut, for a topic this server had never received an event of:
+/// it has no position to read the stream after, so its subscriber is told
+/// it may have missed events (a gap of unknown size), never left silent;
+/// live events then flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_cut_on_a_topic_never_received_here_is_a_gap_of_unknown_size_not_silence() {
+    let redis = Redis::start();
+    let prefix = prefix("link-cut-fresh");
+    let redis_addr: std::net::SocketAddr = redis.url.trim_start_matches("redis://").parse().unwrap();
+    let link = Proxy::start(redis_addr).await;
+    let a_url = format!("redis://{}", link.addr);
+    let fast =
+        BrokerConfig::new(&a_url).channel_prefix(&prefix).backoff(Duration::from_millis(20), Duration::from_millis(50));
+    let a = serve_feed(common::builder().broker_config(fast), 1, Default::default());
+    let b = bridged(&redis, &prefix);
+    let (conn, mut ticks, mut gaps) = follower(&format!("ws://{}", a.local_addr())).await;
+    let a_stats = a.broker_stats().unwrap();
+    wait_for("A to subscribe", || a_stats.subscribed.get() == 1).await;
+
+    link.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    link.cut();
+    wait_for("A to lose its broker link", || !a_stats.is_connected()).await;
+    emit_ticks(&b, 0, 5, Duration::ZERO);
+    wait_for("B's events to reach the broker", || published(&b) == 5).await;
+    link.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    wait_for("A to reconnect", || a_stats.is_connected() && a_stats.reconnects.get() >= 1).await;
+
+    let gap = tokio::time::timeout(WAIT, gaps.recv()).await.expect("a gap notice in time").expect("a gap notice");
+    assert_eq!((gap.topic.as_deref(), gap.missed), (Some("t"), None), "may have missed: count unknown");
+    let end = Instant::now() + WAIT;
+    let mut n = 100;
+    let got = loop {
+        emit_ticks(&b, n, n + 1, Duration::ZERO);
+        if let Ok(Ok(t)) = tokio::time::timeout(Duration::from_millis(100), ticks.recv()).await {
+            break t.n;
+        }
+        assert!(Instant::now() < end, "live events never reached A after its link came back");
+        n += 1;
+    };
+    assert!(got >= 100, "events of the outage are not delivered silently late: {got}");
+    drop(conn);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_restarted_server_with_a_broker_reauthenticates_with_fresh_state_and_resumes_without_loss() {
     let redis = Redis::start();

@@ -200,7 +200,11 @@ export class Positions {
    * subscribes): no notice.
    */
   onGap(gap: Gap): GapNotice | undefined {
-    if (this.map.has(gap.topic) || this.map.size < this.max) this.map.set(gap.topic, { ...gap.position });
+    if (gap.position.epoch === 0n && gap.position.offset === 0n) {
+      // UNKNOWN_POSITION: the server does not know where this client stood;
+      // the next event starts a new position, without a second notice.
+      this.map.delete(gap.topic);
+    } else if (this.map.has(gap.topic) || this.map.size < this.max) this.map.set(gap.topic, { ...gap.position });
     else this.overflowed = true;
     if (gap.missed === 0n) return undefined;
     return { topic: gap.topic, missed: gap.missed === MISSED_UNKNOWN ? null : gap.missed };

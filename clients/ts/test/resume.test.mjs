@@ -97,6 +97,15 @@ test("a server GAP moves the position; a GAP of 0 only announces it", () => {
   assert.deepEqual(p.onEvent("u", at(6)), { action: "gapThenDeliver", notice: { topic: "u", missed: 1n } });
 });
 
+test("a GAP at the unknown position (epoch 0) reports the loss once and forgets the position", () => {
+  const p = new Positions(4);
+  p.onEvent("t", at(3));
+  const unknown = { epoch: 0n, offset: 0n };
+  assert.deepEqual(p.onGap({ topic: "t", position: unknown, missed: MISSED_UNKNOWN }), { topic: "t", missed: null });
+  assert.equal(p.get("t"), undefined, "the server did not know where the client stood");
+  assert.deepEqual(p.onEvent("t", { epoch: 9n, offset: 40n }), { action: "deliver" }, "no second notice");
+});
+
 test("the tracked bound: further topics are delivered untracked and reported once at the next resume", () => {
   const p = new Positions(1);
   p.onEvent("a", at(1));

@@ -324,9 +324,11 @@ impl ConnectionResume {
             // The broker's answer, read after the loss, says what is gone.
             return;
         }
-        if let Some(&position) = self.marks.get(topic) {
-            push_gap(outbox, &Gap { topic: topic.to_string(), position, missed: super::wire::MISSED_UNKNOWN });
-        }
+        // Without a position here (a subscription that has received nothing
+        // yet) the notice names the unknown position: the client forgets
+        // its own and takes the next event's, after reporting the loss.
+        let position = self.marks.get(topic).copied().unwrap_or(super::wire::UNKNOWN_POSITION);
+        push_gap(outbox, &Gap { topic: topic.to_string(), position, missed: super::wire::MISSED_UNKNOWN });
     }
 
     /// Whether a live event at `at` in `topic` goes to this connection (and

@@ -132,7 +132,8 @@ impl TopicHistory {
                 }
             }
             self.created += 1;
-            let epoch = if self.cache { UNSYNCED_EPOCH } else { self.base_epoch.wrapping_add(self.created) };
+            // Epoch 0 is never given out (`UNKNOWN_POSITION`, `UNSYNCED_EPOCH`).
+            let epoch = if self.cache { UNSYNCED_EPOCH } else { self.base_epoch.wrapping_add(self.created).max(1) };
             let log = Log {
                 epoch,
                 head: 0,

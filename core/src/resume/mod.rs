@@ -35,5 +35,5 @@ pub use wire::{
     encode_gap, encode_resume, encode_resume_point, encode_topic_event_header, parse_gap, parse_resume,
     parse_resume_point, parse_topic_event, wire_header_len, Gap, Position, ResumeError, ResumePoint, ResumeRequest,
     TopicEvent, MAX_RESUME_TOPICS, MAX_TOPIC_LEN, MISSED_UNKNOWN, RESUME_HEADER, RESUME_PROTOCOL,
-    TOPIC_EVENT_FIXED_LEN,
+    TOPIC_EVENT_FIXED_LEN, UNKNOWN_POSITION,
 };

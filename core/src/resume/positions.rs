@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 
-use super::wire::{encode_resume, Gap, Position, ResumePoint, MAX_RESUME_TOPICS, MISSED_UNKNOWN};
+use super::wire::{encode_resume, Gap, Position, ResumePoint, MAX_RESUME_TOPICS, MISSED_UNKNOWN, UNKNOWN_POSITION};
 
 /// Default number of topics a client tracks positions for: as many as one
 /// `RESUME` can name. Events of further topics are delivered, and the next
@@ -92,7 +92,11 @@ impl Positions {
     /// A `GAP` of 0 missed only announces the position (sent when the
     /// connection subscribes): no notice.
     pub fn on_gap(&mut self, gap: &Gap) -> Option<GapNotice> {
-        if self.map.contains_key(&gap.topic) || self.map.len() < self.max {
+        if gap.position == UNKNOWN_POSITION {
+            // The server does not know where this client stands: the next
+            // event of the topic starts a new position, without a second notice.
+            self.map.remove(&gap.topic);
+        } else if self.map.contains_key(&gap.topic) || self.map.len() < self.max {
             self.map.insert(gap.topic.clone(), gap.position);
         } else {
             self.overflowed = true;
@@ -170,6 +174,18 @@ mod tests {
             p.on_event("u", at(6)),
             Received::GapThenDeliver(GapNotice { topic: Some("u".into()), missed: Some(1) })
         );
+    }
+
+    #[test]
+    fn a_gap_at_the_unknown_position_reports_the_loss_once_and_forgets_the_position() {
+        let mut p = Positions::new(4);
+        p.on_event("t", at(3));
+        let n = p.on_gap(&Gap { topic: "t".into(), position: UNKNOWN_POSITION, missed: MISSED_UNKNOWN });
+        assert_eq!(n, Some(GapNotice { topic: Some("t".into()), missed: None }));
+        assert_eq!(p.get("t"), None, "the server did not know where the client stood");
+        let next = Position { epoch: 9, offset: 40 };
+        assert_eq!(p.on_event("t", next), Received::Deliver, "no second notice for the same loss");
+        assert_eq!(p.get("t"), Some(next));
     }
 
     #[test]

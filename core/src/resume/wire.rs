@@ -31,6 +31,12 @@ pub const MAX_TOPIC_LEN: usize = 255;
 /// `missed` value of a `GAP` whose count is not known (another epoch).
 pub const MISSED_UNKNOWN: u64 = u64::MAX;
 
+/// The position of a `GAP` sent when the server does not know where the
+/// client stands in the topic (it had received nothing of it here): epoch
+/// 0, which no history or broker gives out. The client reports the loss and
+/// forgets its position for the topic; the next event sets a new one.
+pub const UNKNOWN_POSITION: Position = Position { epoch: 0, offset: 0 };
+
 /// Where a client stands in one topic: the last event it received.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Position {

@@ -392,11 +392,20 @@ impl Bridge {
                         // not receive them: once re-subscribed, read each
                         // topic's stream after the last event this server
                         // had (`Self::refill`).
+                        // A followed topic this server never received an
+                        // event of has no position to read after: its
+                        // subscribers are told they may have missed some
+                        // (a gap of unknown size) rather than nothing.
                         if let Some(emitter) = &self.emitter {
                             let shared = emitter.history();
-                            let history = crate::resume::lock(&shared);
-                            self.refill =
-                                self.counts.keys().filter_map(|t| history.head(t).map(|p| (t.clone(), p))).collect();
+                            let (refill, unknown): (Vec<_>, Vec<_>) = {
+                                let history = crate::resume::lock(&shared);
+                                self.counts.keys().map(|t| (t.clone(), history.head(t))).partition(|(_, p)| p.is_some())
+                            };
+                            self.refill = refill.into_iter().filter_map(|(t, p)| p.map(|p| (t, p))).collect();
+                            for (topic, _) in unknown {
+                                emitter.mark_lost(topic);
+                            }
                         }
                         tracing::warn!(
                             down_for = ?o.since.elapsed(),
