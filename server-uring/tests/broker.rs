@@ -13,15 +13,17 @@ mod api;
 #[allow(dead_code)]
 #[path = "../examples/support/chat_server.rs"]
 mod chat_server;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use hardlight::client::{Connection, EventStream};
 use hardlight::server::{
     BrokerConfig, BrokerStats, ConnectContext, ConnectionEvents, EmitError, Refusal, Server, ServerHandle,
 };
+use redis_server::{Redis, RedisChild};
 
 #[hardlight::wire]
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,93 +51,11 @@ impl Relay for RelayHandler {
     }
 }
 
-const ENV: &str = "HARDLIGHT_TEST_REDIS";
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A redis-server child process; killed on drop.
-struct RedisChild {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl RedisChild {
-    fn start() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Self { port, child: None };
-        r.restart();
-        r
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    /// Starts redis-server on this port and waits until it answers PING.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start redis-server ({e}): these tests need a real Redis. Install it \
-                     (apt-get install redis-server) or set {ENV}=redis://HOST:PORT to a running Redis 6+"
-                )
-            });
-        self.child = Some(child);
-        let end = Instant::now() + WAIT;
-        loop {
-            if ping(&self.url()) {
-                return;
-            }
-            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
-                panic!("redis-server on port {} exited at start: {status}", self.port);
-            }
-            assert!(Instant::now() < end, "redis-server on port {} did not answer PING in {WAIT:?}", self.port);
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: the broker dies without a goodbye.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for RedisChild {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-fn ping(url: &str) -> bool {
-    let Ok(client) = redis::Client::open(url) else { return false };
-    let Ok(mut con) = client.get_connection_with_timeout(Duration::from_millis(200)) else { return false };
-    redis::cmd("PING").query::<String>(&mut con).is_ok_and(|p| p == "PONG")
-}
-
 /// The shared broker (from the environment) or a child of this test.
-struct Broker {
-    url: String,
-    _child: Option<RedisChild>,
-}
-
-fn broker() -> Broker {
-    match std::env::var(ENV) {
-        Ok(url) => {
-            assert!(ping(&url), "{ENV}={url} does not answer PING");
-            Broker { url, _child: None }
-        }
-        Err(_) => {
-            let child = RedisChild::start();
-            Broker { url: child.url(), _child: Some(child) }
-        }
-    }
+fn broker() -> Redis {
+    Redis::start()
 }
 
 /// A channel prefix no other test (or run) shares, so tests can share a broker.
@@ -499,7 +419,7 @@ async fn a_server_started_before_its_broker_queues_topic_events_refuses_past_the
     assert!(a1.try_recv().is_none(), "topic events wait for the broker");
     assert!(!bstats(&a).is_connected());
 
-    let mut redis = RedisChild { port, child: None };
+    let mut redis = RedisChild::at(port);
     redis.restart();
     wait_for("A to connect and subscribe", || bstats(&a).is_connected() && bstats(&a).subscribed.get() == 1).await;
     for n in 1..=3 {

@@ -8,74 +8,18 @@
 mod common;
 #[path = "support/feed.rs"]
 mod feed;
+#[path = "support/redis_server.rs"]
+mod redis_server;
 
-use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use feed::{emit_ticks, serve_feed, FeedClient, FeedMethod, Proxy, Session, Tick};
 use hardlight::client::{Backoff, ClientConfig, Connection, EventStream, GapNotice, Status};
 use hardlight::server::{BrokerConfig, HistoryLimits, ServerBuilder, ServerHandle};
+use redis_server::Redis;
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const WAIT: Duration = Duration::from_secs(10);
-
-/// A redis-server child, killed on drop (or none when the environment names one).
-struct Redis {
-    url: String,
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    /// The Redis the environment names, else a child.
-    fn start() -> Self {
-        if let Ok(url) = std::env::var("HARDLIGHT_TEST_REDIS") {
-            return Self { url, port: 0, child: None };
-        }
-        Self::child()
-    }
-
-    /// Always a child of this test (for tests that kill it).
-    fn child() -> Self {
-        let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let mut r = Self { url: format!("redis://127.0.0.1:{port}"), port, child: None };
-        r.restart();
-        r
-    }
-
-    /// Starts redis-server on this port, without persistence (a restart
-    /// loses every stream), and waits until it accepts connections.
-    fn restart(&mut self) {
-        assert!(self.child.is_none(), "already running");
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server on PATH (apt-get install redis-server) or HARDLIGHT_TEST_REDIS set");
-        self.child = Some(child);
-        let end = Instant::now() + WAIT;
-        while std::net::TcpStream::connect(("127.0.0.1", self.port)).is_err() {
-            assert!(Instant::now() < end, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// SIGKILL: Redis dies without a goodbye, and without persistence.
-    fn kill(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            let _ = c.kill();
-            let _ = c.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
 
 fn bridged_with(url: &str, prefix: &str, builder: ServerBuilder) -> ServerHandle {
     serve_feed(builder.broker_config(BrokerConfig::new(url).channel_prefix(prefix)), 1, Default::default())
@@ -248,35 +192,68 @@ async fn redis_restarted_without_persistence_while_a_client_is_away_is_a_gap_of_
     assert!(gaps.try_recv().is_err(), "one notice");
 }
 
+/// Server A reaches Redis through a proxy the test cuts; server B
+/// directly; both bridged with one prefix.
+struct LinkCut {
+    _redis: Redis,
+    link: Proxy,
+    a: ServerHandle,
+    b: ServerHandle,
+}
+
+impl LinkCut {
+    async fn start(test: &str) -> Self {
+        let redis = Redis::start();
+        let prefix = prefix(test);
+        let redis_addr: std::net::SocketAddr = redis.url.trim_start_matches("redis://").parse().unwrap();
+        let link = Proxy::start(redis_addr).await;
+        let fast = BrokerConfig::new(format!("redis://{}", link.addr))
+            .channel_prefix(&prefix)
+            .backoff(Duration::from_millis(20), Duration::from_millis(50));
+        let a = serve_feed(common::builder().broker_config(fast), 1, Default::default());
+        let b = bridged(&redis, &prefix);
+        Self { _redis: redis, link, a, b }
+    }
+
+    /// Waits until A's bridge subscribed its one followed topic.
+    async fn subscribed(&self) {
+        let s = self.a.broker_stats().unwrap();
+        wait_for("A to subscribe", || s.subscribed.get() == 1).await;
+    }
+
+    /// Cuts A's link and waits until A knows.
+    async fn cut(&self) {
+        self.link.down.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.link.cut();
+        let s = self.a.broker_stats().unwrap();
+        wait_for("A to lose its broker link", || !s.is_connected()).await;
+    }
+
+    /// Restores A's link and waits until A reconnected.
+    async fn restore(&self) {
+        self.link.down.store(false, std::sync::atomic::Ordering::SeqCst);
+        let s = self.a.broker_stats().unwrap();
+        wait_for("A to reconnect", || s.is_connected() && s.reconnects.get() >= 1).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_server_whose_own_redis_link_was_cut_gets_what_others_published_meanwhile_in_order() {
-    let redis = Redis::start();
-    let prefix = prefix("link-cut");
-    // A reaches Redis through a proxy that the test cuts; B directly.
-    let redis_addr: std::net::SocketAddr = redis.url.trim_start_matches("redis://").parse().unwrap();
-    let link = Proxy::start(redis_addr).await;
-    let a_url = format!("redis://{}", link.addr);
-    let fast =
-        BrokerConfig::new(&a_url).channel_prefix(&prefix).backoff(Duration::from_millis(20), Duration::from_millis(50));
-    let a = serve_feed(common::builder().broker_config(fast), 1, Default::default());
-    let b = bridged(&redis, &prefix);
+    let cut = LinkCut::start("link-cut").await;
+    let (a, b) = (&cut.a, &cut.b);
     let (conn, mut ticks, mut gaps) = follower(&format!("ws://{}", a.local_addr())).await;
-    let a_stats = a.broker_stats().unwrap();
-    wait_for("A to subscribe", || a_stats.subscribed.get() == 1).await;
+    cut.subscribed().await;
     emit_ticks(&b, 0, 5, Duration::ZERO);
     for n in 0..5 {
         assert_eq!(tick(&mut ticks).await, n);
     }
 
-    link.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    link.cut();
-    wait_for("A to lose its broker link", || !a_stats.is_connected()).await;
+    cut.cut().await;
     emit_ticks(&b, 5, 25, Duration::ZERO);
     wait_for("B's events to reach the broker", || published(&b) == 25).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(ticks.try_recv().is_none(), "nothing reaches A without its link");
-    link.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    wait_for("A to reconnect", || a_stats.is_connected() && a_stats.reconnects.get() >= 1).await;
+    cut.restore().await;
 
     for n in 5..25 {
         assert_eq!(tick(&mut ticks).await, n, "what B published meanwhile, in order, once");
@@ -296,26 +273,15 @@ async fn a_server_whose_own_redis_link_was_cut_gets_what_others_published_meanwh
 /// live events then flow.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_link_cut_on_a_topic_never_received_here_is_a_gap_of_unknown_size_not_silence() {
-    let redis = Redis::start();
-    let prefix = prefix("link-cut-fresh");
-    let redis_addr: std::net::SocketAddr = redis.url.trim_start_matches("redis://").parse().unwrap();
-    let link = Proxy::start(redis_addr).await;
-    let a_url = format!("redis://{}", link.addr);
-    let fast =
-        BrokerConfig::new(&a_url).channel_prefix(&prefix).backoff(Duration::from_millis(20), Duration::from_millis(50));
-    let a = serve_feed(common::builder().broker_config(fast), 1, Default::default());
-    let b = bridged(&redis, &prefix);
+    let cut = LinkCut::start("link-cut-fresh").await;
+    let (a, b) = (&cut.a, &cut.b);
     let (conn, mut ticks, mut gaps) = follower(&format!("ws://{}", a.local_addr())).await;
-    let a_stats = a.broker_stats().unwrap();
-    wait_for("A to subscribe", || a_stats.subscribed.get() == 1).await;
+    cut.subscribed().await;
 
-    link.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    link.cut();
-    wait_for("A to lose its broker link", || !a_stats.is_connected()).await;
+    cut.cut().await;
     emit_ticks(&b, 0, 5, Duration::ZERO);
     wait_for("B's events to reach the broker", || published(&b) == 5).await;
-    link.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    wait_for("A to reconnect", || a_stats.is_connected() && a_stats.reconnects.get() >= 1).await;
+    cut.restore().await;
 
     let gap = tokio::time::timeout(WAIT, gaps.recv()).await.expect("a gap notice in time").expect("a gap notice");
     assert_eq!((gap.topic.as_deref(), gap.missed), (Some("t"), None), "may have missed: count unknown");
