@@ -243,14 +243,14 @@ async fn a_server_whose_own_redis_link_was_cut_gets_what_others_published_meanwh
     let (a, b) = (&cut.a, &cut.b);
     let (conn, mut ticks, mut gaps) = follower(&format!("ws://{}", a.local_addr())).await;
     cut.subscribed().await;
-    emit_ticks(&b, 0, 5, Duration::ZERO);
+    emit_ticks(b, 0, 5, Duration::ZERO);
     for n in 0..5 {
         assert_eq!(tick(&mut ticks).await, n);
     }
 
     cut.cut().await;
-    emit_ticks(&b, 5, 25, Duration::ZERO);
-    wait_for("B's events to reach the broker", || published(&b) == 25).await;
+    emit_ticks(b, 5, 25, Duration::ZERO);
+    wait_for("B's events to reach the broker", || published(b) == 25).await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(ticks.try_recv().is_none(), "nothing reaches A without its link");
     cut.restore().await;
@@ -258,7 +258,7 @@ async fn a_server_whose_own_redis_link_was_cut_gets_what_others_published_meanwh
     for n in 5..25 {
         assert_eq!(tick(&mut ticks).await, n, "what B published meanwhile, in order, once");
     }
-    emit_ticks(&b, 25, 28, Duration::ZERO);
+    emit_ticks(b, 25, 28, Duration::ZERO);
     for n in 25..28 {
         assert_eq!(tick(&mut ticks).await, n, "then live events");
     }
@@ -279,8 +279,8 @@ async fn a_link_cut_on_a_topic_never_received_here_is_a_gap_of_unknown_size_not_
     cut.subscribed().await;
 
     cut.cut().await;
-    emit_ticks(&b, 0, 5, Duration::ZERO);
-    wait_for("B's events to reach the broker", || published(&b) == 5).await;
+    emit_ticks(b, 0, 5, Duration::ZERO);
+    wait_for("B's events to reach the broker", || published(b) == 5).await;
     cut.restore().await;
 
     let gap = tokio::time::timeout(WAIT, gaps.recv()).await.expect("a gap notice in time").expect("a gap notice");
@@ -288,7 +288,7 @@ async fn a_link_cut_on_a_topic_never_received_here_is_a_gap_of_unknown_size_not_
     let end = Instant::now() + WAIT;
     let mut n = 100;
     let got = loop {
-        emit_ticks(&b, n, n + 1, Duration::ZERO);
+        emit_ticks(b, n, n + 1, Duration::ZERO);
         if let Ok(Ok(t)) = tokio::time::timeout(Duration::from_millis(100), ticks.recv()).await {
             break t.n;
         }
