@@ -12,6 +12,8 @@ mod api;
 mod chat_server;
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::SinkExt;
@@ -251,13 +253,17 @@ async fn stalled_subscriber(server: &ServerHandle, disconnect: bool) -> tokio::n
 
 /// Emits `total` 1 KiB events to "flood" at about 5,000 per second (a rate
 /// a reading client keeps up with), retrying when a shard inbox is full.
-fn flood(emitter: &Emitter, total: u64) {
+/// Most events the flood may be ahead of the fast reader: far below every
+/// per-connection bound (1024 events, 1 MiB on the server), so the fast
+/// reader never loses an event however slow the machine, while the stalled
+/// subscriber, which reads nothing, overflows its bounds.
+const FLOOD_LEAD: u64 = 256;
+
+fn flood(emitter: &Emitter, total: u64, fast_reader_got: &AtomicU64) {
     for n in 0..total {
-        // About 5,000 events a second: far more than the stalled client's
-        // bounds hold, and slow enough that a reading client keeps up even
-        // in a debug build on a loaded 2-core machine (at 20,000 a second
-        // the reader itself fell behind there and lost events).
-        if n % 5 == 0 {
+        // Paced by the fast reader, not by the clock: a debug build on a
+        // loaded machine once fell 19,000 events behind a timed flood.
+        while n >= fast_reader_got.load(Ordering::Relaxed) + FLOOD_LEAD {
             std::thread::sleep(Duration::from_millis(1));
         }
         let note = Note { topic: "flood".into(), n, pad: vec![0xAB; 1024] };
@@ -312,10 +318,14 @@ async fn drain_raw(tcp: &mut tokio::net::TcpStream, deadline: Duration) -> (u64,
     }
 }
 
-async fn fast_reader(server: &ServerHandle) -> (HubClient<Connection>, tokio::task::JoinHandle<(u64, Duration)>) {
+async fn fast_reader(
+    server: &ServerHandle,
+) -> (HubClient<Connection>, Arc<AtomicU64>, tokio::task::JoinHandle<(u64, Duration)>) {
     let c = HubClient::new(Connection::connect(&url(server)).await.unwrap());
     c.subscribe("flood".into()).await.unwrap();
     let mut events = c.caller().events::<Note>();
+    let progress = Arc::new(AtomicU64::new(0));
+    let seen = progress.clone();
     let reader = tokio::spawn(async move {
         let start = Instant::now();
         let mut got = 0u64;
@@ -324,6 +334,7 @@ async fn fast_reader(server: &ServerHandle) -> (HubClient<Connection>, tokio::ta
                 Ok(Ok(note)) => {
                     assert_eq!(note.n, got, "fast reader gets every event, in order");
                     got += 1;
+                    seen.store(got, Ordering::Relaxed);
                     if got == 20_000 {
                         return (got, start.elapsed());
                     }
@@ -332,16 +343,16 @@ async fn fast_reader(server: &ServerHandle) -> (HubClient<Connection>, tokio::ta
             }
         }
     });
-    (c, reader)
+    (c, progress, reader)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn slow_reader_drop_oldest_loses_only_its_own_events_and_sees_the_count() {
     let server = start_hub(Limits { max_outbound_bytes: 256 * 1024, ..Limits::default() });
     let mut slow = stalled_subscriber(&server, false).await;
-    let (fast, reader) = fast_reader(&server).await;
+    let (fast, progress, reader) = fast_reader(&server).await;
     let emitter = server.emitter();
-    tokio::task::spawn_blocking(move || flood(&emitter, 20_000)).await.unwrap();
+    tokio::task::spawn_blocking(move || flood(&emitter, 20_000, &progress)).await.unwrap();
     let (got, _) = reader.await.unwrap();
     assert_eq!(got, 20_000);
     assert_eq!(fast.caller().events_dropped(), 0);
@@ -363,9 +374,9 @@ async fn slow_reader_under_disconnect_policy_is_closed_4001_and_others_keep_goin
         ..Limits::default()
     });
     let mut slow = stalled_subscriber(&server, true).await;
-    let (_fast, reader) = fast_reader(&server).await;
+    let (_fast, progress, reader) = fast_reader(&server).await;
     let emitter = server.emitter();
-    tokio::task::spawn_blocking(move || flood(&emitter, 20_000)).await.unwrap();
+    tokio::task::spawn_blocking(move || flood(&emitter, 20_000, &progress)).await.unwrap();
     let (got, _) = reader.await.unwrap();
     assert_eq!(got, 20_000, "the fast reader is not held back");
     let (_, _, close) = drain_raw(&mut slow, Duration::from_secs(10)).await;
