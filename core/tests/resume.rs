@@ -103,6 +103,21 @@ fn limits(max_events: usize, max_age: Duration) -> HistoryLimits {
     HistoryLimits { max_events, max_age, ..HistoryLimits::default() }
 }
 
+/// While the client is away: events 0..3, then 11 s, then 3..5; then it
+/// reconnects and everything queued is delivered.
+fn away_past_an_age(w: &mut World) {
+    for n in 0..3 {
+        w.emit(n);
+    }
+    w.now += Duration::from_secs(11);
+    for n in 3..5 {
+        w.emit(n);
+    }
+    w.connect();
+    w.first_message();
+    w.pump(usize::MAX);
+}
+
 #[test]
 fn a_cut_mid_stream_then_resume_delivers_each_event_once_in_order() {
     let mut w = World::new(HistoryLimits::default());
@@ -180,16 +195,7 @@ fn past_the_age_bound_the_client_gets_a_counted_gap() {
     w.emit(100);
     w.pump(usize::MAX);
     w.cut();
-    for n in 0..3 {
-        w.emit(n);
-    }
-    w.now += Duration::from_secs(11);
-    for n in 3..5 {
-        w.emit(n);
-    }
-    w.connect();
-    w.first_message();
-    w.pump(usize::MAX);
+    away_past_an_age(&mut w);
     assert_eq!(w.gaps, [GapNotice { topic: Some("t".into()), missed: Some(3) }]);
     assert_eq!(w.received, [100, 3, 4]);
 }
@@ -205,16 +211,7 @@ fn a_topic_without_a_position_resumes_from_the_resume_point() {
         w.connect();
         w.first_message();
         w.cut(); // the announcement and the resume point after the replay were in flight
-        for n in 0..3 {
-            w.emit(n);
-        }
-        w.now += Duration::from_secs(11);
-        for n in 3..5 {
-            w.emit(n);
-        }
-        w.connect();
-        w.first_message();
-        w.pump(usize::MAX);
+        away_past_an_age(&mut w);
         let gaps: Vec<_> = w.gaps.iter().map(|g| g.missed).collect();
         assert_eq!(gaps, want_gap.into_iter().collect::<Vec<_>>(), "max age {max_age}");
         assert_eq!(w.received, want, "max age {max_age}");

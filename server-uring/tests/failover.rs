@@ -130,14 +130,10 @@ async fn a_client_away_longer_than_the_broker_keeps_gets_a_counted_gap_then_the_
         assert_eq!(tick(&mut ticks).await, n);
     }
     // Away: the proxy refuses it while A emits 16 more (offsets 6..=21).
-    proxy.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    proxy.retarget(b.local_addr());
-    proxy.cut();
-    reconnecting(&conn).await;
+    send_away(&proxy, &b, &conn).await;
     emit_ticks(&a, 5, 21, Duration::ZERO);
     wait_for("A's events to reach the broker", || published(&a) == 21).await;
-    proxy.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    reconnected(&conn).await;
+    let_back(&proxy, &conn).await;
 
     let gap = tokio::time::timeout(WAIT, gaps.recv()).await.unwrap().expect("a gap notice");
     // Offsets 6..=16 (ticks 5..=15) were trimmed; the broker keeps 17..=21.
@@ -163,10 +159,7 @@ async fn redis_restarted_without_persistence_while_a_client_is_away_is_a_gap_of_
     for n in 0..5 {
         assert_eq!(tick(&mut ticks).await, n);
     }
-    proxy.down.store(true, std::sync::atomic::Ordering::SeqCst);
-    proxy.retarget(b.local_addr());
-    proxy.cut();
-    reconnecting(&conn).await;
+    send_away(&proxy, &b, &conn).await;
     // Missed while away, then lost with Redis.
     emit_ticks(&a, 5, 9, Duration::ZERO);
     wait_for("A's events to reach the broker", || published(&a) == 9).await;
@@ -177,8 +170,7 @@ async fn redis_restarted_without_persistence_while_a_client_is_away_is_a_gap_of_
     wait_for("both bridges to reconnect", || bridged_again(&a) && bridged_again(&b)).await;
     emit_ticks(&a, 100, 103, Duration::ZERO);
     wait_for("A's new events to reach the broker", || published(&a) == 12).await;
-    proxy.down.store(false, std::sync::atomic::Ordering::SeqCst);
-    reconnected(&conn).await;
+    let_back(&proxy, &conn).await;
 
     let gap = tokio::time::timeout(WAIT, gaps.recv()).await.unwrap().expect("a gap notice, never silence");
     assert_eq!((gap.topic.as_deref(), gap.missed), (Some("t"), None), "Redis lost the count too");
@@ -190,6 +182,21 @@ async fn redis_restarted_without_persistence_while_a_client_is_away_is_a_gap_of_
         assert_eq!(tick(&mut ticks).await, n, "then live events");
     }
     assert!(gaps.try_recv().is_err(), "one notice");
+}
+
+/// The client is cut from its server and refused while away; when let
+/// back (`let_back`) it lands on `to`.
+async fn send_away(proxy: &Proxy, to: &ServerHandle, conn: &Connection) {
+    proxy.down.store(true, std::sync::atomic::Ordering::SeqCst);
+    proxy.retarget(to.local_addr());
+    proxy.cut();
+    reconnecting(conn).await;
+}
+
+/// Lets the client reconnect and waits until it has.
+async fn let_back(proxy: &Proxy, conn: &Connection) {
+    proxy.down.store(false, std::sync::atomic::Ordering::SeqCst);
+    reconnected(conn).await;
 }
 
 /// Server A reaches Redis through a proxy the test cuts; server B

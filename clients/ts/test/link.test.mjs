@@ -8,16 +8,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CallError, ClientSession, supervise, DEFAULT_BACKOFF, KIND_RESUME } from "../dist/src/index.js";
 
-const drain = (s) => {
-  const out = [];
-  for (let m = s.pollTransmit(); m; m = s.pollTransmit()) out.push(m);
-  return out;
-};
-const events = (s) => {
-  const out = [];
-  for (let e = s.pollEvent(); e; e = s.pollEvent()) out.push(e);
-  return out;
-};
+import { drain, events } from "./drain.mjs";
 const u64 = (v) => {
   const b = new Uint8Array(8);
   new DataView(b.buffer).setBigUint64(0, BigInt(v), true);

@@ -4,16 +4,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { CallError, ClientSession, SessionError, MAX_CALLS_IN_FLIGHT } from "../dist/src/index.js";
 
-const drain = (s) => {
-  const out = [];
-  for (let m = s.pollTransmit(); m; m = s.pollTransmit()) out.push(m);
-  return out;
-};
-const events = (s) => {
-  const out = [];
-  for (let e = s.pollEvent(); e; e = s.pollEvent()) out.push(e);
-  return out;
-};
+import { drain, events } from "./drain.mjs";
 
 test("a call is a CALL envelope; RESULT_OK answers it and frees the id", () => {
   const s = new ClientSession();
