@@ -37,9 +37,12 @@ pub(crate) enum Parking {
 /// applies what is due: keepalive, idle close, message deadline, close
 /// handshake, shutdown grace), count what it did, and charge the
 /// connection's held bytes to the shard's budget (closing it with 4004 if it
-/// grew past it). Runs once per park, never per call.
+/// grew past it). `driver_held`: bytes the driver itself holds for the
+/// connection on the peer's account (the ring's received bytes waiting for
+/// room in the core). Runs once per park, never per call.
 pub(crate) fn before_park(
     conn: &mut ServerConnection,
+    driver_held: usize,
     now: Instant,
     held: &mut HeldBytes<'_>,
     budget: usize,
@@ -54,8 +57,9 @@ pub(crate) fn before_park(
         tracing::debug!(?action, "connection timer");
         return Parking::Again(Some(action));
     }
-    if held.update(conn.held_bytes(), budget) && conn.is_open() {
-        tracing::debug!(held = conn.held_bytes(), "shard over its held-bytes budget: closing the newest offender");
+    let mine = conn.held_bytes() + driver_held;
+    if held.update(mine, budget) && conn.is_open() {
+        tracing::debug!(held = mine, "shard over its held-bytes budget: closing the newest offender");
         stats.over_budget.inc();
         conn.close(CloseCode::OverBudget, "server over its memory budget");
         return Parking::Again(None);

@@ -341,7 +341,7 @@ where
                 // About to park: the clock, the timer and the budget are
                 // looked at here only, never per call.
                 let now = std::time::Instant::now();
-                match before_park(conn, now, &mut held, budget, &shard.stats) {
+                match before_park(conn, 0, now, &mut held, budget, &shard.stats) {
                     Parking::Again(action) => {
                         drop_calls_after_grace(action, &mut slots);
                         continue;

@@ -199,7 +199,7 @@ where
             }
             if !progress {
                 let now = std::time::Instant::now();
-                match before_park(conn, now, &mut held, budget, &shard.stats) {
+                match before_park(conn, 0, now, &mut held, budget, &shard.stats) {
                     Parking::Again(_) => continue,
                     Parking::Sleep(due) => timer.arm(due, now, cx),
                 }

@@ -137,6 +137,48 @@ async fn wss_pipelined_calls_large_messages_and_closes_leave_nothing_open() {
     assert_eq!(second.get().await.unwrap(), 1, "the other connection is unaffected");
 }
 
+/// The same traffic on plain sockets, several connections at once: on the
+/// ring each arrives through a multishot receive in 4 KiB pool buffers, so
+/// a megabyte outruns the core's read buffer and waits in the connection's
+/// spill while its receive is cancelled and armed again. Every byte must
+/// arrive in order, with keepalive out of reach (no timer may be what
+/// makes progress).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plain_pipelined_calls_and_megabyte_messages_on_four_connections_arrive_whole() {
+    let limits = Limits {
+        keepalive_interval: Duration::from_secs(600),
+        idle_timeout: Duration::from_secs(1200),
+        ..Limits::default()
+    };
+    let (server, _) = start(builder().limits(limits));
+    let url = format!("ws://127.0.0.1:{}", server.local_addr().port());
+    let cfg = ClientConfig::default().call_timeout(Duration::from_secs(10));
+    let mut tasks = Vec::new();
+    for k in 0..4u32 {
+        let conn = Connection::connect_with(&url, cfg.clone()).await.unwrap();
+        tasks.push(tokio::spawn(async move {
+            let c = ProbeClient::new(conn.clone());
+            let calls: Vec<_> = (0..100u64)
+                .map(|i| {
+                    let c = c.clone();
+                    tokio::spawn(async move { (i, c.sleep_echo((i % 5) as u32, i).await.unwrap()) })
+                })
+                .collect();
+            let big: Vec<u8> = (0..1_000_000u32).map(|i| ((i + k) % 251) as u8).collect();
+            assert_eq!(c.echo(big.clone()).await.unwrap(), big, "1 MB each way on connection {k}");
+            for call in calls {
+                let (i, got) = call.await.unwrap();
+                assert_eq!(got, i);
+            }
+            conn.close();
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    wait_open(&server, 0).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn oversized_or_overlong_upgrade_requests_get_431() {
     let (server, _) = start(builder());

@@ -86,7 +86,8 @@ pub(crate) async fn serve(io: Rc<RefCell<Io>>, shard: Rc<Shard<Echo>>) {
                 return Poll::Ready(());
             }
             let now = timers::now();
-            match before_park(&mut io.core, now, &mut held, budget, &shard.stats) {
+            let spilled = io.spilled();
+            match before_park(&mut io.core, spilled, now, &mut held, budget, &shard.stats) {
                 Parking::Again(_) => continue,
                 Parking::Sleep(due) => timer.arm(due, now, cx),
             }

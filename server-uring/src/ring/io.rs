@@ -25,6 +25,24 @@
 //! With TLS ([`super::tls`]) a receive lands in the TLS layer's own fixed
 //! buffer instead of the core's, and `send_buf` is filled with records
 //! from rustls instead of the core's bytes; everything else is the same.
+//!
+//! # Multishot receive
+//!
+//! A plain connection on a shard with a buffer pool ([`super::bufring`])
+//! arms one multishot receive instead of a receive per message: the
+//! kernel keeps its poll on the socket armed and posts each arrival in a
+//! pool buffer, which the loop copies into the core's read buffer (and
+//! gives back) before the task runs. The core's buffer is then never the
+//! kernel's, so the core is always readable. What does not fit waits in
+//! `spill`, in order, and a connection that should not read (its core
+//! full, too much unsent, a pending decision) cancels its receive: the
+//! bytes that arrived before the cancel took effect are at most one pass
+//! of completions, so `spill` is bounded by the pool
+//! (`RECV_BUFFERS` x `RECV_BUFFER_SIZE`), and the socket holds the rest as
+//! it does for a one-shot receive. Spilled bytes count against the shard's
+//! held-bytes budget like a partial message (`Io::spilled`), so many
+//! connections spilling at once are closed (4004) instead of growing the
+//! heap without a shard-wide bound.
 
 use std::net::SocketAddr;
 use std::os::fd::{AsRawFd, OwnedFd};
@@ -59,6 +77,17 @@ pub(crate) struct Io {
     /// wss://: rustls between the socket and the core (boxed: kilobytes
     /// of state that plain connections should not carry).
     tls: Option<Box<TlsLayer>>,
+    /// Receives through a multishot receive (module doc); `recv_in_flight`
+    /// then means "armed".
+    multishot: bool,
+    /// A cancel of the armed multishot receive is on its way.
+    cancelling: bool,
+    /// Received bytes the core had no room for yet, from `spill_start`.
+    spill: Vec<u8>,
+    spill_start: usize,
+    /// The peer's end arrived behind spilled bytes: it reaches the core
+    /// once they have.
+    eof_spilled: bool,
     /// Why TLS ended the connection, until the loop counts it.
     pub(crate) tls_failure: Option<TlsFailure>,
     /// The task wants to run when a send completes (it holds bytes it
@@ -69,8 +98,21 @@ pub(crate) struct Io {
 }
 
 impl Io {
-    pub(crate) fn new(fd: OwnedFd, peer: SocketAddr, core: ServerConnection, tls: Option<Box<TlsLayer>>) -> Self {
+    /// A connection's socket state. `multishot`: receive through the
+    /// shard's buffer pool (plain sockets only; ignored with TLS).
+    pub(crate) fn new(
+        fd: OwnedFd,
+        peer: SocketAddr,
+        core: ServerConnection,
+        tls: Option<Box<TlsLayer>>,
+        multishot: bool,
+    ) -> Self {
         Self {
+            multishot: multishot && tls.is_none(),
+            cancelling: false,
+            spill: Vec::new(),
+            spill_start: 0,
+            eof_spilled: false,
             tls,
             tls_failure: None,
             wake_on_send: true,
@@ -93,8 +135,9 @@ impl Io {
     /// TLS the kernel receives into the TLS layer's buffer, never the
     /// core's, so the core is always readable: plaintext moved in while a
     /// receive is armed must be parsed now, not after the next record.
+    /// The same holds for a multishot receive, which lands in the pool.
     pub(crate) fn readable(&self) -> bool {
-        self.tls.is_some() || !self.recv_in_flight
+        self.tls.is_some() || self.multishot || !self.recv_in_flight
     }
 
     /// Everything queued has been handed to the kernel and acknowledged.
@@ -119,7 +162,7 @@ impl Io {
     /// waiting for room moved into the core: the task must run again to
     /// parse it (no completion will wake it).
     pub(crate) fn submit(&mut self, r: &mut Reactor, token: Token) -> bool {
-        let moved = self.pump_tls();
+        let moved = self.pump_tls() | self.pump_spill();
         self.submit_send(r, token);
         self.submit_recv(r, token);
         moved
@@ -199,9 +242,25 @@ impl Io {
         }
     }
 
-    /// Arms a receive if the connection wants input and none is in flight.
+    /// Arms a receive if the connection wants input and none is in flight
+    /// (with multishot: cancels the armed one if it no longer does).
     fn submit_recv(&mut self, r: &mut Reactor, token: Token) {
         if self.finished || self.failed {
+            return;
+        }
+        if self.multishot {
+            let wants = !self.eof
+                && !self.eof_spilled
+                && self.spill_start == self.spill.len()
+                && self.core.wants_read()
+                && self.unsent() < self.core.limits().max_outbound_bytes;
+            if wants && !self.recv_in_flight {
+                r.recv_multi(self.fd.as_raw_fd(), token);
+                self.recv_in_flight = true;
+            } else if !wants && self.recv_in_flight && !self.cancelling {
+                r.cancel(Op::RecvMulti, token);
+                self.cancelling = true;
+            }
             return;
         }
         if !self.recv_in_flight
@@ -273,6 +332,101 @@ impl Io {
         }
     }
 
+    /// A multishot receive's completion: `result` bytes (in `data`), 0 at
+    /// the end of the stream, or a negative errno; `more` is false for its
+    /// last one. Returns an errno worth counting, if any.
+    pub(crate) fn on_recv_multi(&mut self, result: i32, more: bool, data: &[u8]) -> Option<i32> {
+        if !more {
+            self.recv_in_flight = false;
+            self.cancelling = false;
+        }
+        if self.finished {
+            return None;
+        }
+        match result {
+            n if n > 0 => {
+                self.take_in(data);
+                self.heard = true;
+                None
+            }
+            0 => {
+                if self.spill_start == self.spill.len() {
+                    self.core.on_read(0);
+                    self.eof = true;
+                } else {
+                    self.eof_spilled = true;
+                }
+                None
+            }
+            // The pool ran dry (the bytes wait in the socket), our own
+            // cancel, or a signal: the task's next round arms a new one.
+            e if e == -libc::ENOBUFS || e == -libc::ECANCELED || e == -libc::EINTR || e == -libc::EAGAIN => None,
+            e => {
+                self.failed = true;
+                Some(-e)
+            }
+        }
+    }
+
+    /// Received bytes waiting for room in the core: the peer's, so the
+    /// driver charges them to the shard's held-bytes budget with the
+    /// core's own (`crate::clock::before_park`).
+    pub(crate) fn spilled(&self) -> usize {
+        self.spill.len() - self.spill_start
+    }
+
+    /// Copies received bytes into the core, or behind what already waits.
+    fn take_in(&mut self, data: &[u8]) {
+        let mut taken = 0;
+        if self.spill_start == self.spill.len() {
+            let room = self.core.read_buf();
+            taken = room.len().min(data.len());
+            room[..taken].copy_from_slice(&data[..taken]);
+            if taken > 0 {
+                self.core.on_read(taken);
+            }
+        }
+        if taken < data.len() {
+            if self.spill_start == self.spill.len() {
+                self.spill.clear();
+                self.spill_start = 0;
+            }
+            self.spill.extend_from_slice(&data[taken..]);
+        }
+    }
+
+    /// Moves spilled bytes (and then the peer's end) into the core as it
+    /// makes room. True when anything moved: the task must run to parse it.
+    fn pump_spill(&mut self) -> bool {
+        if self.finished || self.failed {
+            return false;
+        }
+        let mut moved = false;
+        while self.spill_start < self.spill.len() {
+            let rest = &self.spill[self.spill_start..];
+            let room = self.core.read_buf();
+            let n = room.len().min(rest.len());
+            if n == 0 {
+                break;
+            }
+            room[..n].copy_from_slice(&rest[..n]);
+            self.core.on_read(n);
+            self.spill_start += n;
+            moved = true;
+        }
+        if self.spill_start == self.spill.len() && !self.spill.is_empty() {
+            self.spill = Vec::new();
+            self.spill_start = 0;
+        }
+        if self.eof_spilled && self.spill.is_empty() {
+            self.eof_spilled = false;
+            self.core.on_read(0);
+            self.eof = true;
+            moved = true;
+        }
+        moved
+    }
+
     /// A send completed with `result` (bytes sent or a negative errno).
     pub(crate) fn on_send(&mut self, result: i32) -> Option<i32> {
         self.send_in_flight = false;
@@ -321,11 +475,85 @@ impl Io {
             return;
         }
         self.finished = true;
-        if self.recv_in_flight {
-            r.cancel(Op::Recv, token);
+        if self.recv_in_flight && !self.cancelling {
+            r.cancel(if self.multishot { Op::RecvMulti } else { Op::Recv }, token);
         }
         if self.send_in_flight {
             r.cancel(Op::Send, token);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::os::unix::net::UnixStream;
+
+    use hardlight_core::connection::Event;
+    use hardlight_core::limits::{Limits, IDLE_READ_BUFFER};
+
+    use super::*;
+
+    const HEAD: &str = "GET / HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                        Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+                        Sec-WebSocket-Protocol: hl.1\r\nX-Pad: ";
+
+    /// A 3000-byte upgrade request: more than a pending handshake's first
+    /// read buffer (IDLE_READ_BUFFER), less than the handshake limit.
+    fn long_upgrade() -> Vec<u8> {
+        let mut req = HEAD.as_bytes().to_vec();
+        req.resize(3000 - 4, b'p');
+        req.extend_from_slice(b"\r\n\r\n");
+        req
+    }
+
+    fn io() -> (Io, UnixStream) {
+        let (a, b) = UnixStream::pair().unwrap();
+        let core = ServerConnection::new(Limits::default());
+        (Io::new(a.into(), "127.0.0.1:1".parse().unwrap(), core, None, true), b)
+    }
+
+    #[test]
+    fn received_bytes_the_core_has_no_room_for_wait_in_order() {
+        let (mut io, _peer) = io();
+        assert!(io.readable(), "a multishot receive never holds the core's buffer");
+        let req = long_upgrade();
+        io.on_recv_multi(req.len() as i32, true, &req);
+        assert_eq!(io.core.stats().bytes_read, IDLE_READ_BUFFER as u64, "the core took what fit");
+        assert_eq!(io.spill.len() - io.spill_start, req.len() - IDLE_READ_BUFFER);
+        let mut rounds = 0;
+        while io.pump_spill() {
+            rounds += 1;
+            assert!(rounds < 16, "the spill drains as the core grows its buffer");
+        }
+        assert_eq!(io.core.stats().bytes_read, req.len() as u64);
+        assert!(io.spill.is_empty() && !io.eof);
+        match io.core.poll_event() {
+            Some(Event::Upgrade(u)) => assert_eq!(u.header("x-pad").map(str::len), Some(3000 - 4 - HEAD.len())),
+            other => panic!("expected the upgrade, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_peers_end_reaches_the_core_only_after_the_bytes_before_it() {
+        let (mut io, _peer) = io();
+        let req = long_upgrade();
+        io.on_recv_multi(req.len() as i32, true, &req);
+        io.on_recv_multi(0, false, &[]);
+        assert!(!io.eof && !io.core.is_closed(), "the end waits behind spilled bytes");
+        assert!(!io.recv_in_flight, "the receive ended with the stream");
+        while io.pump_spill() {}
+        assert!(io.eof, "then it arrives");
+        assert_eq!(io.core.stats().bytes_read, req.len() as u64, "after every byte");
+    }
+
+    #[test]
+    fn a_dry_pool_or_our_own_cancel_is_not_a_failure() {
+        let (mut io, _peer) = io();
+        io.recv_in_flight = true;
+        assert_eq!(io.on_recv_multi(-libc::ENOBUFS, false, &[]), None);
+        assert!(!io.failed && !io.recv_in_flight, "re-armed on the next round");
+        io.recv_in_flight = true;
+        assert_eq!(io.on_recv_multi(-libc::ECONNRESET, false, &[]), Some(libc::ECONNRESET));
+        assert!(io.failed);
     }
 }

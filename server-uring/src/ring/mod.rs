@@ -5,6 +5,7 @@
 //! - `reactor`: one ring per shard thread, one `io_uring_enter` per pass;
 //! - `wake`: the ready queues and the eventfd path for remote wake-ups;
 //! - `timers`: user-space timers consulted once per pass;
+//! - `bufring`: the provided receive buffers multishot receives take;
 //! - `io`: one connection's socket, buffers and in-flight operations;
 //! - `tls`: rustls between a wss:// socket and the core;
 //! - `shard`: the loop and its tiny executor;
@@ -12,6 +13,7 @@
 //! - `blocking`: the blocking pool behind `crate::rt::spawn_blocking`.
 
 pub(crate) mod blocking;
+mod bufring;
 pub(crate) mod echo;
 mod io;
 mod reactor;

@@ -16,6 +16,7 @@ use std::time::Duration;
 
 use io_uring::{cqueue, opcode, squeue, types, IoUring};
 
+use super::bufring::{self, BufRing};
 use super::wake::Token;
 
 /// Submission queue entries per ring; the completion queue is 4x.
@@ -25,6 +26,8 @@ pub(crate) const RING_ENTRIES: u32 = 1024;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Op {
     Recv,
+    /// A multishot receive into the shard's buffer ring.
+    RecvMulti,
     Send,
     Accept,
     Wake,
@@ -39,6 +42,7 @@ impl Op {
             Op::Accept => 3,
             Op::Wake => 4,
             Op::Cancel => 5,
+            Op::RecvMulti => 6,
         }
     }
 
@@ -49,6 +53,7 @@ impl Op {
             3 => Op::Accept,
             4 => Op::Wake,
             5 => Op::Cancel,
+            6 => Op::RecvMulti,
             _ => return None,
         })
     }
@@ -65,6 +70,9 @@ pub(crate) struct Completion {
     pub(crate) token: Token,
     pub(crate) result: i32,
     pub(crate) more: bool,
+    /// The provided buffer holding a multishot receive's bytes; it must be
+    /// given back ([`Reactor::give_back`]) once they are copied out.
+    pub(crate) buffer: Option<u16>,
 }
 
 /// A shard's ring.
@@ -77,10 +85,21 @@ pub(crate) struct Reactor {
     pub(crate) completions: Vec<Completion>,
     /// io_uring_enter calls made (for tests and measurements).
     pub(crate) enters: u64,
+    /// The receive buffer pool; `None` where the kernel has no buffer
+    /// rings (connections then receive one-shot into their own buffers).
+    bufs: Option<BufRing>,
+    /// Multishot receives armed and not yet ended (their last completion
+    /// has no MORE flag): the pool may be freed only at zero.
+    multishots: usize,
 }
 
 impl Reactor {
     pub(crate) fn new() -> io::Result<Self> {
+        Self::with_pool(bufring::RECV_BUFFERS, bufring::RECV_BUFFER_SIZE)
+    }
+
+    /// A ring whose receive pool has `count` buffers of `size` bytes.
+    pub(crate) fn with_pool(count: u16, size: u32) -> io::Result<Self> {
         let ring = IoUring::builder()
             .setup_cqsize(RING_ENTRIES * 4)
             .setup_coop_taskrun()
@@ -91,7 +110,46 @@ impl Reactor {
                 tracing::warn!(error = %e, "io_uring refused COOP_TASKRUN/SINGLE_ISSUER; using a plain ring");
                 IoUring::builder().setup_cqsize(RING_ENTRIES * 4).build(RING_ENTRIES)
             })?;
-        Ok(Self { ring, wake_buf: Box::new(0), completions: Vec::with_capacity(256), enters: 0 })
+        let bufs = match BufRing::register_with(&ring, count, size) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                tracing::info!(error = %e, "no provided-buffer ring; receiving one-shot");
+                None
+            }
+        };
+        Ok(Self { ring, wake_buf: Box::new(0), completions: Vec::with_capacity(256), enters: 0, bufs, multishots: 0 })
+    }
+
+    /// Whether connections can use multishot receives.
+    pub(crate) fn has_buffers(&self) -> bool {
+        self.bufs.is_some()
+    }
+
+    /// The bytes of a multishot receive's completion.
+    pub(crate) fn received(&self, c: &Completion) -> &[u8] {
+        match (c.buffer, &self.bufs) {
+            (Some(bid), Some(bufs)) if c.result > 0 => bufs.get(bid, c.result as usize),
+            _ => &[],
+        }
+    }
+
+    /// Gives a completion's provided buffer back to the kernel.
+    pub(crate) fn give_back(&mut self, c: &Completion) {
+        if let (Some(bid), Some(bufs)) = (c.buffer, self.bufs.as_mut()) {
+            bufs.give_back(bid);
+        }
+    }
+
+    /// Arms a multishot receive on `fd` for task `token`: completions (op
+    /// [`Op::RecvMulti`]) carry a buffer of the pool until one comes
+    /// without MORE. Needs [`Self::has_buffers`].
+    pub(crate) fn recv_multi(&mut self, fd: RawFd, token: Token) {
+        let e =
+            opcode::RecvMulti::new(types::Fd(fd), bufring::GROUP).build().user_data(user_data(Op::RecvMulti, token));
+        // SAFETY: the receive writes only into the pool's buffers, which
+        // outlive every armed receive (`multishots`, `Drop`).
+        unsafe { self.push(e) };
+        self.multishots += 1;
     }
 
     /// Queues `entry`, submitting first if the queue is full.
@@ -176,11 +234,16 @@ impl Reactor {
         for cqe in self.ring.completion() {
             let ud = cqe.user_data();
             let Some(op) = Op::from_code(ud >> 32) else { continue };
+            let more = cqueue::more(cqe.flags());
+            if op == Op::RecvMulti && !more {
+                self.multishots -= 1;
+            }
             self.completions.push(Completion {
                 op,
                 token: ud as u32,
                 result: cqe.result(),
-                more: cqueue::more(cqe.flags()),
+                more,
+                buffer: cqueue::buffer_select(cqe.flags()),
             });
         }
     }
@@ -192,5 +255,88 @@ impl Drop for Reactor {
         // the armed eventfd read may outlive `ring`: its 8-byte buffer is
         // leaked (once per shard per server) rather than freed under it.
         std::mem::forget(std::mem::replace(&mut self.wake_buf, Box::new(0)));
+        // The receive pool likewise, unless no multishot receive is armed
+        // (the shard's teardown waits for their last completions).
+        if let Some(bufs) = self.bufs.take() {
+            if self.multishots == 0 {
+                // SAFETY: no multishot receive is armed on this ring.
+                unsafe { bufs.unregister(&self.ring) };
+            } else {
+                bufs.leak();
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::io::Write;
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    use super::*;
+
+    /// Enters and reaps until `want` completions arrived (or 2 s passed).
+    fn collect(r: &mut Reactor, want: usize) -> Vec<(Completion, Vec<u8>)> {
+        let mut got = Vec::new();
+        let limit = std::time::Instant::now() + Duration::from_secs(2);
+        while got.len() < want && std::time::Instant::now() < limit {
+            r.enter(true, Some(Duration::from_millis(50)));
+            r.reap();
+            for c in r.completions.clone() {
+                got.push((c, r.received(&c).to_vec()));
+            }
+        }
+        got
+    }
+
+    #[test]
+    fn a_dry_pool_ends_a_multishot_receive_with_enobufs_and_loses_no_byte() {
+        let mut r = Reactor::with_pool(4, 64).expect("ring");
+        assert!(r.has_buffers(), "this kernel (>= 5.19) has provided-buffer rings");
+        let pairs: Vec<(UnixStream, UnixStream)> = (0..5).map(|_| UnixStream::pair().unwrap()).collect();
+        for (i, (rx, _)) in pairs.iter().enumerate() {
+            r.recv_multi(rx.as_raw_fd(), i as Token);
+        }
+        r.enter(false, None);
+        for (i, (_, tx)) in pairs.iter().enumerate() {
+            (&*tx).write_all(format!("msg-{i}").as_bytes()).unwrap();
+        }
+        // Four buffers for five arrivals: four carry bytes (and stay armed),
+        // the fifth ends without MORE, ENOBUFS, its bytes still in the socket.
+        let got = collect(&mut r, 5);
+        assert_eq!(got.len(), 5, "{got:?}");
+        let dry: Vec<_> = got.iter().filter(|(c, _)| c.result == -libc::ENOBUFS).collect();
+        assert_eq!(dry.len(), 1, "{got:?}");
+        assert!(!dry[0].0.more && dry[0].0.buffer.is_none());
+        let mut bids = Vec::new();
+        for (c, bytes) in got.iter().filter(|(c, _)| c.result > 0) {
+            assert!(c.more, "a receive that got a buffer stays armed");
+            assert_eq!(c.op, Op::RecvMulti);
+            assert_eq!(bytes, format!("msg-{}", c.token).as_bytes());
+            bids.push(c.buffer.expect("a buffer id"));
+        }
+        bids.sort_unstable();
+        bids.dedup();
+        assert_eq!(bids.len(), 4, "each arrival in a buffer of its own");
+        assert_eq!(r.multishots, 4);
+        // Buffers given back, the dry one re-armed: its bytes arrive.
+        for (c, _) in &got {
+            r.give_back(c);
+        }
+        let token = dry[0].0.token;
+        r.recv_multi(pairs[token as usize].0.as_raw_fd(), token);
+        let again = collect(&mut r, 1);
+        assert_eq!(again.len(), 1);
+        assert_eq!(again[0].1, format!("msg-{token}").as_bytes());
+        r.give_back(&again[0].0);
+        // Cancelled, every receive ends (no MORE) and the pool may be freed.
+        for t in 0..5 {
+            r.cancel(Op::RecvMulti, t);
+        }
+        let ends = collect(&mut r, 10);
+        let ended = ends.iter().filter(|(c, _)| c.op == Op::RecvMulti && !c.more).count();
+        assert_eq!(ended, 5, "{ends:?}");
+        assert_eq!(r.multishots, 0);
     }
 }

@@ -173,7 +173,8 @@ async fn run<F: ConnectionFactory, W: CallWrap>(io: &RefCell<Io>, made: &Upgrade
             // held-bytes check counts only what could not be queued.
             io.stage_send();
             let now = timers::now();
-            match before_park(&mut io.core, now, &mut held, budget, &shard.stats) {
+            let spilled = io.spilled();
+            match before_park(&mut io.core, spilled, now, &mut held, budget, &shard.stats) {
                 Parking::Again(action) => {
                     drop_calls_after_grace(action, &mut slots);
                     continue;

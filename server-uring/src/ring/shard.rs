@@ -253,17 +253,25 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
     }
 
     fn complete(&mut self, c: &Completion) {
+        self.dispatch(c);
+        // After the bytes were copied out, whoever the completion was for.
+        self.reactor.give_back(c);
+    }
+
+    fn dispatch(&mut self, c: &Completion) {
         match c.op {
             Op::Accept => self.on_accept(c),
             Op::Wake => self.reactor.arm_wake(self.remote.eventfd()),
             Op::Cancel => {}
-            Op::Recv | Op::Send => {
+            Op::Recv | Op::RecvMulti | Op::Send => {
                 let Some(Some(task)) = self.tasks.get(c.token as usize) else { return };
                 let Some(io) = &task.io else { return };
                 let (failed, wake) = {
                     let mut io = io.borrow_mut();
                     if c.op == Op::Recv {
                         (io.on_recv(c.result), true)
+                    } else if c.op == Op::RecvMulti {
+                        (io.on_recv_multi(c.result, c.more, self.reactor.received(c)), true)
                     } else {
                         let failed = io.on_send(c.result);
                         // The next send starts here, without the task. A
@@ -336,7 +344,7 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
             },
         };
         let core = ServerConnection::with_mode(shard.config.limits.clone(), self.mode);
-        let io = Rc::new(RefCell::new(Io::new(fd, peer, core, tls)));
+        let io = Rc::new(RefCell::new(Io::new(fd, peer, core, tls, self.reactor.has_buffers())));
         self.open += 1;
         shard.opened_one();
         shard.stats.open.inc();
