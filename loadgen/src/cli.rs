@@ -111,7 +111,9 @@ pub struct BenchArgs {
     pub quick: bool,
     /// Also run the peers: baseline-tokio (echo64) and the echo servers echo-tokio-tungstenite,
     /// echo-fastwebsockets and echo-tokio-websockets (raw-echo 64 B), with ratios against
-    /// baseline-tokio. They cannot serve the state and fanout cases.
+    /// baseline-tokio, and HardLight's own plain WebSocket echo on the same backend
+    /// (hardlight-plain-echo, raw-echo 64 B: the transport without the RPC layer). They cannot
+    /// serve the state and fanout cases.
     #[arg(long)]
     pub peers: bool,
     /// Where the peer binaries are (`cargo build --release -p hardlight-bench --bins`).

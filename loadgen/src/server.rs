@@ -159,6 +159,22 @@ pub fn start_embedded_for(
     Ok(served)
 }
 
+/// HardLight's plain WebSocket echo (`EchoServer`, no RPC layer) on the
+/// embedded server's backend and CPU: the same transport as the peers'
+/// echo servers, so that `bench --peers` can tell the transport's cost
+/// from the RPC layer's. Its shard threads share the embedded server's
+/// name prefix; an idle shard sleeps in the kernel, so its CPU time adds
+/// nothing measurable to the other's runs.
+pub fn start_embedded_echo(listen: SocketAddr, placement: ShardPlacement) -> Result<ServerHandle, String> {
+    init_logging();
+    let b = hardlight::server::echo::EchoServer::builder(listen).backend(backend());
+    let b = match placement {
+        ShardPlacement::Cpu(c) => b.cores(vec![c]),
+        ShardPlacement::Unpinned => b.unpinned(1),
+    };
+    b.serve_echo().map_err(|e| format!("embedded echo server on {listen}: {e}"))
+}
+
 /// How the embedded server's CPU time is read.
 pub fn embedded_cpu_source() -> ServerCpuSource {
     ServerCpuSource::ThreadsNamed(SHARD_THREAD_PREFIX.into())

@@ -99,6 +99,9 @@ impl BenchOptions {
 /// A server the suite runs against.
 enum Subject {
     Embedded(hardlight::server::ServerHandle),
+    /// HardLight's plain echo: served like a peer (raw-echo), measured
+    /// like the embedded server.
+    EmbeddedEcho(hardlight::server::ServerHandle),
     Peer(Peer, bool),
 }
 
@@ -172,6 +175,8 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchDone, String> {
         for (name, subject) in &started {
             let (addr, source, hl) = match subject {
                 Subject::Embedded(h) => (own.as_ref().unwrap_or(h).local_addr(), server::embedded_cpu_source(), true),
+                Subject::EmbeddedEcho(_) if case.hardlight_only() => continue,
+                Subject::EmbeddedEcho(h) => (h.local_addr(), server::embedded_cpu_source(), false),
                 // Peers serve Bench or a plain echo: not this case (the table says so).
                 Subject::Peer(..) if case.hardlight_only() => continue,
                 Subject::Peer(p, hl) => (p.addr, ServerCpuSource::Pid(p.pid()), *hl),
@@ -231,7 +236,7 @@ pub fn bench(opts: &BenchOptions) -> Result<BenchDone, String> {
     }
     for (_, subject) in started {
         match subject {
-            Subject::Embedded(h) => h.shutdown(),
+            Subject::Embedded(h) | Subject::EmbeddedEcho(h) => h.shutdown(),
             Subject::Peer(p, _) => drop(p),
         }
     }
@@ -263,6 +268,14 @@ fn start_subjects(opts: &BenchOptions) -> (Vec<(String, Subject)>, Vec<String>) 
     }
     if !opts.peers {
         return (started, skipped);
+    }
+    match server::start_embedded_echo("127.0.0.1:0".parse().unwrap(), placement) {
+        Ok(h) => started.push(("hardlight-plain-echo".to_string(), Subject::EmbeddedEcho(h))),
+        Err(e) => {
+            let msg = format!("server hardlight-plain-echo skipped: {e}");
+            eprintln!("{msg}");
+            skipped.push(msg);
+        }
     }
     for spec in PEERS.iter() {
         let path = Peer::path(&opts.peer_bin_dir, spec.bin);

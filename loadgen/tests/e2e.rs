@@ -10,7 +10,7 @@ use hardlight_loadgen::cpu::ServerCpuSource;
 use hardlight_loadgen::engine::{self, Arrival, Mode};
 use hardlight_loadgen::report::{self, files, Hgrm, RunMeta, Summary};
 use hardlight_loadgen::scenario::Scenario;
-use hardlight_loadgen::server::{embedded_cpu_source, EmbeddedService};
+use hardlight_loadgen::server::{self, embedded_cpu_source, EmbeddedService, ShardPlacement};
 use hardlight_loadgen::ws::Target;
 
 fn meta(run: &str) -> RunMeta {
@@ -163,6 +163,25 @@ fn raw_echo_measures_a_plain_websocket_echo_server() {
     assert_eq!((out.mismatched, out.failed, out.disconnects, out.incomplete), (0, 0, 0, 0));
     assert!(out.server_cpu.is_some());
     assert!(server.messages.load(std::sync::atomic::Ordering::SeqCst) >= out.completed);
+}
+
+#[test]
+fn hardlights_plain_echo_answers_raw_echo_on_the_embedded_servers_threads() {
+    // What `bench --peers` runs as `hardlight-plain-echo`: no subprotocol,
+    // every message echoed, its CPU read from the shard threads.
+    let server = server::start_embedded_echo("127.0.0.1:0".parse().unwrap(), ShardPlacement::Unpinned).unwrap();
+    let mut cfg = config(
+        Target::at(server.local_addr()).unwrap(),
+        Scenario::RawEcho { size: 64 },
+        2,
+        Mode::Closed { in_flight: 8 },
+    );
+    cfg.server_cpu = embedded_cpu_source();
+    let out = engine::run(&cfg).expect("run");
+    assert!(out.completed > 100, "{}", out.completed);
+    assert_eq!((out.mismatched, out.failed, out.disconnects, out.incomplete), (0, 0, 0, 0));
+    assert!(out.server_cpu.is_some_and(|c| c.total_ns > 0), "{:?}", out.server_cpu);
+    server.shutdown();
 }
 
 #[test]
