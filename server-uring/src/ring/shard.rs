@@ -27,7 +27,7 @@ use super::reactor::{Completion, Op, Reactor};
 use super::timers;
 use super::tls::{TlsFailure, TlsLayer};
 use super::wake::{self, Remote, TaskWaker, Token};
-use crate::shard::{Shard, ShardParts};
+use crate::shard::{LogLimiter, Shard, ShardParts, ACCEPT_ERROR_LOG_INTERVAL};
 
 /// Back-off before re-arming accept after it failed (EMFILE and friends).
 const ACCEPT_RETRY: Duration = Duration::from_millis(10);
@@ -56,6 +56,11 @@ struct Loop<F: 'static, Fut> {
     batch: Vec<Token>,
     listener: Option<TcpListener>,
     accept_retry: Option<Instant>,
+    /// Failed accepts are logged at most once per interval (at the fd
+    /// limit every retry fails, ~100 times a second), as on glommio.
+    accept_log: LogLimiter,
+    /// Connections refused over `max_connections_per_shard`, likewise.
+    capacity_log: LogLimiter,
     open: usize,
     stop_limit: Option<Instant>,
     mode: Mode,
@@ -108,6 +113,8 @@ pub(crate) fn run<F, Fut>(
         batch: Vec::new(),
         listener: Some(listener),
         accept_retry: None,
+        accept_log: LogLimiter::new(ACCEPT_ERROR_LOG_INTERVAL),
+        capacity_log: LogLimiter::new(ACCEPT_ERROR_LOG_INTERVAL),
         open: 0,
         stop_limit: None,
         mode,
@@ -298,7 +305,11 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
     fn on_accept(&mut self, c: &Completion) {
         if c.result < 0 {
             if c.result != -libc::ECANCELED {
-                tracing::warn!(errno = -c.result, "accept failed");
+                self.shard.stats.accept_errors.inc();
+                if let Some(failed) = self.accept_log.record(Instant::now()) {
+                    let error = std::io::Error::from_raw_os_error(-c.result);
+                    tracing::warn!(shard = self.shard.index, %error, failed, "accept failed ({failed} times since the last report)");
+                }
             }
         } else {
             // SAFETY: a successful accept returns a new descriptor owned by nobody else.
@@ -323,7 +334,9 @@ impl<F: 'static, Fut: Future<Output = ()> + 'static> Loop<F, Fut> {
         if self.open >= shard.config.max_connections_per_shard {
             shard.stats.over_capacity.inc();
             shard.stats.refused.record(crate::stats::RefusalReason::OverCapacity);
-            tracing::warn!(shard = shard.index, "connection limit reached; closing new connection");
+            if let Some(refused) = self.capacity_log.record(Instant::now()) {
+                tracing::warn!(shard = shard.index, refused, "connection limit reached; closing new connections");
+            }
             return;
         }
         let sock = socket2::SockRef::from(&fd);
