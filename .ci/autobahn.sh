@@ -8,8 +8,9 @@
 # INFORMATIONAL verdicts are allowed and listed. Reports (kosoku's HTML/JSON
 # and summary.md/summary.json) go to $AUTOBAHN_OUT (default target/autobahn).
 #
-#   .ci/autobahn.sh                   # cases 1.* to 10.*
+#   .ci/autobahn.sh                   # cases 1.* to 10.*, default backend (ring)
 #   AUTOBAHN_CASES="6.* 7.*" .ci/autobahn.sh
+#   AUTOBAHN_BACKEND=glommio AUTOBAHN_OUT=target/autobahn-glommio .ci/autobahn.sh
 #
 # Section 12/13 (permessage-deflate) is out of scope: the server negotiates
 # no extensions.
@@ -22,6 +23,7 @@ OUT="${AUTOBAHN_OUT:-target/autobahn}"
 CASES="${AUTOBAHN_CASES:-1.* 2.* 3.* 4.* 5.* 6.* 7.* 9.* 10.*}"
 PARALLELISM="${AUTOBAHN_PARALLELISM:-2}"
 RUN_TIMEOUT="${AUTOBAHN_TIMEOUT:-1200}"
+BACKEND="${AUTOBAHN_BACKEND:-ring}"
 
 if ! command -v cargo >/dev/null 2>&1 && [ -x "$HOME/.cargo/bin/cargo" ]; then
   export PATH="$HOME/.cargo/bin:$PATH"
@@ -43,7 +45,7 @@ BIN="${CARGO_TARGET_DIR:-target}/release/examples/autobahn_echo"
 mkdir -p "$OUT"
 SERVER_LOG="$OUT/server.log"
 # Port 0: the server picks a free port and prints it.
-"$BIN" --listen 127.0.0.1:0 >"$SERVER_LOG" 2>&1 &
+"$BIN" --listen 127.0.0.1:0 --backend "$BACKEND" >"$SERVER_LOG" 2>&1 &
 SERVER_PID=$!
 stop_server() {
   if kill -0 "$SERVER_PID" 2>/dev/null; then
@@ -69,7 +71,7 @@ if [ -z "$ADDR" ]; then
   cat "$SERVER_LOG" >&2
   exit 1
 fi
-echo "== echo server on ws://$ADDR; running cases: $CASES (parallelism $PARALLELISM)"
+echo "== echo server ($BACKEND) on ws://$ADDR; running cases: $CASES (parallelism $PARALLELISM)"
 
 set +e
 # shellcheck disable=SC2086 # CASES is a list of globs passed as separate args

@@ -88,8 +88,10 @@
 //! }
 //! ```
 //!
-//! Handlers run on the connection's shard, a glommio executor, not a tokio
-//! runtime: wait with [`server::rt::sleep`] and [`server::rt::spawn_blocking`].
+//! Handlers run on the connection's shard (HardLight's own io_uring loop, or
+//! a glommio executor with [`server::Backend::Glommio`]), not a tokio
+//! runtime: wait with [`server::rt::sleep`] and [`server::rt::spawn_blocking`],
+//! which work on both.
 //!
 //! # 3. Call it
 //!

@@ -159,9 +159,9 @@ pub struct BenchArgs {
     /// Do not count the server's system calls with perf (its tracepoint slows every syscall a little).
     #[arg(long)]
     pub no_server_syscalls: bool,
-    /// The embedded server's event loop: `glommio` (default) or `ring`
-    /// (HardLight's own io_uring loop).
-    #[arg(long, value_name = "glommio|ring", default_value = "glommio")]
+    /// The embedded server's event loop: `ring` (HardLight's own io_uring
+    /// loop, the default) or `glommio`.
+    #[arg(long, value_name = "ring|glommio", default_value = "ring")]
     pub backend: String,
     /// The embedded server with its Prometheus endpoint on (on a free
     /// loopback port, scraped once a second), for metrics-on/off A/Bs.
@@ -284,9 +284,9 @@ pub struct RunArgs {
     /// Do not count the server's system calls with perf.
     #[arg(long)]
     pub no_server_syscalls: bool,
-    /// The embedded server's event loop: `glommio` (default) or `ring`
-    /// (HardLight's own io_uring loop).
-    #[arg(long, value_name = "glommio|ring", default_value = "glommio")]
+    /// The embedded server's event loop: `ring` (HardLight's own io_uring
+    /// loop, the default) or `glommio`.
+    #[arg(long, value_name = "ring|glommio", default_value = "ring")]
     pub backend: String,
     /// The embedded server with its Prometheus endpoint on (on a free
     /// loopback port, scraped once a second), for metrics-on/off A/Bs.
@@ -306,9 +306,9 @@ pub struct ServeArgs {
     /// Stop after S seconds (default: run until killed).
     #[arg(long = "for", value_name = "S", value_parser = parse_secs)]
     pub for_secs: Option<Duration>,
-    /// The embedded server's event loop: `glommio` (default) or `ring`
-    /// (HardLight's own io_uring loop).
-    #[arg(long, value_name = "glommio|ring", default_value = "glommio")]
+    /// The embedded server's event loop: `ring` (HardLight's own io_uring
+    /// loop, the default) or `glommio`.
+    #[arg(long, value_name = "ring|glommio", default_value = "ring")]
     pub backend: String,
     /// The service: `bench` (echo, add) or `fan` (topic subscribe and emit).
     #[arg(long, value_name = "bench|fan", default_value = "bench")]

@@ -26,9 +26,9 @@ pub fn init_logging() {
     let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
 }
 
-/// Whether the embedded server runs on the ring backend (`--backend ring`)
-/// instead of glommio; set once from the command line.
-static RING: AtomicBool = AtomicBool::new(false);
+/// Whether the embedded server runs on the ring backend (the default)
+/// instead of glommio (`--backend glommio`); set once from the command line.
+static RING: AtomicBool = AtomicBool::new(true);
 
 /// Picks the embedded server's backend from a `--backend` value.
 pub fn set_backend(name: &str) -> Result<(), String> {

@@ -233,14 +233,15 @@ fn server_syscalls_are_counted_on_the_shard_threads_over_the_window() {
         Err(e) => panic!("server syscalls not counted: {e}"),
     };
     assert!(out.completed > 100, "{}", out.completed);
-    // Ping-pong with one call in flight: the shard sleeps and wakes for
-    // every call, so it makes at least one system call per call; glommio's
-    // reactor makes io_uring_enter calls.
-    assert!(n.total >= out.completed, "{n:?} for {} calls", out.completed);
+    // Ping-pong with one call in flight on each of 2 connections: the shard
+    // sleeps between rounds and a wake-up finds at most 2 calls, so it makes
+    // at least one system call (io_uring_enter, on either backend) per 2
+    // calls.
+    assert!(2 * n.total >= out.completed, "{n:?} for {} calls", out.completed);
     assert!(n.io_uring_enter > 0, "{n:?}");
     let s = Summary::new(&cfg, &out, &meta("sys"));
     assert_eq!(s.server_syscalls, Some(n.total));
-    assert!(s.server_syscalls_per_call.unwrap() >= 1.0);
+    assert!(s.server_syscalls_per_call.unwrap() >= 0.5);
 
     // Turned off: n/a with the reason, and the run still works.
     cfg.count_server_syscalls = false;

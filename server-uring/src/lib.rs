@@ -1,9 +1,11 @@
 //! HardLight's thread-per-core server.
 //!
-//! Each shard is a glommio executor pinned to one CPU, with its own
-//! SO_REUSEPORT listener on the shared address; the kernel spreads
-//! connections across shards, and a connection stays on its shard for life.
-//! Socket I/O goes through io_uring. The protocol itself lives in
+//! Each shard is one thread pinned to one CPU, with its own SO_REUSEPORT
+//! listener on the shared address; the kernel spreads connections across
+//! shards, and a connection stays on its shard for life. Socket I/O goes
+//! through io_uring: by default HardLight's own loop (one ring and one
+//! `io_uring_enter` per pass, [`Backend::Ring`]), or glommio executors
+//! ([`Backend::Glommio`]). The protocol itself lives in
 //! `hardlight-core`; this crate only moves bytes and runs handlers
 //! (see `docs/ARCHITECTURE.md`).
 //!
@@ -169,7 +171,7 @@ impl ServerBuilder {
         self
     }
 
-    /// The event loop the shards run on (default: [`Backend::Glommio`]).
+    /// The event loop the shards run on (default: [`Backend::Ring`]).
     pub fn backend(mut self, backend: Backend) -> Self {
         self.config.backend = backend;
         self

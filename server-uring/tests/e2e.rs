@@ -1,4 +1,4 @@
-//! End to end: the real glommio server on 127.0.0.1, the real tokio client.
+//! End to end: the real server (on the default backend, the ring; tests/glommio.rs runs it again on glommio) on 127.0.0.1, the real tokio client.
 
 mod common;
 

@@ -1,7 +1,8 @@
-//! The end-to-end suites again, on the ring backend (`Backend::Ring`): real
-//! sockets on 127.0.0.1, the real client. This binary includes the other
-//! suites as its modules; `common::backend()` sees the `ring` crate in its
-//! module path and every server they start runs on the ring.
+//! The end-to-end suites again, on the glommio backend (`Backend::Glommio`;
+//! every other test binary runs on the default, the ring): real sockets on
+//! 127.0.0.1, the real client. This binary includes the other suites as its
+//! modules; `common::backend()` sees the `glommio` crate in its module path
+//! and every server they start runs on glommio.
 
 // Each included suite declares its own `mod common`, as it does in its own
 // binary; the copies are identical.

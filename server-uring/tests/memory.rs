@@ -42,9 +42,10 @@ fn child_process_entry() {
         ..Limits::default()
     };
     let mut b = builder().limits(limits).max_connections_per_shard(2 * CONNECTIONS);
-    if std::env::var(CHILD_ENV).as_deref() == Ok("ring") {
-        b = b.backend(hardlight::server::Backend::Ring);
-    }
+    b = b.backend(match std::env::var(CHILD_ENV).as_deref() {
+        Ok("ring") => hardlight::server::Backend::Ring,
+        _ => hardlight::server::Backend::Glommio,
+    });
     let (server, _) = start(b);
     println!("LISTENING {}", server.local_addr());
     std::thread::sleep(Duration::from_secs(600));

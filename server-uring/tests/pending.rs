@@ -1,7 +1,7 @@
 //! Many calls pending at once: handlers that wait on the shard's blocking
 //! pool and timers (`rt::spawn_blocking`, `rt::sleep`: glommio's on a
-//! glommio shard, the ring's own on a ring shard; tests/ring.rs runs this
-//! file again on the ring backend), 256 in flight per connection (the protocol's maximum), for
+//! glommio shard, the ring's own on a ring shard; tests/glommio.rs runs this
+//! file again on glommio), 256 in flight per connection (the protocol's maximum), for
 //! many rounds on several connections.
 //!
 //! Regression test for a wrapped task reference count: glommio 0.9 counts a

@@ -1,5 +1,5 @@
 //! The core's time rules and the shard's held-bytes budget, through the real
-//! glommio server over real sockets, with short configured values.
+//! real server (both backends: tests/glommio.rs runs this file on glommio) over real sockets, with short configured values.
 
 mod common;
 

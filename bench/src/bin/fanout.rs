@@ -73,7 +73,7 @@ fn parse_args() -> Args {
         client_cpu: Some(0),
         out: None,
         client_of: None,
-        backend: Some(Backend::Glommio),
+        backend: Some(Backend::Ring),
         floor: FloorMode::Send,
     };
     let mut it = std::env::args().skip(1);

@@ -65,15 +65,15 @@ pub fn init_tracing() {
         .try_init();
 }
 
-/// The backend the calling test binary runs on. The `ring` test binary
-/// (tests/ring.rs) includes the other suites as its modules, so everything
-/// compiled under its crate runs on `Backend::Ring`; every other binary
-/// runs on the default, glommio.
+/// The backend the calling test binary runs on. The `glommio` test binary
+/// (tests/glommio.rs) includes the other suites as its modules, so
+/// everything compiled under its crate runs on `Backend::Glommio`; every
+/// other binary runs on the default, the ring.
 pub fn backend() -> Backend {
-    if module_path!().starts_with("ring::") {
-        Backend::Ring
-    } else {
+    if module_path!().starts_with("glommio::") {
         Backend::Glommio
+    } else {
+        Backend::Ring
     }
 }
 
