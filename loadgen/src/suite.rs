@@ -260,22 +260,14 @@ fn start_subjects(opts: &BenchOptions) -> (Vec<(String, Subject)>, Vec<String>) 
     let mut skipped = Vec::new();
     match server::start_embedded("127.0.0.1:0".parse().unwrap(), placement) {
         Ok(h) => started.push(("hardlight".to_string(), Subject::Embedded(h))),
-        Err(e) => {
-            let msg = format!("server hardlight skipped: {e}");
-            eprintln!("{msg}");
-            skipped.push(msg);
-        }
+        Err(e) => skip(&mut skipped, format!("server hardlight skipped: {e}")),
     }
     if !opts.peers {
         return (started, skipped);
     }
     match server::start_embedded_echo("127.0.0.1:0".parse().unwrap(), placement) {
         Ok(h) => started.push(("hardlight-plain-echo".to_string(), Subject::EmbeddedEcho(h))),
-        Err(e) => {
-            let msg = format!("server hardlight-plain-echo skipped: {e}");
-            eprintln!("{msg}");
-            skipped.push(msg);
-        }
+        Err(e) => skip(&mut skipped, format!("server hardlight-plain-echo skipped: {e}")),
     }
     for spec in PEERS.iter() {
         let path = Peer::path(&opts.peer_bin_dir, spec.bin);
@@ -285,20 +277,21 @@ fn start_subjects(opts: &BenchOptions) -> (Vec<(String, Subject)>, Vec<String>) 
                 spec.bin,
                 path.display()
             );
-            eprintln!("{msg}");
-            skipped.push(msg);
+            skip(&mut skipped, msg);
             continue;
         }
         match Peer::spawn(&path, server_cpu) {
             Ok(p) => started.push((spec.bin.to_string(), Subject::Peer(p, spec.hardlight))),
-            Err(e) => {
-                let msg = format!("server {} skipped: {e}", spec.bin);
-                eprintln!("{msg}");
-                skipped.push(msg);
-            }
+            Err(e) => skip(&mut skipped, format!("server {} skipped: {e}", spec.bin)),
         }
     }
     (started, skipped)
+}
+
+/// Says why a server is left out, now and in the report.
+fn skip(skipped: &mut Vec<String>, msg: String) {
+    eprintln!("{msg}");
+    skipped.push(msg);
 }
 
 /// One panel per case, one curve per server: `OUT/PREFIX-plot.svg`.

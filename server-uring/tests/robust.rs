@@ -90,6 +90,16 @@ async fn wss_with_a_trusted_dev_certificate_and_never_an_untrusted_one() {
     assert_eq!(c.get().await.unwrap(), 3, "the trusted connection is unaffected");
 }
 
+/// Limits with keepalive and idle timeout pushed out of a test's reach, so
+/// that no timer (a ping waking a stalled connection) can be what makes
+/// progress.
+fn timers_out_of_reach() -> Limits {
+    Limits {
+        keepalive_interval: Duration::from_secs(600),
+        idle_timeout: Duration::from_secs(1200),
+        ..Limits::default()
+    }
+}
 /// TLS under load: 200 calls in flight on one connection, megabyte
 /// messages both ways (more plaintext than the connection's read buffer
 /// holds, so the server must hold records back and resume), a client that
@@ -102,11 +112,7 @@ async fn wss_with_a_trusted_dev_certificate_and_never_an_untrusted_one() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn wss_pipelined_calls_large_messages_and_closes_leave_nothing_open() {
     let (tls, pem) = TlsConfig::self_signed(&["localhost"]).unwrap();
-    let limits = Limits {
-        keepalive_interval: Duration::from_secs(600),
-        idle_timeout: Duration::from_secs(1200),
-        ..Limits::default()
-    };
+    let limits = timers_out_of_reach();
     let (server, _) = start(builder().tls(tls).limits(limits));
     let url = format!("wss://localhost:{}", server.local_addr().port());
     let cfg = ClientConfig::default().trust_pem(&pem).unwrap().call_timeout(Duration::from_secs(10));
@@ -145,11 +151,7 @@ async fn wss_pipelined_calls_large_messages_and_closes_leave_nothing_open() {
 /// makes progress).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn plain_pipelined_calls_and_megabyte_messages_on_four_connections_arrive_whole() {
-    let limits = Limits {
-        keepalive_interval: Duration::from_secs(600),
-        idle_timeout: Duration::from_secs(1200),
-        ..Limits::default()
-    };
+    let limits = timers_out_of_reach();
     let (server, _) = start(builder().limits(limits));
     let url = format!("ws://127.0.0.1:{}", server.local_addr().port());
     let cfg = ClientConfig::default().call_timeout(Duration::from_secs(10));
