@@ -100,6 +100,24 @@ fn timers_out_of_reach() -> Limits {
         ..Limits::default()
     }
 }
+/// `calls` calls in flight on one connection (each sleeping 0-6 ms before
+/// echoing its number) while a 1 MB message (bytes offset by `seed`) goes
+/// each way: every answer comes back right.
+async fn pipelined_calls_and_a_megabyte(c: &ProbeClient<Connection>, calls: u64, seed: u32, what: &str) {
+    let calls: Vec<_> = (0..calls)
+        .map(|i| {
+            let c = c.clone();
+            tokio::spawn(async move { (i, c.sleep_echo((i % 7) as u32, i).await.unwrap()) })
+        })
+        .collect();
+    let big: Vec<u8> = (0..1_000_000u32).map(|i| ((i + seed) % 251) as u8).collect();
+    assert_eq!(c.echo(big.clone()).await.unwrap(), big, "1 MB each way {what}");
+    for call in calls {
+        let (i, got) = call.await.unwrap();
+        assert_eq!(got, i);
+    }
+}
+
 /// TLS under load: 200 calls in flight on one connection, megabyte
 /// messages both ways (more plaintext than the connection's read buffer
 /// holds, so the server must hold records back and resume), a client that
@@ -117,19 +135,7 @@ async fn wss_pipelined_calls_large_messages_and_closes_leave_nothing_open() {
     let url = format!("wss://localhost:{}", server.local_addr().port());
     let cfg = ClientConfig::default().trust_pem(&pem).unwrap().call_timeout(Duration::from_secs(10));
     let conn = Connection::connect_with(&url, cfg.clone()).await.unwrap();
-    let c = ProbeClient::new(conn.clone());
-    let calls: Vec<_> = (0..200u64)
-        .map(|i| {
-            let c = c.clone();
-            tokio::spawn(async move { (i, c.sleep_echo((i % 7) as u32, i).await.unwrap()) })
-        })
-        .collect();
-    let big: Vec<u8> = (0..1_000_000u32).map(|i| (i % 251) as u8).collect();
-    assert_eq!(c.echo(big.clone()).await.unwrap(), big, "1 MB each way over TLS");
-    for call in calls {
-        let (i, got) = call.await.unwrap();
-        assert_eq!(got, i);
-    }
+    pipelined_calls_and_a_megabyte(&ProbeClient::new(conn.clone()), 200, 0, "over TLS").await;
     conn.close();
     wait_open(&server, 0).await;
 
@@ -159,19 +165,8 @@ async fn plain_pipelined_calls_and_megabyte_messages_on_four_connections_arrive_
     for k in 0..4u32 {
         let conn = Connection::connect_with(&url, cfg.clone()).await.unwrap();
         tasks.push(tokio::spawn(async move {
-            let c = ProbeClient::new(conn.clone());
-            let calls: Vec<_> = (0..100u64)
-                .map(|i| {
-                    let c = c.clone();
-                    tokio::spawn(async move { (i, c.sleep_echo((i % 5) as u32, i).await.unwrap()) })
-                })
-                .collect();
-            let big: Vec<u8> = (0..1_000_000u32).map(|i| ((i + k) % 251) as u8).collect();
-            assert_eq!(c.echo(big.clone()).await.unwrap(), big, "1 MB each way on connection {k}");
-            for call in calls {
-                let (i, got) = call.await.unwrap();
-                assert_eq!(got, i);
-            }
+            let on = format!("on connection {k}");
+            pipelined_calls_and_a_megabyte(&ProbeClient::new(conn.clone()), 100, k, &on).await;
             conn.close();
         }));
     }

@@ -251,7 +251,7 @@ impl Io {
         if self.multishot {
             let wants = !self.eof
                 && !self.eof_spilled
-                && self.spill_start == self.spill.len()
+                && self.spilled() == 0
                 && self.core.wants_read()
                 && self.unsent() < self.core.limits().max_outbound_bytes;
             if wants && !self.recv_in_flight {
@@ -350,7 +350,7 @@ impl Io {
                 None
             }
             0 => {
-                if self.spill_start == self.spill.len() {
+                if self.spilled() == 0 {
                     self.core.on_read(0);
                     self.eof = true;
                 } else {
@@ -377,22 +377,8 @@ impl Io {
 
     /// Copies received bytes into the core, or behind what already waits.
     fn take_in(&mut self, data: &[u8]) {
-        let mut taken = 0;
-        if self.spill_start == self.spill.len() {
-            let room = self.core.read_buf();
-            taken = room.len().min(data.len());
-            room[..taken].copy_from_slice(&data[..taken]);
-            if taken > 0 {
-                self.core.on_read(taken);
-            }
-        }
-        if taken < data.len() {
-            if self.spill_start == self.spill.len() {
-                self.spill.clear();
-                self.spill_start = 0;
-            }
-            self.spill.extend_from_slice(&data[taken..]);
-        }
+        let taken = if self.spilled() == 0 { feed(&mut self.core, data) } else { 0 };
+        self.spill.extend_from_slice(&data[taken..]);
     }
 
     /// Moves spilled bytes (and then the peer's end) into the core as it
@@ -402,19 +388,17 @@ impl Io {
             return false;
         }
         let mut moved = false;
-        while self.spill_start < self.spill.len() {
-            let rest = &self.spill[self.spill_start..];
-            let room = self.core.read_buf();
-            let n = room.len().min(rest.len());
+        while self.spilled() > 0 {
+            let n = feed(&mut self.core, &self.spill[self.spill_start..]);
             if n == 0 {
                 break;
             }
-            room[..n].copy_from_slice(&rest[..n]);
-            self.core.on_read(n);
             self.spill_start += n;
             moved = true;
         }
-        if self.spill_start == self.spill.len() && !self.spill.is_empty() {
+        // Drained: the allocation goes (spills are rare), and an empty
+        // spill always starts at 0.
+        if self.spilled() == 0 && !self.spill.is_empty() {
             self.spill = Vec::new();
             self.spill_start = 0;
         }
@@ -482,6 +466,19 @@ impl Io {
             r.cancel(Op::Send, token);
         }
     }
+}
+
+/// Copies as much of `bytes` as fits into the core's read buffer and
+/// returns how much that was.
+fn feed(core: &mut ServerConnection, bytes: &[u8]) -> usize {
+    let room = core.read_buf();
+    let n = room.len().min(bytes.len());
+    room[..n].copy_from_slice(&bytes[..n]);
+    // Never `on_read(0)`: that is the peer's end.
+    if n > 0 {
+        core.on_read(n);
+    }
+    n
 }
 
 #[cfg(test)]
