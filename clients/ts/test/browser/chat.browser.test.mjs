@@ -1,4 +1,4 @@
-// Two Chromium pages run the chat page against the real glommio chat
+// Two Chromium pages run the chat page against the real chat
 // server: log in by cookie, join, messages both ways, state and features
 // updating, a foreign origin refused, and pending calls failing at once
 // when the server dies. Saves a screenshot of the page.
@@ -28,7 +28,7 @@ const enabled = (page) => page.$$eval("#features li:not(.off)", (lis) => lis.map
 const stateText = (page) => page.textContent("#state");
 const texts = (page) => page.$$eval("#messages .text", (els) => els.map((e) => e.textContent));
 
-test("chat between two Chromium pages through the glommio server", { skip, timeout: 120_000 }, async () => {
+test("chat between two Chromium pages through the chat server", { skip, timeout: 120_000 }, async () => {
   const site = await staticServer();
   const foreign = await staticServer();
   const server = await chatServer(site.origin);
@@ -105,7 +105,7 @@ test("chat between two Chromium pages through the glommio server", { skip, timeo
 
     // A call whose server does not answer times out; its id stays reserved
     // until the late answer arrives, which is then dropped.
-    process.kill(server.child.pid, "SIGSTOP");
+    await server.pause();
     const timedOut = await alice.evaluate(async () => {
       const t = performance.now();
       const kind = await window.hl.chat.history("general", { timeoutMs: 300 }).then(() => "ok", (e) => e.kind);
@@ -115,12 +115,12 @@ test("chat between two Chromium pages through the glommio server", { skip, timeo
     // Not before its time limit (a bound above would only measure the machine).
     assert.ok(timedOut.ms >= 300, `${timedOut.ms} ms`);
     assert.deepEqual(timedOut.load, { inFlight: 1, waiting: 0 });
-    process.kill(server.child.pid, "SIGCONT");
+    server.resume();
     await alice.waitForFunction(() => window.hl.conn.load.inFlight === 0);
 
     // Killing the server fails pending calls with Disconnected, not at their
     // (default 30 s) timeout: the kind says which.
-    process.kill(server.child.pid, "SIGSTOP");
+    await server.pause();
     await alice.evaluate(() => {
       window.pending = Array.from({ length: 8 }, () =>
         window.hl.chat.history("general").then(

@@ -1,9 +1,9 @@
 // What the browser tests need around Chromium: a static file server for
-// the page, the real chat server (glommio) as a child process, and
+// the page, the real chat server (default backend) as a child process, and
 // Debian's chromium under playwright-core.
 import { spawn, execFileSync } from "node:child_process";
 import { createServer } from "node:http";
-import { mkdtempSync, readFileSync, existsSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, readdirSync, existsSync, rmSync } from "node:fs";
 import { createServer as netServer, connect as netConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, normalize, extname, resolve } from "node:path";
@@ -102,11 +102,39 @@ export async function chatServer(allowedOrigin, extraArgs = [], at = {}) {
       child.kill("SIGKILL");
       await exited;
     },
+    /**
+     * SIGSTOP, returning once every thread of the server is stopped. A
+     * stop signal is taken by one thread, which then stops the others: on
+     * a busy machine a shard thread can serve a call several milliseconds
+     * after kill(2) returned (a browser test saw an answer "while
+     * stopped"). Polls /proc until each thread's state is T.
+     */
+    async pause() {
+      child.kill("SIGSTOP");
+      const deadline = Date.now() + 10_000;
+      while (!allStopped(child.pid)) {
+        if (Date.now() > deadline) throw new Error(`chat server ${child.pid} did not stop within 10 s`);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+    },
+    resume() {
+      child.kill("SIGCONT");
+    },
     stop() {
       child.kill("SIGKILL");
       rmSync(data, { recursive: true, force: true });
     },
   };
+}
+
+/** Whether every thread of process `pid` is stopped (state T in /proc/PID/task/TID/stat). */
+function allStopped(pid) {
+  const tasks = readdirSync(`/proc/${pid}/task`);
+  return tasks.every((tid) => {
+    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    // The state follows the parenthesised command name, which may hold spaces.
+    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "T";
+  });
 }
 
 /** Flags Debian's chromium needs here: headless, and no background connections (refused by this machine's closed network). */
