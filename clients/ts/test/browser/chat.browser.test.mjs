@@ -11,7 +11,10 @@ import { join } from "node:path";
 import { REPO, chatServer, chromiumPath, launch, staticServer } from "./harness.mjs";
 
 const skip = chromiumPath() ? false : "chromium not installed (apt-get install chromium); CI installs it";
-const SCREENSHOT = process.env.HL_SCREENSHOT ?? join(REPO, "docs/browser-chat.png");
+// A test run must not change tracked files: the screenshot goes under
+// target/ unless HL_SCREENSHOT names a path (docs/browser-chat.png to
+// refresh the README's picture).
+const SCREENSHOT = process.env.HL_SCREENSHOT ?? join(REPO, "target/browser/browser-chat.png");
 
 async function login(browser, origin, ws, name) {
   const context = await browser.newContext({ viewport: { width: 900, height: 560 } });
