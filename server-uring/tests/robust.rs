@@ -90,6 +90,55 @@ async fn wss_with_a_trusted_dev_certificate_and_never_an_untrusted_one() {
     assert_eq!(c.get().await.unwrap(), 3, "the trusted connection is unaffected");
 }
 
+/// A client that fails the TLS handshake learns why: the server sends
+/// rustls' fatal alert before it closes, on both backends, instead of
+/// just dropping the connection (which a TLS client reports as a reset or
+/// an unexpected end, with no reason).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_tls_handshake_gets_an_alert_before_the_close() {
+    let (tls, _) = TlsConfig::self_signed(&["localhost"]).unwrap();
+    let (server, _) = start(builder().tls(tls));
+    // Plain HTTP to the TLS port: not a TLS record at all.
+    let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    tcp.write_all(format!("{UPGRADE}\r\n").as_bytes()).await.unwrap();
+    let got = read_all(&mut tcp, Duration::from_secs(5)).await;
+    // An alert record: content type 21, version 3.x, a 2-byte length, then
+    // level 2 (fatal) and a description.
+    assert!(got.len() >= 7, "expected an alert record, got {got:?}");
+    assert_eq!((got[0], got[1]), (21, 3), "{got:?}");
+    assert_eq!(u16::from_be_bytes([got[3], got[4]]), 2, "{got:?}");
+    assert_eq!(got[5], 2, "a fatal alert: {got:?}");
+    // A ClientHello that offers nothing the server supports (TLS 1.3 with
+    // an unknown cipher suite only): handshake_failure (40) or another
+    // fatal alert, not silence.
+    let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
+    tcp.write_all(&client_hello_with_no_common_suite()).await.unwrap();
+    let got = read_all(&mut tcp, Duration::from_secs(5)).await;
+    assert!(got.len() >= 7 && got[0] == 21 && got[5] == 2, "expected a fatal alert, got {got:?}");
+    let t0 = Instant::now();
+    while server.stats().tls_failures.get() < 2 && t0.elapsed() < Duration::from_secs(5) {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(server.stats().tls_failures.get(), 2);
+}
+
+/// A well-formed TLS 1.2 ClientHello whose only cipher suite is one no
+/// server implements (0x0a0a, a GREASE value).
+fn client_hello_with_no_common_suite() -> Vec<u8> {
+    let mut hello = Vec::new();
+    hello.extend_from_slice(&[3, 3]); // client_version TLS 1.2
+    hello.extend_from_slice(&[7; 32]); // random
+    hello.push(0); // session id
+    hello.extend_from_slice(&[0, 2, 0x0a, 0x0a]); // cipher suites
+    hello.extend_from_slice(&[1, 0]); // compression: null
+    hello.extend_from_slice(&[0, 0]); // no extensions
+    let mut handshake = vec![1, 0, 0, hello.len() as u8];
+    handshake.extend_from_slice(&hello);
+    let mut record = vec![22, 3, 1, 0, handshake.len() as u8];
+    record.extend_from_slice(&handshake);
+    record
+}
+
 /// Limits with keepalive and idle timeout pushed out of a test's reach, so
 /// that no timer (a ping waking a stalled connection) can be what makes
 /// progress.

@@ -187,11 +187,33 @@ impl Io {
                 moved > 0 || tls.ended() != was_ended
             }
             Err(f) => {
-                // rustls' alert is not sent: the connection is dropped, as a
-                // plain one is on a socket error.
+                self.send_alert();
                 self.tls_failure = Some(f);
                 self.failed = true;
                 true
+            }
+        }
+    }
+
+    /// rustls queued a fatal alert (it failed): sends it, after whatever
+    /// was staged before it, so the peer learns why before the close. One
+    /// non-blocking send outside the ring, since the connection ends right
+    /// after: a peer whose window is full misses the alert rather than
+    /// holding the connection open. Skipped while a ring send is in flight
+    /// (the alert must not overtake it).
+    fn send_alert(&mut self) {
+        let Some(tls) = self.tls.as_mut() else { return };
+        if self.send_in_flight || self.finished {
+            return;
+        }
+        let mut out = self.send_buf.split_off(self.send_off);
+        tls.write_pending(&mut out);
+        self.send_buf.clear();
+        self.send_off = 0;
+        if !out.is_empty() {
+            let sock = socket2::SockRef::from(&self.fd);
+            if let Err(e) = sock.send_with_flags(&out, libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL) {
+                tracing::debug!(error = %e, "could not send the TLS alert");
             }
         }
     }

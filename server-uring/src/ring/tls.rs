@@ -163,8 +163,14 @@ impl TlsLayer {
             self.closing = true;
             self.conn.send_close_notify();
         }
+        self.write_pending(send_buf);
+    }
+
+    /// Appends every record rustls has queued (after a failure: its fatal
+    /// alert) to `out`, without taking plaintext from the core.
+    pub(crate) fn write_pending(&mut self, out: &mut Vec<u8>) {
         while self.conn.wants_write() {
-            if self.conn.write_tls(send_buf).is_err() {
+            if self.conn.write_tls(out).is_err() {
                 break;
             }
         }
