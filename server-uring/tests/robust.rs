@@ -108,9 +108,9 @@ async fn a_failed_tls_handshake_gets_an_alert_before_the_close() {
     assert_eq!((got[0], got[1]), (21, 3), "{got:?}");
     assert_eq!(u16::from_be_bytes([got[3], got[4]]), 2, "{got:?}");
     assert_eq!(got[5], 2, "a fatal alert: {got:?}");
-    // A ClientHello that offers nothing the server supports (TLS 1.3 with
-    // an unknown cipher suite only): handshake_failure (40) or another
-    // fatal alert, not silence.
+    // A ClientHello that offers nothing the server supports (TLS 1.2, one
+    // unknown cipher suite): handshake_failure (40) or another fatal
+    // alert, not silence.
     let mut tcp = TcpStream::connect(server.local_addr()).await.unwrap();
     tcp.write_all(&client_hello_with_no_common_suite()).await.unwrap();
     let got = read_all(&mut tcp, Duration::from_secs(5)).await;

@@ -131,9 +131,15 @@ export async function chatServer(allowedOrigin, extraArgs = [], at = {}) {
 function allStopped(pid) {
   const tasks = readdirSync(`/proc/${pid}/task`);
   return tasks.every((tid) => {
-    const stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    let stat;
+    try {
+      stat = readFileSync(`/proc/${pid}/task/${tid}/stat`, "utf8");
+    } catch {
+      return true; // the thread ended since the listing
+    }
     // The state follows the parenthesised command name, which may hold spaces.
-    return stat.slice(stat.lastIndexOf(")") + 2, stat.lastIndexOf(")") + 3) === "T";
+    const state = stat.lastIndexOf(")") + 2;
+    return stat[state] === "T";
   });
 }
 
