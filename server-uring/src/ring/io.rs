@@ -342,8 +342,7 @@ impl Io {
                 None
             }
             0 => {
-                self.core.on_read(0);
-                self.eof = true;
+                self.end_of_stream();
                 None
             }
             e if e == -libc::EINTR || e == -libc::EAGAIN => None,
@@ -373,8 +372,7 @@ impl Io {
             }
             0 => {
                 if self.spilled() == 0 {
-                    self.core.on_read(0);
-                    self.eof = true;
+                    self.end_of_stream();
                 } else {
                     self.eof_spilled = true;
                 }
@@ -426,11 +424,16 @@ impl Io {
         }
         if self.eof_spilled && self.spill.is_empty() {
             self.eof_spilled = false;
-            self.core.on_read(0);
-            self.eof = true;
+            self.end_of_stream();
             moved = true;
         }
         moved
+    }
+
+    /// The peer's end reaches the core (after every byte before it).
+    fn end_of_stream(&mut self) {
+        self.core.on_read(0);
+        self.eof = true;
     }
 
     /// A send completed with `result` (bytes sent or a negative errno).
@@ -538,7 +541,7 @@ mod tests {
         let req = long_upgrade();
         io.on_recv_multi(req.len() as i32, true, &req);
         assert_eq!(io.core.stats().bytes_read, IDLE_READ_BUFFER as u64, "the core took what fit");
-        assert_eq!(io.spill.len() - io.spill_start, req.len() - IDLE_READ_BUFFER);
+        assert_eq!(io.spilled(), req.len() - IDLE_READ_BUFFER);
         let mut rounds = 0;
         while io.pump_spill() {
             rounds += 1;
